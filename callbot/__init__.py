@@ -1,0 +1,21 @@
+"""callbot: headless WebRTC media bots: answer and place calls, play files, record replies."""
+
+from .call import Call
+from .config import CallConfig
+from .errors import CallbotError, CallError, InvalidStateError, MediaError
+from .ice import IceConfig
+from .media import Playback, Recording, TrackRecorder
+
+__all__ = [
+    "Call",
+    "CallConfig",
+    "CallError",
+    "CallbotError",
+    "IceConfig",
+    "InvalidStateError",
+    "MediaError",
+    "Playback",
+    "Recording",
+    "TrackRecorder",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,537 @@
+"""`Call`: one audio/video call. State machine, events and controls over one RTCPeerConnection.
+
+A call does not know how its signalling travels: it sends protocol messages (DESIGN section 5)
+through a `CallSignaling` port and is fed the peer's messages through `handle_signal()`. The
+relay client, and an in-process link for tests and the demo, both plug in there.
+
+States: new -> calling (outbound) | ringing (inbound) -> connecting -> connected <-> held -> ended.
+Events: state(new, prev), ringing, connected, track(kind, track), mediastatus(audio_muted,
+video_muted), data(payload), ended(reason, duration), error(CallbotError).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.rtcdatachannel import RTCDataChannel
+from aiortc.sdp import candidate_from_sdp
+
+from .config import CallConfig
+from .errors import CallbotError, CallError, InvalidStateError, MediaError
+from .events import Emitter
+from .ice import gather_within
+from .media.decoder import FileDecoder
+from .media.incoming import FrameSubscription, IncomingMedia
+from .media.playback import Playback
+from .media.recorder import Recording, TrackRecorder
+from .media.tracks import OutgoingAudioTrack, OutgoingVideoTrack
+
+logger = logging.getLogger(__name__)
+
+CallState = Literal["new", "calling", "ringing", "connecting", "connected", "held", "ended"]
+Direction = Literal["inbound", "outbound"]
+Kind = Literal["audio", "video"]
+
+#: Messages queued by `send_data()` before the data channel opens.
+MAX_QUEUED_DATA = 1000
+DATA_CHANNEL_LABEL = "callbot"
+DATA_CHANNEL_ID = 0  # pre-negotiated on both sides: no in-band channel announcement needed
+
+
+class CallSignaling(Protocol):
+    """Carries one call's protocol messages to the peer (relay client, in-process link...)."""
+
+    async def send(self, message: dict[str, Any]) -> None: ...
+
+
+class Call(Emitter):
+    """One call with one peer. Create through `Bot` (or `callbot.signaling.direct` in tests)."""
+
+    def __init__(
+        self,
+        *,
+        direction: Direction,
+        peer: str,
+        signaling: CallSignaling,
+        config: CallConfig | None = None,
+        call_id: str | None = None,
+        video: bool = False,
+        metadata: dict[str, Any] | None = None,
+        remote_offer: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.id = call_id or uuid.uuid4().hex
+        self.direction: Direction = direction
+        self.peer = peer
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.config = config or CallConfig()
+        self.state: CallState = "new"
+        self.prev_state: CallState | None = None
+        self.end_reason: str | None = None
+        self.remote_muted = {"audio": False, "video": False}
+        self._signaling = signaling
+        self._remote_offer = remote_offer
+        self._pc: RTCPeerConnection | None = None
+        self._audio_out = OutgoingAudioTrack()
+        self._video_out = (
+            OutgoingVideoTrack(self.config.video_size)
+            if video and direction == "outbound"
+            else None
+        )
+        self._incoming = {"audio": IncomingMedia("audio"), "video": IncomingMedia("video")}
+        self._channel: RTCDataChannel | None = None
+        self._outbox: deque[str | bytes] = deque()
+        self._recorders: list[TrackRecorder] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._connected_at: float | None = None
+        self._ended_at: float | None = None
+        loop = asyncio.get_running_loop()
+        self._connected: asyncio.Future[None] = loop.create_future()
+        self._finished: asyncio.Future[str] = loop.create_future()
+        self._background: set[asyncio.Task[Any]] = set()
+        if direction == "inbound":
+            self._set_state("ringing")
+
+    def __repr__(self) -> str:
+        return f"<Call {self.id} {self.direction} {self.peer} {self.state}>"
+
+    # -- properties --------------------------------------------------------------------------
+
+    @property
+    def peer_connection(self) -> RTCPeerConnection | None:
+        """The underlying aiortc peer connection (None before the call starts)."""
+        return self._pc
+
+    @property
+    def duration(self) -> float:
+        """Seconds since the call connected (0 if it never did); frozen once ended."""
+        if self._connected_at is None:
+            return 0.0
+        return (self._ended_at or time.monotonic()) - self._connected_at
+
+    @property
+    def is_muted(self) -> bool:
+        """Whether our microphone (audio) is muted."""
+        return self._audio_out.muted
+
+    @property
+    def is_video_muted(self) -> bool:
+        return self._video_out is not None and self._video_out.muted
+
+    @property
+    def is_held(self) -> bool:
+        return self.state == "held"
+
+    @property
+    def has_video(self) -> bool:
+        """Whether this call sends video."""
+        return self._video_out is not None
+
+    @property
+    def remote_offers_video(self) -> bool:
+        """For an inbound call: whether the caller's offer includes video."""
+        return bool(self._remote_offer and "\nm=video " in "\n" + self._remote_offer)
+
+    # -- setting up --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Outbound: send the offer; the call is `calling` until answered."""
+        self._require("new", "start")
+        pc = self._create_peer_connection()
+        pc.addTransceiver(self._audio_out, direction="sendrecv")
+        if self._video_out is not None:
+            self._prefer_codec(pc.addTransceiver(self._video_out, direction="sendrecv"))
+        self._open_channel(pc)
+        await self._guard(self._describe(pc, "offer"))
+        self._set_state("calling")
+        self._arm_timer(self.config.ring_timeout, "no_answer")
+        await self._send(
+            {
+                "type": "call_offer",
+                "to": self.peer,
+                "sdp": pc.localDescription.sdp,
+                "metadata": self.metadata,
+            }
+        )
+
+    async def answer(self, video: bool = False) -> None:
+        """Inbound: accept the ringing call, sending video too when `video` is true."""
+        self._require("ringing", "answer")
+        assert self._remote_offer is not None
+        pc = self._create_peer_connection()
+        offer = RTCSessionDescription(self._remote_offer, "offer")
+        await self._guard(pc.setRemoteDescription(offer))
+        pc.addTrack(self._audio_out)
+        if video and self.remote_offers_video:
+            self._video_out = OutgoingVideoTrack(self.config.video_size)
+            pc.addTrack(self._video_out)
+        for transceiver in pc.getTransceivers():
+            if transceiver.kind == "video":
+                self._prefer_codec(transceiver)
+        if "\nm=application " in "\n" + self._remote_offer:
+            self._open_channel(pc)
+        self._set_state("connecting")
+        self._arm_timer(self.config.connect_timeout, "failed")
+        await self._guard(self._describe(pc, "answer"))
+        await self._send({"type": "call_answer", "sdp": pc.localDescription.sdp})
+
+    async def reject(self, reason: Literal["busy", "decline"] = "decline") -> None:
+        """Inbound: refuse the ringing call."""
+        self._require("ringing", "reject")
+        with contextlib.suppress(CallbotError, OSError):
+            await self._send({"type": "call_reject", "reason": reason})
+        await self._end(f"rejected:{reason}")
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until media can flow; raises `CallError` if the call ends first."""
+        await asyncio.wait_for(asyncio.shield(self._connected), timeout)
+
+    async def wait_ended(self, timeout: float | None = None) -> str | None:
+        """Wait for the end of the call: its end reason, or None if `timeout` passed first."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._finished), timeout)
+        except TimeoutError:
+            return None
+
+    async def hangup(self, reason: str = "hangup") -> None:
+        """End the call and tell the peer; returns once recordings are finalised."""
+        if self.state == "ended":
+            await asyncio.shield(self._finished)
+            return
+        await self._end(reason, notify=reason)
+
+    # -- media -------------------------------------------------------------------------------
+
+    def send_audio_file(self, path: str | Path, loop: bool = False) -> Playback:
+        """Play an audio file (any format PyAV reads) into the call; replaces current audio.
+
+        Raises `MediaError` before anything is sent if the file is missing, empty, corrupt or
+        has no audio.
+        """
+        self._require_live("send_audio_file")
+        playback = Playback(FileDecoder(path, audio=True, loop=loop), on_error=self._media_error)
+        self._audio_out.play(playback)
+        return playback
+
+    def send_video_file(self, path: str | Path, loop: bool = False) -> Playback:
+        """Play a video file (and its audio track, if any) into the call, scaled to its size."""
+        self._require_live("send_video_file")
+        if self._video_out is None:
+            raise InvalidStateError(
+                "this call sends no video: place or accept it with video=True", self.id
+            )
+        decoder = FileDecoder(path, audio=True, video_size=self.config.video_size, loop=loop)
+        playback = Playback(decoder, on_error=self._media_error)
+        self._video_out.play(playback)
+        if decoder.has_audio:
+            self._audio_out.play(playback)
+        return playback
+
+    def record_incoming(
+        self, audio_path: str | Path | None = None, video_path: str | Path | None = None
+    ) -> Recording:
+        """Record what the peer sends, written as it arrives; format from each suffix.
+
+        Raises `MediaError` at once for an unwritable path or an unsupported suffix.
+        """
+        self._require_live("record_incoming")
+        if audio_path is None and video_path is None:
+            raise ValueError("give audio_path, video_path or both")
+        if (
+            audio_path is not None
+            and video_path is not None
+            and (Path(audio_path).resolve() == Path(video_path).resolve())
+        ):
+            raise MediaError(audio_path, "record audio and video to two different files")
+        recorders = [
+            TrackRecorder(
+                path,
+                self._incoming[kind],
+                video_size=self.config.video_size,
+                on_error=self._media_error,
+            )
+            if path is not None
+            else None
+            for kind, path in (("audio", audio_path), ("video", video_path))
+        ]
+        self._recorders.extend(r for r in recorders if r is not None)
+        return Recording(*recorders)
+
+    def audio_frames(self, maxsize: int = 250) -> FrameSubscription:
+        """Async iterator of the peer's audio as `av.AudioFrame`s, from now until the end."""
+        return self._incoming["audio"].subscribe(maxsize)
+
+    def video_frames(self, maxsize: int = 30) -> FrameSubscription:
+        """Async iterator of the peer's video as `av.VideoFrame`s, from now until the end."""
+        return self._incoming["video"].subscribe(maxsize)
+
+    async def mute(self, kind: Kind = "audio") -> None:
+        """Send silence (audio) or black frames (video); the peer gets `mediastatus`."""
+        await self._set_muted(kind, True)
+
+    async def unmute(self, kind: Kind = "audio") -> None:
+        await self._set_muted(kind, False)
+
+    def send_data(self, payload: str | bytes) -> None:
+        """Send a message over the call's data channel (queued until the channel opens)."""
+        self._require_live("send_data")
+        if self._channel is not None and self._channel.readyState == "open":
+            self._channel.send(payload)
+        elif len(self._outbox) < MAX_QUEUED_DATA:
+            self._outbox.append(payload)
+        else:
+            raise CallError("data_queue_full", "data channel not open and queue full", self.id)
+
+    async def stats(self) -> dict[str, Any]:
+        """Counters per direction and kind: packets, bytes, loss, jitter (s), RTT (s)."""
+        result: dict[str, Any] = {"duration": self.duration, "sent": {}, "received": {}}
+        if self._pc is None:
+            return result
+        report = await self._pc.getStats()
+        for stat in report.values():
+            kind = getattr(stat, "kind", None)
+            if stat.type == "outbound-rtp":
+                result["sent"].setdefault(kind, {}).update(
+                    packets=stat.packetsSent, bytes=stat.bytesSent
+                )
+            elif stat.type == "remote-inbound-rtp":
+                result["sent"].setdefault(kind, {}).update(
+                    rtt=stat.roundTripTime, packets_lost=stat.packetsLost
+                )
+            elif stat.type == "inbound-rtp":
+                clock = 48000 if kind == "audio" else 90000
+                result["received"][kind] = {
+                    "packets": stat.packetsReceived,
+                    "packets_lost": stat.packetsLost,
+                    "jitter": stat.jitter / clock,
+                    "frames": self._incoming[kind].frames,
+                }
+        return result
+
+    # -- signalling in -----------------------------------------------------------------------
+
+    async def handle_signal(self, message: dict[str, Any]) -> None:
+        """Apply one protocol message from the peer (called by the signalling layer)."""
+        if self.state == "ended":
+            return
+        kind = message.get("type")
+        if kind == "call_ringing":
+            if self.state == "calling":
+                self.emit("ringing")
+        elif kind == "call_answer":
+            await self._on_answer(message)
+        elif kind == "call_reject":
+            reason = (
+                message.get("reason")
+                if message.get("reason") in ("busy", "decline")
+                else ("decline")
+            )
+            await self._end(f"rejected:{reason}")
+        elif kind == "ice":
+            await self._on_remote_candidate(message)
+        elif kind == "hangup":
+            self.metadata.setdefault("remote_hangup_reason", message.get("reason"))
+            await self._end("remote_hangup")
+        elif kind == "mediastatus":
+            self.remote_muted = {
+                "audio": bool(message.get("audio_muted")),
+                "video": bool(message.get("video_muted")),
+            }
+            self.emit("mediastatus", self.remote_muted["audio"], self.remote_muted["video"])
+        else:
+            logger.debug("call %s: ignoring signal %r", self.id, kind)
+
+    async def fail(self, error: CallbotError, reason: str = "failed") -> None:
+        """End the call because signalling failed (peer offline, relay error...)."""
+        self.emit("error", error)
+        await self._end(reason)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _create_peer_connection(self) -> RTCPeerConnection:
+        pc = RTCPeerConnection(self.config.ice.rtc_configuration())
+        self._pc = pc
+        pc.on("track", self._on_track)
+        pc.on("connectionstatechange", self._on_connection_state)
+        return pc
+
+    def _prefer_codec(self, transceiver: Any) -> None:
+        wanted = {"vp8": "video/VP8", "h264": "video/H264"}[self.config.video_codec]
+        codecs = RTCRtpSender.getCapabilities("video").codecs
+        transceiver.setCodecPreferences([c for c in codecs if c.mimeType in (wanted, "video/rtx")])
+
+    def _open_channel(self, pc: RTCPeerConnection) -> None:
+        channel = pc.createDataChannel(DATA_CHANNEL_LABEL, negotiated=True, id=DATA_CHANNEL_ID)
+        self._channel = channel
+
+        @channel.on("open")
+        def flush() -> None:
+            while self._outbox and channel.readyState == "open":
+                channel.send(self._outbox.popleft())
+
+        @channel.on("message")
+        def receive(payload: str | bytes) -> None:
+            self.emit("data", payload)
+
+    async def _describe(self, pc: RTCPeerConnection, kind: str) -> None:
+        description = await (pc.createOffer() if kind == "offer" else pc.createAnswer())
+        await gather_within(self.config.ice, pc.setLocalDescription(description))
+
+    async def _guard(self, step: Any) -> Any:
+        """Run a negotiation step; a failure ends the call `failed` and is re-raised typed."""
+        try:
+            return await step
+        except CallbotError as exc:
+            await self.fail(exc)
+            raise
+        except Exception as exc:
+            error = CallError("negotiation_failed", f"{type(exc).__name__}: {exc}", self.id)
+            await self.fail(error)
+            raise error from exc
+
+    async def _on_answer(self, message: dict[str, Any]) -> None:
+        if self.state != "calling" or self._pc is None:
+            logger.debug("call %s: answer in state %s ignored", self.id, self.state)
+            return
+        self._cancel_timer()
+        self._set_state("connecting")
+        self._arm_timer(self.config.connect_timeout, "failed")
+        with contextlib.suppress(CallbotError):
+            await self._guard(
+                self._pc.setRemoteDescription(
+                    RTCSessionDescription(str(message.get("sdp", "")), "answer")
+                )
+            )
+
+    async def _on_remote_candidate(self, message: dict[str, Any]) -> None:
+        if self._pc is None or self._pc.remoteDescription is None:
+            return  # aiortc includes candidates in its SDP; early trickle from others is moot
+        payload = message.get("candidate") or {}
+        text = payload.get("candidate", "") if isinstance(payload, dict) else ""
+        try:
+            if not text:
+                await self._pc.addIceCandidate(None)  # end of candidates
+                return
+            candidate = candidate_from_sdp(text.removeprefix("candidate:"))
+            candidate.sdpMid = payload.get("sdpMid")
+            candidate.sdpMLineIndex = payload.get("sdpMLineIndex")
+            await self._pc.addIceCandidate(candidate)
+        except Exception as exc:  # a bad candidate is the peer's problem, not a reason to end
+            logger.info("call %s: ignoring bad ICE candidate %r: %s", self.id, text, exc)
+
+    def _on_track(self, track: Any) -> None:
+        source = self._incoming.get(track.kind)
+        if source is None:
+            return
+        source.attach(track)
+        self.emit("track", track.kind, source.subscribe(lazy=True))
+
+    def _on_connection_state(self) -> None:
+        assert self._pc is not None
+        state = self._pc.connectionState
+        if state == "connected" and self.state == "connecting":
+            self._cancel_timer()
+            self._connected_at = time.monotonic()
+            self._set_state("connected")
+            if not self._connected.done():
+                self._connected.set_result(None)
+            self.emit("connected")
+        elif state == "failed" and self.state != "ended":
+            self._spawn(self._end("timeout" if self._connected_at else "failed", notify="failed"))
+
+    async def _set_muted(self, kind: Kind, muted: bool) -> None:
+        self._require_live("mute")
+        track = self._audio_out if kind == "audio" else self._video_out
+        if track is None:
+            raise InvalidStateError(f"this call sends no {kind}", self.id)
+        track.muted = muted
+        await self._send(
+            {
+                "type": "mediastatus",
+                "audio_muted": self.is_muted,
+                "video_muted": self.is_video_muted,
+            }
+        )
+
+    def _media_error(self, error: MediaError) -> None:
+        self.emit("error", error)
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        await self._signaling.send({**message, "call_id": self.id})
+
+    def _set_state(self, state: CallState) -> None:
+        if state == self.state:
+            return
+        self.prev_state, self.state = self.state, state
+        logger.debug("call %s: %s -> %s", self.id, self.prev_state, state)
+        self.emit("state", state, self.prev_state)
+
+    def _require(self, state: CallState, action: str) -> None:
+        if self.state != state:
+            raise InvalidStateError(f"cannot {action} a call in state {self.state}", self.id)
+
+    def _require_live(self, action: str) -> None:
+        if self.state == "ended":
+            raise InvalidStateError(f"cannot {action}: the call has ended", self.id)
+
+    def _arm_timer(self, seconds: float, reason: str) -> None:
+        self._cancel_timer()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(
+            seconds, lambda: self._spawn(self._end(reason, notify=reason))
+        )
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _handler_failed(self, exc: BaseException) -> None:
+        logger.error("call %s: event handler failed; ending the call", self.id, exc_info=exc)
+        if self.state != "ended":
+            self.emit("error", CallError("handler_failed", f"{type(exc).__name__}: {exc}", self.id))
+            self._spawn(self._end("error", notify="error"))
+
+    async def _end(self, reason: str, *, notify: str | None = None) -> None:
+        """Tear down once: tell the peer, finish playbacks and recordings, close, emit `ended`."""
+        if self.state == "ended":
+            await asyncio.shield(self._finished)
+            return
+        self._set_state("ended")
+        self.end_reason = reason
+        self._ended_at = time.monotonic()
+        self._cancel_timer()
+        if notify is not None:
+            try:
+                await self._send({"type": "hangup", "reason": notify})
+            except Exception as exc:  # the peer may be gone already: ending goes on regardless
+                logger.info("call %s: could not send hangup: %s", self.id, exc)
+        for track in (self._audio_out, self._video_out):
+            if track is not None and track.playback is not None:
+                for kind in track.playback.kinds:
+                    track.playback.release(kind, "ended")
+        await asyncio.gather(*(r.stop() for r in self._recorders), return_exceptions=True)
+        for source in self._incoming.values():
+            await source.close()
+        if self._pc is not None:
+            await self._pc.close()
+        if not self._connected.done():
+            self._connected.set_exception(
+                CallError("not_connected", f"call ended ({reason}) before connecting", self.id)
+            )
+            self._connected.exception()  # retrieved: nobody has to await it
+        self.emit("ended", reason, self.duration)
+        self._finished.set_result(reason)

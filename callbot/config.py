@@ -1,0 +1,27 @@
+"""Per-call settings shared by `Call` and `Bot`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .ice import IceConfig
+
+VIDEO_CODECS = ("vp8", "h264")
+
+
+@dataclass(frozen=True)
+class CallConfig:
+    """How calls are set up: ICE, video size and codec, and timeouts (seconds)."""
+
+    ice: IceConfig = field(default_factory=IceConfig.from_env)
+    video_size: tuple[int, int] = (640, 480)
+    video_codec: str = "vp8"
+    ring_timeout: float = 45.0
+    connect_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.video_codec not in VIDEO_CODECS:
+            raise ValueError(f"video_codec must be one of {VIDEO_CODECS}, not {self.video_codec!r}")
+        width, height = self.video_size
+        if width < 16 or height < 16 or width % 2 or height % 2:
+            raise ValueError(f"video_size must be even and at least 16x16, not {self.video_size}")

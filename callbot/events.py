@@ -1,0 +1,43 @@
+"""The event emitter behind `Call` and `Bot`: pyee's, with handler failures routed, not raised."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from pyee.asyncio import AsyncIOEventEmitter
+
+logger = logging.getLogger(__name__)
+
+
+class Emitter(AsyncIOEventEmitter):
+    """`on(event, handler)` / `@obj.on(event)` / `off(event, handler)`, sync or async handlers.
+
+    A handler that raises (or an async handler that fails) never propagates into the code that
+    emitted the event: the failure goes to `_handler_failed`, which subclasses override (a call
+    ends itself with reason "error"). An `error` event nobody listens to is logged, not raised.
+    """
+
+    def _emit_run(self, f: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            result = f(*args, **kwargs)
+        except Exception as exc:
+            self._handler_failed(exc)
+            return
+        if asyncio.iscoroutine(result):
+            task = asyncio.ensure_future(result)
+            self._waiting.add(task)
+            task.add_done_callback(self._handler_done)
+
+    def _handler_done(self, task: asyncio.Future[Any]) -> None:
+        self._waiting.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._handler_failed(task.exception())  # type: ignore[arg-type]
+
+    def _emit_handle_potential_error(self, event: str, error: Any) -> None:
+        if event == "error":
+            logger.warning("%r: unhandled error event: %s", self, error)
+
+    def _handler_failed(self, exc: BaseException) -> None:
+        logger.error("%r: event handler failed", self, exc_info=exc)

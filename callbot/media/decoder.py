@@ -1,0 +1,287 @@
+"""Decode any file PyAV reads into call-ready frames: 48 kHz 20 ms audio, scaled video.
+
+`FileDecoder` is synchronous and pull-based: each `read()` decodes a bounded slice of media, so
+a caller decides how far ahead it reads (no unbounded read-ahead, no thread of its own). Loops
+are handled here by seeking back and offsetting timestamps, so the output timeline is one
+continuous line with no gap at the seam and audio and video share the same loop length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+
+from ..errors import MediaError
+
+AUDIO_RATE = 48000
+AUDIO_FRAME_SAMPLES = 960  # 20 ms at 48 kHz
+AUDIO_FORMAT = "s16"
+AUDIO_LAYOUT = "stereo"
+MAX_VIDEO_FPS = 30.0
+#: Consecutive undecodable packets tolerated before a file is declared corrupt.
+MAX_BAD_PACKETS = 25
+
+
+@dataclass
+class DecodedChunk:
+    """One slice of decoded media: 20 ms audio frames and (media time, video frame) pairs."""
+
+    audio: list[av.AudioFrame] = field(default_factory=list)
+    video: list[tuple[float, av.VideoFrame]] = field(default_factory=list)
+    finished: bool = False
+
+
+def silent_audio_frame(samples: int = AUDIO_FRAME_SAMPLES) -> av.AudioFrame:
+    """A frame of digital silence in the call's audio format."""
+    frame = av.AudioFrame.from_ndarray(
+        np.zeros((1, samples * 2), dtype=np.int16), format=AUDIO_FORMAT, layout=AUDIO_LAYOUT
+    )
+    frame.sample_rate = AUDIO_RATE
+    return frame
+
+
+def black_video_frame(width: int, height: int) -> av.VideoFrame:
+    """A black yuv420p frame of the given size."""
+    canvas = np.full((height * 3 // 2, width), 128, dtype=np.uint8)
+    canvas[:height] = 16
+    return av.VideoFrame.from_ndarray(canvas, format="yuv420p")
+
+
+def fit_video_frame(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
+    """Scale `frame` into width x height keeping its aspect ratio (black bars where needed)."""
+    scale = min(width / frame.width, height / frame.height)
+    inner_w = min(width, max(2, round(frame.width * scale / 2) * 2))
+    inner_h = min(height, max(2, round(frame.height * scale / 2) * 2))
+    scaled = frame.reformat(width=inner_w, height=inner_h, format="yuv420p")
+    if (inner_w, inner_h) == (width, height):
+        return scaled
+    flat = scaled.to_ndarray().ravel()
+    luma_size, chroma_size = inner_w * inner_h, (inner_w // 2) * (inner_h // 2)
+    planes = [
+        flat[:luma_size].reshape(inner_h, inner_w),
+        flat[luma_size : luma_size + chroma_size].reshape(inner_h // 2, inner_w // 2),
+        flat[luma_size + chroma_size :].reshape(inner_h // 2, inner_w // 2),
+    ]
+    left, top = ((width - inner_w) // 2) & ~1, ((height - inner_h) // 2) & ~1
+    out = []
+    for index, plane in enumerate(planes):
+        div = 1 if index == 0 else 2
+        canvas = np.full((height // div, width // div), 16 if index == 0 else 128, np.uint8)
+        y, x = top // div, left // div
+        canvas[y : y + plane.shape[0], x : x + plane.shape[1]] = plane
+        out.append(canvas.ravel())
+    return av.VideoFrame.from_ndarray(
+        np.concatenate(out).reshape(height * 3 // 2, width), format="yuv420p"
+    )
+
+
+class FileDecoder:
+    """Reads one media file as call-ready frames, optionally looping forever.
+
+    Raises `MediaError` at construction for a missing, empty, unreadable or unsuitable file,
+    and from `read()` when the data turns out to be corrupt.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        audio: bool = True,
+        video_size: tuple[int, int] | None = None,
+        loop: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.loop = loop
+        self.video_size = video_size
+        self._container = self._open(self.path)
+        streams = self._container.streams
+        self._audio = streams.audio[0] if audio and streams.audio else None
+        self._video = streams.video[0] if video_size and streams.video else None
+        if video_size and self._video is None:
+            self._fail("no video stream")
+        if self._audio is None and self._video is None:
+            self._fail("no audio stream")
+        source_fps = (
+            float(self._video.average_rate or self._video.guessed_rate or 30)
+            if (self._video)
+            else 0.0
+        )
+        self.fps = min(MAX_VIDEO_FPS, source_fps) if self._video else 0.0
+        self._source_frame_time = 1 / source_fps if source_fps else 0.0
+        self._origin = self._stream_origin()
+        self._resampler = av.AudioResampler(
+            format=AUDIO_FORMAT, layout=AUDIO_LAYOUT, rate=AUDIO_RATE
+        )
+        self._fifo = av.AudioFifo()
+        self._demux = self._container.demux(*self._streams())
+        self._pass_offset = 0.0  # media time at which the current pass starts
+        self._pass_samples = 0  # audio samples (48 kHz) produced by the current pass
+        self._pass_video_end = 0.0  # end of the last video frame of the pass, pass-relative
+        self._audio_out = 0  # audio samples handed out, all passes
+        self._next_video = 0.0  # earliest media time for the next kept video frame
+        self._media_time = 0.0
+        self._bad_packets = 0
+        self.passes = 0
+        self.finished = False
+
+    @property
+    def has_audio(self) -> bool:
+        return self._audio is not None
+
+    @property
+    def has_video(self) -> bool:
+        return self._video is not None
+
+    @property
+    def duration(self) -> float | None:
+        """The file's duration in seconds, when the container states it."""
+        if self._container.duration is None:
+            return None
+        return self._container.duration / av.time_base
+
+    def read(self, seconds: float) -> DecodedChunk:
+        """Decode at least `seconds` more media (less only at the end of the file)."""
+        chunk = DecodedChunk()
+        target = self._media_time + seconds
+        while not self.finished and self._media_time < target:
+            try:
+                packet = next(self._demux)
+            except StopIteration:
+                self._end_pass(chunk)
+                continue
+            except av.error.FFmpegError as exc:
+                self._fail(f"unreadable data ({exc})")
+            if packet.dts is None and packet.size == 0:
+                continue  # demuxer flush packet: decoders are flushed at the end of the pass
+            for frame in self._decode(packet):
+                self._accept(frame, chunk)
+        if self.passes == 0 and self.finished and not chunk.audio and not chunk.video:
+            self._fail("no decodable media")
+        return chunk
+
+    def close(self) -> None:
+        self._container.close()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _open(path: Path) -> av.container.InputContainer:
+        if not path.exists():
+            raise MediaError(path, "file not found")
+        if not path.is_file():
+            raise MediaError(path, "not a regular file")
+        if path.stat().st_size == 0:
+            raise MediaError(path, "file is empty")
+        try:
+            return av.open(str(path), mode="r")
+        except av.error.FFmpegError as exc:
+            raise MediaError(path, f"not a readable media file ({exc.strerror or exc})") from exc
+        except OSError as exc:
+            raise MediaError(path, exc.strerror or str(exc)) from exc
+
+    def _fail(self, reason: str) -> None:
+        self._container.close()
+        raise MediaError(self.path, reason)
+
+    def _streams(self) -> list[av.stream.Stream]:
+        return [s for s in (self._audio, self._video) if s is not None]
+
+    def _stream_origin(self) -> float:
+        starts = [
+            float(s.start_time * s.time_base)
+            for s in self._streams()
+            if s.start_time is not None and s.time_base is not None
+        ]
+        return min(starts) if starts else 0.0
+
+    def _decode(self, packet: av.Packet) -> list[av.frame.Frame]:
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as exc:
+            self._bad_packets += 1
+            if self._bad_packets > MAX_BAD_PACKETS:
+                self._fail(f"corrupt data: {self._bad_packets} packets in a row failed ({exc})")
+            return []
+        self._bad_packets = 0
+        return frames
+
+    def _accept(self, frame: av.frame.Frame, chunk: DecodedChunk) -> None:
+        if isinstance(frame, av.AudioFrame):
+            frame.pts = None  # the fifo only checks continuity of stamped frames
+            for converted in self._resampler.resample(frame):
+                self._push_audio(converted, chunk)
+        elif isinstance(frame, av.VideoFrame):
+            self._push_video(frame, chunk)
+
+    def _push_audio(self, frame: av.AudioFrame, chunk: DecodedChunk) -> None:
+        frame.pts = None
+        self._fifo.write(frame)
+        self._pass_samples += frame.samples
+        while self._fifo.samples >= AUDIO_FRAME_SAMPLES:
+            out = self._fifo.read(AUDIO_FRAME_SAMPLES)
+            out.pts = None
+            chunk.audio.append(out)
+            self._audio_out += AUDIO_FRAME_SAMPLES
+        self._media_time = max(self._media_time, self._audio_out / AUDIO_RATE)
+
+    def _push_video(self, frame: av.VideoFrame, chunk: DecodedChunk) -> None:
+        relative = (frame.time - self._origin) if frame.time is not None else self._pass_video_end
+        relative = max(0.0, relative)
+        self._pass_video_end = max(self._pass_video_end, relative + self._source_frame_time)
+        at = self._pass_offset + relative
+        if at + 1e-6 < self._next_video:
+            return  # above the output frame rate: dropped before the costly scaling
+        self._next_video = max(self._next_video + 1 / self.fps, at)
+        assert self.video_size is not None
+        chunk.video.append((at, fit_video_frame(frame, *self.video_size)))
+        self._media_time = max(self._media_time, at)
+
+    def _end_pass(self, chunk: DecodedChunk) -> None:
+        """At the end of the file: flush the codecs, then loop back or finish."""
+        for stream in self._streams():
+            try:
+                for frame in stream.codec_context.decode(None):
+                    self._accept(frame, chunk)
+            except av.error.FFmpegError:
+                pass  # a decoder that cannot flush has nothing more worth playing
+        if self._audio is not None:
+            for converted in self._resampler.resample(None):
+                self._push_audio(converted, chunk)
+            self._resampler = av.AudioResampler(
+                format=AUDIO_FORMAT, layout=AUDIO_LAYOUT, rate=AUDIO_RATE
+            )
+        pass_length = max(self._pass_samples / AUDIO_RATE, self._pass_video_end)
+        if self._audio is not None and self._video is not None:
+            # Pad audio to the pass length so the next pass starts in sync with the video.
+            self._pad_audio(round(pass_length * AUDIO_RATE) - self._pass_samples, chunk)
+        self.passes += 1
+        if self.loop and pass_length > 0:
+            self._reopen()
+            self._pass_offset += pass_length
+            self._pass_samples = 0
+            self._pass_video_end = 0.0
+            return
+        if self._fifo.samples:
+            self._pad_audio(AUDIO_FRAME_SAMPLES - self._fifo.samples, chunk)
+        self.finished = True
+
+    def _reopen(self) -> None:
+        """Start the next pass on a fresh demuxer and decoders. Seeking back would leave the
+        decoders' state (e.g. Opus pre-skip) different from the first pass, so every later pass
+        would come out a few milliseconds shorter than the first."""
+        audio_index = self._audio.index if self._audio is not None else None
+        video_index = self._video.index if self._video is not None else None
+        self._container.close()
+        self._container = self._open(self.path)
+        streams = self._container.streams
+        self._audio = streams[audio_index] if audio_index is not None else None
+        self._video = streams[video_index] if video_index is not None else None
+        self._demux = self._container.demux(*self._streams())
+
+    def _pad_audio(self, samples: int, chunk: DecodedChunk) -> None:
+        if samples > 0:
+            self._push_audio(silent_audio_frame(samples), chunk)

@@ -1,0 +1,163 @@
+"""The call's incoming side: one reader per remote track, fanning frames out to sinks.
+
+aiortc queues received frames without bound until someone calls `recv()`, so every remote
+track is read for the whole call by `IncomingMedia`, whether or not anything listens. Sinks
+(recorders, frame iterators, tracks handed to users) each get every frame; a slow consumer
+loses its own oldest frames, counted, never everybody's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+logger = logging.getLogger(__name__)
+
+Frame = av.AudioFrame | av.VideoFrame
+
+
+class FrameSink(Protocol):
+    """Receives every frame of one incoming kind, then `end()` once."""
+
+    def write(self, frame: Frame) -> None: ...
+
+    def end(self) -> None: ...
+
+
+class IncomingMedia:
+    """Reads one kind of remote media for a call and distributes it to sinks."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.frames = 0
+        self._sinks: list[FrameSink] = []
+        self._task: asyncio.Task[None] | None = None
+        self._ended = False
+
+    @property
+    def attached(self) -> bool:
+        return self._task is not None
+
+    def attach(self, track: MediaStreamTrack) -> None:
+        """Start reading `track` (the remote track aiortc created)."""
+        if self._task is None and not self._ended:
+            self._task = asyncio.get_running_loop().create_task(
+                self._pump(track), name=f"callbot-incoming-{self.kind}"
+            )
+
+    def add_sink(self, sink: FrameSink) -> None:
+        if self._ended:
+            sink.end()
+        else:
+            self._sinks.append(sink)
+
+    def remove_sink(self, sink: FrameSink) -> None:
+        with contextlib.suppress(ValueError):
+            self._sinks.remove(sink)
+
+    def subscribe(self, maxsize: int = 250, *, lazy: bool = False) -> FrameSubscription:
+        """A new consumer of this media: an async iterator that is also a MediaStreamTrack.
+
+        A `lazy` subscription starts taking frames at its first `recv()`, so one handed out
+        and never read holds no frames.
+        """
+        subscription = FrameSubscription(self, maxsize)
+        if not lazy:
+            subscription.start()
+        return subscription
+
+    async def close(self) -> None:
+        """Stop reading and end every sink."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._finish()
+
+    async def _pump(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                self.frames += 1
+                for sink in list(self._sinks):
+                    try:
+                        sink.write(frame)
+                    except Exception:  # one broken sink must not starve the others
+                        logger.exception("%s sink %r failed; removing it", self.kind, sink)
+                        self.remove_sink(sink)
+        except MediaStreamError:
+            pass
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        sinks, self._sinks = self._sinks, []
+        for sink in sinks:
+            sink.end()
+
+
+class FrameSubscription(MediaStreamTrack):
+    """Frames of one incoming kind for one consumer, as `async for` or as a track.
+
+    Being a `MediaStreamTrack`, it can be handed to aiortc or played into another call.
+    """
+
+    def __init__(self, source: IncomingMedia, maxsize: int) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self.dropped = 0
+        self._source = source
+        self._queue: asyncio.Queue[Frame | None] = asyncio.Queue(maxsize + 1)
+        self._maxsize = maxsize
+        self._started = False
+
+    def start(self) -> None:
+        """Begin taking frames from the source (idempotent)."""
+        if not self._started:
+            self._started = True
+            self._source.add_sink(self)
+
+    def write(self, frame: Frame) -> None:
+        if self._queue.qsize() >= self._maxsize:
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait(frame)
+
+    def end(self) -> None:
+        self._queue.put_nowait(None)
+
+    async def recv(self) -> Frame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        self.start()
+        frame = await self._queue.get()
+        if frame is None:
+            self.stop()
+            raise MediaStreamError
+        return frame
+
+    def stop(self) -> None:
+        self._source.remove_sink(self)
+        super().stop()
+
+    def __aiter__(self) -> AsyncIterator[Frame]:
+        return self
+
+    async def __anext__(self) -> Frame:
+        try:
+            return await self.recv()
+        except MediaStreamError:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        """Stop receiving (the iterator ends)."""
+        self.stop()

@@ -1,0 +1,104 @@
+"""The call's outgoing tracks: paced in real time, they never end.
+
+Each track plays whatever `Playback` is attached to it and otherwise sends silence (audio) or
+the last still frame (video). Muting swaps in silence / black frames while the playback keeps
+running, so the peer's decoder and jitter buffer see a continuous stream either way.
+"""
+
+from __future__ import annotations
+
+import fractions
+import time
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from .clock import Pacer
+from .decoder import AUDIO_FRAME_SAMPLES, AUDIO_RATE, black_video_frame, silent_audio_frame
+from .playback import AUDIO_FRAME_SECONDS, Playback
+
+VIDEO_CLOCK = 90000
+#: Frame rate of the still frame sent between playbacks.
+IDLE_FPS = 10.0
+
+_AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
+_VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
+
+
+class _OutgoingTrack(MediaStreamTrack):
+    """What both outgoing tracks share: the attached playback and the mute flag."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.muted = False
+        self._playback: Playback | None = None
+
+    @property
+    def playback(self) -> Playback | None:
+        return self._playback
+
+    def play(self, playback: Playback | None) -> None:
+        """Attach `playback` (or nothing), releasing the one playing before."""
+        previous, self._playback = self._playback, playback
+        if previous is not None and previous is not playback:
+            previous.release(self.kind)
+
+    def _check_live(self) -> None:
+        if self.readyState != "live":
+            raise MediaStreamError
+
+
+class OutgoingAudioTrack(_OutgoingTrack):
+    """48 kHz stereo, 20 ms frames on absolute deadlines."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pacer = Pacer(AUDIO_FRAME_SECONDS)
+
+    async def recv(self) -> av.AudioFrame:
+        self._check_live()
+        await self._pacer.tick()  # after a stall, timestamps jump: the content is not dropped
+        frame = None
+        playback = self._playback
+        if playback is not None:
+            frame = playback.next_audio()
+            if "audio" not in playback.kinds:
+                self._playback = None
+        if frame is None or self.muted:
+            frame = silent_audio_frame()
+        frame.pts = round(self._pacer.elapsed * AUDIO_RATE)
+        frame.sample_rate = AUDIO_RATE
+        frame.time_base = _AUDIO_TIME_BASE
+        assert frame.samples == AUDIO_FRAME_SAMPLES
+        return frame
+
+
+class OutgoingVideoTrack(_OutgoingTrack):
+    """Video at the playback's frame rate (idle: a still frame at `IDLE_FPS`)."""
+
+    kind = "video"
+
+    def __init__(self, size: tuple[int, int] = (640, 480)) -> None:
+        super().__init__()
+        self.size = size
+        self._black = black_video_frame(*size)
+        self._still = self._black
+        self._pacer = Pacer(1 / IDLE_FPS)
+
+    async def recv(self) -> av.VideoFrame:
+        self._check_live()
+        playback = self._playback
+        self._pacer.set_period(1 / (playback.fps if playback and playback.fps else IDLE_FPS))
+        await self._pacer.tick()
+        if playback is not None:
+            fresh = playback.video_frame(time.monotonic())
+            if fresh is not None:
+                self._still = fresh
+            if "video" not in playback.kinds:
+                self._playback = None
+        frame = self._black if self.muted else self._still
+        frame.pts = round(self._pacer.elapsed * VIDEO_CLOCK)
+        frame.time_base = _VIDEO_TIME_BASE
+        return frame

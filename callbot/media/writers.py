@@ -1,0 +1,180 @@
+"""File writers for recordings, one per container family, all crash-tolerant.
+
+Every writer gets frames in order from one worker thread at a time and makes what it wrote
+durable about once a second, so a process killed with SIGKILL leaves a file that plays up to
+roughly its last second: WAV gets its header patched and flushed, Ogg gets short pages, MP4 is
+fragmented, Matroska/WebM gets one-second clusters, and FFmpeg flushes after every packet.
+"""
+
+from __future__ import annotations
+
+import fractions
+import time
+import wave
+from pathlib import Path
+from typing import Protocol
+
+import av
+import av.error
+
+from ..errors import MediaError
+
+AUDIO_RATE = 48000
+VIDEO_CLOCK = 90000
+FLUSH_EVERY = 0.5  # seconds between header patches / flushes of the WAV writer
+
+# suffix -> (FFmpeg muxer, muxer options that keep a killed file playable)
+_CONTAINERS: dict[str, tuple[str, dict[str, str]]] = {
+    ".ogg": ("ogg", {"page_duration": "200000"}),
+    ".opus": ("ogg", {"page_duration": "200000"}),
+    ".mp3": ("mp3", {}),
+    ".mp4": (
+        "mp4",
+        {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": "500000"},
+    ),
+    ".m4a": (
+        "mp4",
+        {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": "500000"},
+    ),
+    ".webm": ("webm", {"cluster_time_limit": "500"}),
+    ".mkv": ("matroska", {"cluster_time_limit": "500"}),
+    ".mka": ("matroska", {"cluster_time_limit": "500"}),
+}
+_AUDIO_CODECS = {
+    ".ogg": "libopus",
+    ".opus": "libopus",
+    ".mp3": "libmp3lame",
+    ".mp4": "aac",
+    ".m4a": "aac",
+    ".webm": "libopus",
+    ".mkv": "libopus",
+    ".mka": "libopus",
+}
+_VIDEO_CODECS = {".mp4": "libx264", ".webm": "libvpx", ".mkv": "libx264"}
+_VIDEO_OPTIONS = {
+    "libx264": {"preset": "veryfast", "tune": "zerolatency"},
+    "libvpx": {"deadline": "realtime", "cpu-used": "8", "b": "1500k"},
+}
+
+AUDIO_SUFFIXES = frozenset({".wav", *_AUDIO_CODECS})
+VIDEO_SUFFIXES = frozenset(_VIDEO_CODECS)
+
+
+class FrameWriter(Protocol):
+    """Writes one track's frames to a file; `close()` finalises it."""
+
+    def write(self, frame: av.AudioFrame | av.VideoFrame) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def open_writer(path: Path, kind: str, default_size: tuple[int, int]) -> FrameWriter:
+    """Create the file now (so a bad path fails at once) and return its writer."""
+    suffix = path.suffix.lower()
+    allowed = AUDIO_SUFFIXES if kind == "audio" else VIDEO_SUFFIXES
+    if suffix not in allowed:
+        raise MediaError(
+            path,
+            f"cannot record {kind} to '{suffix or 'no suffix'}' "
+            f"(use one of {', '.join(sorted(allowed))})",
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".wav":
+            return WavWriter(path)
+        return ContainerWriter(path, kind, default_size)
+    except (OSError, av.error.FFmpegError) as exc:
+        raise MediaError(path, f"cannot write ({getattr(exc, 'strerror', None) or exc})") from exc
+
+
+class WavWriter:
+    """16-bit stereo 48 kHz WAV whose header is patched and flushed every `FLUSH_EVERY` s."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("wb")
+        self._wave = wave.open(self._file, "wb")  # noqa: SIM115  (lives as long as the writer)
+        self._wave.setnchannels(2)
+        self._wave.setsampwidth(2)
+        self._wave.setframerate(AUDIO_RATE)
+        self._wave.writeframes(b"")  # header now: the file is valid (and empty) at once
+        self._file.flush()
+        self._resampler = av.AudioResampler(format="s16", layout="stereo", rate=AUDIO_RATE)
+        self._flushed = time.monotonic()
+
+    def write(self, frame: av.AudioFrame) -> None:
+        for converted in self._resampler.resample(frame):
+            self._wave.writeframesraw(converted.to_ndarray().tobytes())
+        if time.monotonic() - self._flushed >= FLUSH_EVERY:
+            self._wave.writeframes(b"")  # patches the RIFF and data sizes in the header
+            self._file.flush()
+            self._flushed = time.monotonic()
+
+    def close(self) -> None:
+        try:
+            for converted in self._resampler.resample(None):
+                self._wave.writeframesraw(converted.to_ndarray().tobytes())
+            self._wave.close()
+        finally:
+            self._file.close()
+
+
+class ContainerWriter:
+    """Any FFmpeg container: encodes and muxes as frames arrive, flushing every packet."""
+
+    def __init__(self, path: Path, kind: str, default_size: tuple[int, int]) -> None:
+        suffix = path.suffix.lower()
+        muxer, options = _CONTAINERS[suffix]
+        self._kind = kind
+        self._codec = _AUDIO_CODECS[suffix] if kind == "audio" else _VIDEO_CODECS[suffix]
+        self._default_size = default_size
+        self._container = av.open(
+            str(path),
+            mode="w",
+            format=muxer,
+            container_options={"flush_packets": "1", **options},
+        )
+        self._stream: av.stream.Stream | None = None
+        self._last_pts = -1
+        if kind == "audio":
+            self._open_stream(None)
+
+    def write(self, frame: av.AudioFrame | av.VideoFrame) -> None:
+        if self._stream is None:
+            self._open_stream(frame)
+        assert self._stream is not None
+        if isinstance(frame, av.VideoFrame):
+            if frame.pts is None or frame.pts <= self._last_pts:
+                return  # the muxer needs strictly increasing timestamps
+            self._last_pts = frame.pts
+            stream = self._stream
+            if (frame.width, frame.height) != (stream.width, stream.height) or (
+                frame.format.name != "yuv420p"
+            ):
+                pts, time_base = frame.pts, frame.time_base
+                frame = frame.reformat(stream.width, stream.height, "yuv420p")
+                frame.pts, frame.time_base = pts, time_base
+        self._container.mux(self._stream.encode(frame))
+
+    def close(self) -> None:
+        try:
+            if self._stream is None:
+                self._open_stream(None)
+            assert self._stream is not None
+            self._container.mux(self._stream.encode(None))
+        finally:
+            self._container.close()
+
+    def _open_stream(self, first: av.AudioFrame | av.VideoFrame | None) -> None:
+        if self._kind == "audio":
+            stream = self._container.add_stream(self._codec, rate=AUDIO_RATE, layout="stereo")
+            stream.time_base = fractions.Fraction(1, AUDIO_RATE)
+        else:
+            width, height = (first.width, first.height) if first else self._default_size
+            stream = self._container.add_stream(self._codec, rate=30)
+            stream.width, stream.height = width - width % 2, height - height % 2
+            stream.pix_fmt = "yuv420p"
+            stream.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+            stream.codec_context.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+            stream.codec_context.gop_size = 60
+            stream.options = dict(_VIDEO_OPTIONS[self._codec])
+        self._stream = stream

@@ -1,0 +1,1 @@
+"""Signalling: the relay protocol, its client and server, and an in-process link."""

@@ -1,0 +1,58 @@
+"""Shared fixtures: loopback-only ICE, in-process call pairs, generated media."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+# Tests use loopback only, whatever other interfaces this host has (see DEVELOPERS.md).
+os.environ.setdefault("CALLBOT_ICE_ADDRESSES", "127.0.0.1")
+
+from callbot.call import Call
+from callbot.media import generate
+from callbot.signaling.direct import connect_direct
+
+
+async def _pair(**kwargs: object) -> AsyncIterator[tuple[Call, Call]]:
+    caller, callee = await connect_direct(**kwargs)  # type: ignore[arg-type]
+    try:
+        yield caller, callee
+    finally:
+        for call in (caller, callee):
+            with contextlib.suppress(Exception):
+                await call.hangup()
+
+
+@pytest.fixture
+async def call_pair() -> AsyncIterator[tuple[Call, Call]]:
+    """An audio call between two in-process aiortc peers on 127.0.0.1, connected."""
+    async for pair in _pair():
+        yield pair
+
+
+@pytest.fixture
+async def video_pair() -> AsyncIterator[tuple[Call, Call]]:
+    """An audio+video call (both directions) between two in-process peers, connected."""
+    async for pair in _pair(video=True):
+        yield pair
+
+
+@pytest.fixture
+def tone_file(tmp_path: Path):
+    """Factory: write a tone file with the given suffix and return its path."""
+
+    def make(
+        suffix: str = ".wav",
+        frequency: float = 440.0,
+        seconds: float = 1.0,
+        rate: int = 48000,
+        channels: int = 1,
+    ) -> Path:
+        name = f"tone-{frequency:g}-{seconds:g}s-{rate}-{channels}ch{suffix}"
+        return generate.write_tone(tmp_path / name, frequency, seconds, rate, channels)
+
+    return make

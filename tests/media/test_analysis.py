@@ -1,0 +1,52 @@
+"""Analysis: levels, silence, frequency and tone presence on arrays, frames and files."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from callbot.media import analysis, generate
+
+
+def test_levels() -> None:
+    sine = generate.tone_samples(1000, 1.0, 48000, amplitude=1.0)
+    assert analysis.level_dbfs(sine, rate=48000) == pytest.approx(-3.01, abs=0.05)
+    half = generate.tone_samples(1000, 1.0, 48000, amplitude=0.5)
+    assert analysis.level_dbfs(half, rate=48000) == pytest.approx(-9.03, abs=0.05)
+    assert analysis.level_dbfs(np.zeros(100), rate=48000) == -math.inf
+    assert analysis.is_silent(np.full(480, 1e-4), rate=48000)
+    assert not analysis.is_silent(half, rate=48000)
+
+
+def test_dominant_frequency_and_tones() -> None:
+    chord = generate.tone_samples([697, 1209], 0.5, 8000, amplitude=0.8)
+    assert analysis.has_tone(chord, 697, rate=8000) and analysis.has_tone(chord, 1209, rate=8000)
+    assert not analysis.has_tone(chord, 941, rate=8000)
+    single = generate.tone_samples(440.0, 1.0, 44100)
+    assert analysis.dominant_frequency(single, rate=44100) == pytest.approx(440.0, abs=0.5)
+    assert analysis.tone_level_db(single, 440.0, rate=44100) == pytest.approx(-9.03, abs=0.3)
+
+
+def test_silent_spans_and_active_span() -> None:
+    rate = 48000
+    tone = generate.tone_samples(440, 0.5, rate)
+    gap = np.zeros(int(0.1 * rate), np.float32)
+    signal = np.concatenate([gap, tone, gap, tone, gap])
+    spans = analysis.silent_spans(signal, rate=rate, min_duration=0.05)
+    assert [(round(a, 2), round(b, 2)) for a, b in spans] == [(0.0, 0.1), (0.6, 0.7), (1.2, 1.3)]
+    assert analysis.active_span(signal, rate=rate) == pytest.approx((0.1, 1.2), abs=0.011)
+
+
+def test_inputs_frames_and_files(tmp_path: Path) -> None:
+    path = generate.write_tone(tmp_path / "t.wav", 1000, 0.5, 16000, channels=2)
+    frames = []
+    with av.open(str(path)) as container:
+        frames = list(container.decode(audio=0))
+    for source in (path, frames, frames[0], analysis.load_audio(path)):
+        assert analysis.dominant_frequency(source) == pytest.approx(1000, abs=20)
+    with pytest.raises(ValueError, match="rate"):
+        analysis.level_dbfs(np.zeros(10))

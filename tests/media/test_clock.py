@@ -1,0 +1,45 @@
+"""Pacer: absolute deadlines (no drift) and no burst after a stall."""
+
+from __future__ import annotations
+
+import time
+
+from callbot.media.clock import MAX_LAG, Pacer
+
+
+async def test_no_drift_despite_work_between_ticks() -> None:
+    pacer = Pacer(0.01)
+    await pacer.tick()
+    start = time.monotonic()
+    for _ in range(50):
+        await pacer.tick()
+        time.sleep(0.004)  # work that a sleep-per-tick loop would add to every period
+    elapsed = time.monotonic() - start
+    # 50 periods of 10 ms: a sleep-after-work loop would take >= 0.7 s
+    assert 0.49 <= elapsed < 0.62
+    assert abs(pacer.elapsed - 0.5) < 1e-9
+
+
+async def test_stall_skips_ticks_instead_of_bursting() -> None:
+    pacer = Pacer(0.02)
+    await pacer.tick()
+    await pacer.tick()
+    time.sleep(0.3)  # the event loop is blocked
+    skipped = await pacer.tick()
+    assert skipped >= int((0.3 - MAX_LAG) / 0.02)
+    after = time.monotonic()
+    for _ in range(3):
+        await pacer.tick()
+    # the following ticks are paced again, not fired back to back
+    assert time.monotonic() - after >= 0.04
+    assert pacer.elapsed >= 0.3
+
+
+async def test_period_change_keeps_media_time_continuous() -> None:
+    pacer = Pacer(0.1)
+    await pacer.tick()
+    await pacer.tick()
+    assert abs(pacer.elapsed - 0.1) < 1e-9
+    pacer.set_period(0.02)
+    await pacer.tick()
+    assert abs(pacer.elapsed - 0.12) < 1e-9

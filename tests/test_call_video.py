@@ -1,0 +1,99 @@
+"""Video through real aiortc peers (VP8 on the wire): playback, scaling, recording."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from callbot import InvalidStateError
+from callbot.media import analysis, generate
+
+from helpers import collect_frames
+
+
+def _count_frames(path: Path) -> tuple[int, tuple[int, int]]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(stream))
+    return len(frames), (frames[0].width, frames[0].height)
+
+
+@pytest.fixture
+def clip_640(tmp_path: Path) -> Path:
+    return generate.write_video(tmp_path / "clip.webm", seconds=3.0, size=(640, 480), fps=30)
+
+
+@pytest.fixture
+def clip_720p(tmp_path: Path) -> Path:
+    return generate.write_video(tmp_path / "wide.mp4", seconds=1.0, size=(1280, 720), fps=30)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webm"])
+async def test_video_recorded_with_expected_frames_and_size(
+    clip_640: Path, tmp_path: Path, video_pair, suffix: str
+) -> None:
+    caller, callee = video_pair
+    target = tmp_path / f"received{suffix}"
+    recording = callee.record_incoming(video_path=target, audio_path=tmp_path / "sound.wav")
+
+    result = await caller.send_video_file(clip_640)
+    await asyncio.sleep(0.1)
+    await recording.stop()
+
+    assert result == "finished"
+    count, size = _count_frames(target)
+    assert size == (640, 480)
+    expected = 90  # 3 s at 30 fps
+    assert abs(count - expected) <= 0.1 * expected, count
+    # the file's own soundtrack came along on the audio track
+    assert abs(analysis.dominant_frequency(tmp_path / "sound.wav") - 440.0) <= 5.0
+
+
+async def test_large_source_is_scaled_to_call_size(clip_720p: Path, video_pair) -> None:
+    caller, callee = video_pair
+    frames = callee.video_frames()
+    playback = caller.send_video_file(clip_720p, loop=True)
+    received = await collect_frames(frames, 1.5)
+    playback.stop()
+
+    assert len(received) > 20
+    last = received[-1]
+    assert (last.width, last.height) == (640, 480)
+    luma = last.to_ndarray(format="gray")
+    # 16:9 in 4:3 is letterboxed: black bars above and below, the picture in between
+    assert luma[:40].mean() < 30 and luma[-40:].mean() < 30
+    assert luma[120:360].mean() > 60
+
+
+async def test_moving_pattern_moves(clip_640: Path, video_pair) -> None:
+    caller, callee = video_pair
+    frames = callee.video_frames()
+    caller.send_video_file(clip_640)
+    received = await collect_frames(frames, 1.5)
+    positions = {int(np.argmax(f.to_ndarray(format="gray")[240])) for f in received[-20:]}
+    assert len(positions) > 10  # the white bar is somewhere new in most frames
+
+
+async def test_video_mute_sends_black(clip_640: Path, video_pair) -> None:
+    caller, callee = video_pair
+    statuses: list[tuple[bool, bool]] = []
+    callee.on("mediastatus", lambda audio, video: statuses.append((audio, video)))
+    frames = callee.video_frames()
+    caller.send_video_file(clip_640, loop=True)
+    await collect_frames(frames, 0.5)
+    await caller.mute("video")
+    await collect_frames(frames, 0.4)
+    muted = await collect_frames(frames, 0.5)
+    assert statuses == [(False, True)]
+    assert muted and all(f.to_ndarray(format="gray").mean() < 25 for f in muted)
+
+
+async def test_send_video_file_needs_a_video_call(clip_640: Path, call_pair) -> None:
+    caller, _ = call_pair
+    with pytest.raises(InvalidStateError, match="sends no video"):
+        caller.send_video_file(clip_640)
+    assert caller.state == "connected"
