@@ -1,5 +1,6 @@
 """callbot: headless WebRTC media bots: answer and place calls, play files, record replies."""
 
+from .bot import Bot, Incoming, Subscription
 from .call import Call
 from .config import CallConfig
 from .errors import CallbotError, CallError, InvalidStateError, MediaError
@@ -7,15 +8,18 @@ from .ice import IceConfig
 from .media import Playback, Recording, TrackRecorder
 
 __all__ = [
+    "Bot",
     "Call",
     "CallConfig",
     "CallError",
     "CallbotError",
     "IceConfig",
+    "Incoming",
     "InvalidStateError",
     "MediaError",
     "Playback",
     "Recording",
+    "Subscription",
     "TrackRecorder",
 ]
 __version__ = "0.1.0"

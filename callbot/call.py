@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
 from aiortc.sdp import candidate_from_sdp
 
@@ -30,9 +31,10 @@ from .events import Emitter
 from .ice import gather_within
 from .media.decoder import FileDecoder
 from .media.incoming import FrameSubscription, IncomingMedia
+from .media.live import TrackSource
 from .media.playback import Playback
 from .media.recorder import Recording, TrackRecorder
-from .media.tracks import OutgoingAudioTrack, OutgoingVideoTrack
+from .media.tracks import MediaSource, OutgoingAudioTrack, OutgoingVideoTrack
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +95,8 @@ class Call(Emitter):
         self._timer: asyncio.TimerHandle | None = None
         self._connected_at: float | None = None
         self._ended_at: float | None = None
+        self._failure: CallbotError | None = None
+        self._final_stats: dict[str, Any] | None = None
         loop = asyncio.get_running_loop()
         self._connected: asyncio.Future[None] = loop.create_future()
         self._finished: asyncio.Future[str] = loop.create_future()
@@ -134,6 +138,16 @@ class Call(Emitter):
     def has_video(self) -> bool:
         """Whether this call sends video."""
         return self._video_out is not None
+
+    @property
+    def receives_video(self) -> bool:
+        """Whether the negotiated call carries video from the peer to us."""
+        if self._pc is None:
+            return False
+        return any(
+            t.kind == "video" and t.currentDirection in ("sendrecv", "recvonly")
+            for t in self._pc.getTransceivers()
+        )
 
     @property
     def remote_offers_video(self) -> bool:
@@ -265,6 +279,31 @@ class Call(Emitter):
         self._recorders.extend(r for r in recorders if r is not None)
         return Recording(*recorders)
 
+    def remote_track(self, kind: Kind = "audio") -> FrameSubscription:
+        """The peer's `kind` media as a `MediaStreamTrack`, e.g. to play back into a call."""
+        return self._incoming[kind].subscribe(maxsize=10, lazy=True)
+
+    async def set_audio_source(self, source: str | Path | MediaStreamTrack) -> MediaSource:
+        """Switch what the call sends as audio: a file (like `send_audio_file`) or a live
+        track (e.g. `call.remote_track("audio")` for an echo), without renegotiation."""
+        if isinstance(source, MediaStreamTrack):
+            self._require_live("set_audio_source")
+            live = TrackSource(source)
+            self._audio_out.play(live)
+            return live
+        return self.send_audio_file(source)
+
+    async def set_video_source(self, source: str | Path | MediaStreamTrack) -> MediaSource:
+        """Switch what the call sends as video: a file or a live track (scaled to our size)."""
+        if isinstance(source, MediaStreamTrack):
+            self._require_live("set_video_source")
+            if self._video_out is None:
+                raise InvalidStateError("this call sends no video", self.id)
+            live = TrackSource(source, self.config.video_size)
+            self._video_out.play(live)
+            return live
+        return self.send_video_file(source)
+
     def audio_frames(self, maxsize: int = 250) -> FrameSubscription:
         """Async iterator of the peer's audio as `av.AudioFrame`s, from now until the end."""
         return self._incoming["audio"].subscribe(maxsize)
@@ -292,6 +331,8 @@ class Call(Emitter):
 
     async def stats(self) -> dict[str, Any]:
         """Counters per direction and kind: packets, bytes, loss, jitter (s), RTT (s)."""
+        if self._final_stats is not None:
+            return self._final_stats
         result: dict[str, Any] = {"duration": self.duration, "sent": {}, "received": {}}
         if self._pc is None:
             return result
@@ -351,6 +392,7 @@ class Call(Emitter):
 
     async def fail(self, error: CallbotError, reason: str = "failed") -> None:
         """End the call because signalling failed (peer offline, relay error...)."""
+        self._failure = self._failure or error
         self.emit("error", error)
         await self._end(reason)
 
@@ -527,10 +569,13 @@ class Call(Emitter):
         for source in self._incoming.values():
             await source.close()
         if self._pc is not None:
+            with contextlib.suppress(Exception):
+                self._final_stats = await self.stats()
             await self._pc.close()
         if not self._connected.done():
             self._connected.set_exception(
-                CallError("not_connected", f"call ended ({reason}) before connecting", self.id)
+                self._failure
+                or CallError("not_connected", f"call ended ({reason}) before connecting", self.id)
             )
             self._connected.exception()  # retrieved: nobody has to await it
         self.emit("ended", reason, self.duration)

@@ -1,29 +1,57 @@
-"""The `callbot` command line."""
+"""The `callbot` command line: run, serve, call, token, demo."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import os
+import re
+import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
 
 from .config import CallConfig
+from .console import say, status
 from .errors import CallbotError
 from .ice import IceConfig
+from .signaling.relay import DEFAULT_HOST, DEFAULT_PORT, WS_PATH
+
+ENV_SERVER = "CALLBOT_SERVER"
+DEFAULT_SERVER = f"ws://{DEFAULT_HOST}:{DEFAULT_PORT}{WS_PATH}"
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _ice_option(func: click.decorators.FC) -> click.decorators.FC:
+def parse_duration(text: str) -> float:
+    """'90', '90s', '15m', '1h', '2d' -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a duration like 90s, 15m, 1h or 2d")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def _ice_option(func: Any) -> Any:
     return click.option(
         "--ice-address",
         "ice_addresses",
         multiple=True,
         metavar="IP",
         help="Only gather ICE candidates on this local address (repeatable). "
-        "Default: $CALLBOT_ICE_ADDRESSES, else every non-loopback address, "
-        "else loopback.",
+        "Default: $CALLBOT_ICE_ADDRESSES, else every non-loopback address, else loopback.",
+    )(func)
+
+
+def _state_option(func: Any) -> Any:
+    return click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Relay state (token secret, revocations). Default: $CALLBOT_STATE_DIR, "
+        "else ~/.local/state/callbot.",
     )(func)
 
 
@@ -34,20 +62,417 @@ def _call_config(ice_addresses: tuple[str, ...]) -> CallConfig:
         raise click.BadParameter(str(exc), param_hint="--ice-address") from exc
 
 
+def _run(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except CallbotError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @click.group()
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.version_option(package_name="callbot")
 def main(verbose: int) -> None:
-    """callbot: headless WebRTC media bots."""
+    """callbot: headless WebRTC media bots.
+
+    \b
+    Examples:
+      callbot run samples/greeter.py          # a bot, with an embedded relay
+      callbot call greeter --play samples/tone-440.wav --record reply.wav --json
+    """
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# -- run ------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("bot_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--as", "as_id", metavar="ID", help="User id of the bot (required without a file).")
+@click.option("--server", metavar="URL", help="Relay to join. Default: start an embedded one.")
+@click.option("--token", metavar="TOKEN", envvar="CALLBOT_TOKEN", help="Token for --server.")
+@click.option(
+    "--plugin",
+    "plugin_specs",
+    multiple=True,
+    metavar="SPEC",
+    help="NAME[:key=value,...] or FILE.py[:key=value,...]; repeatable.",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Processes in this bot's pool.",
+)
+@click.option("--max-calls", type=click.IntRange(1), help="Calls per worker before it is busy.")
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Embedded relay address.")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, help="Embedded relay port.")
+@_state_option
+@_ice_option
+def run(
+    bot_file: Path | None,
+    as_id: str | None,
+    server: str | None,
+    token: str | None,
+    plugin_specs: tuple[str, ...],
+    workers: int,
+    max_calls: int | None,
+    host: str,
+    port: int,
+    state_dir: Path | None,
+    ice_addresses: tuple[str, ...],
+) -> None:
+    """Run the bot(s) defined in BOT_FILE, answering calls through a relay.
+
+    Without --server an embedded relay starts on 127.0.0.1:8765 and tokens are minted
+    automatically. Stop with Ctrl-C.
+
+    \b
+    Examples:
+      callbot run samples/echo_bot.py
+      callbot run samples/greeter.py --plugin record:dir=recordings
+      callbot run --as echo --plugin echo --workers 2
+      callbot run mybot.py --server ws://relay:8765/ws --token "$TOKEN"
+    """
+    from . import runner
+
+    if workers > 1:
+        _run_workers(
+            bot_file,
+            as_id,
+            server,
+            token,
+            plugin_specs,
+            workers,
+            max_calls,
+            host,
+            port,
+            state_dir,
+            ice_addresses,
+        )
+        return
+    if ice_addresses:
+        os.environ["CALLBOT_ICE_ADDRESSES"] = ",".join(ice_addresses)
+    _call_config(ice_addresses)  # validates the addresses
+    try:
+        bots = runner.load_bots(bot_file, as_id)
+        runner.add_plugins(bots, plugin_specs)
+    except CallbotError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for bot in bots:
+        runner.report_calls(bot)
+
+    def ready(url: str, relay: Any) -> None:
+        if relay is not None:
+            say(f"relay listening on {url} (state in {relay.state.directory})", "bold")
+        for bot in bots:
+            say(
+                f"bot {bot.user_id} ready; call it with: callbot call {bot.user_id}"
+                + ("" if relay else f" --server {url}"),
+                "green",
+            )
+
+    _run(
+        runner.run_bots(
+            bots,
+            server=server,
+            token=token,
+            host=host,
+            port=port,
+            state_dir=state_dir,
+            max_calls=max_calls,
+            on_ready=ready,
+        )
+    )
+
+
+def _run_workers(
+    bot_file: Path | None,
+    as_id: str | None,
+    server: str | None,
+    token: str | None,
+    plugin_specs: tuple[str, ...],
+    workers: int,
+    max_calls: int | None,
+    host: str,
+    port: int,
+    state_dir: Path | None,
+    ice_addresses: tuple[str, ...],
+) -> None:
+    """N worker processes in one pool; this process hosts the relay unless --server."""
+    from .signaling.relay import Relay
+
+    async def supervise() -> None:
+        relay = None
+        url = server
+        if url is None:
+            relay = await Relay(host, port, state_dir).start()
+            url = relay.url
+            say(f"relay listening on {url}", "bold")
+        command = [sys.executable, "-m", "callbot", "run", "--server", url, "--workers", "1"]
+        if bot_file is not None:
+            command.insert(4, str(bot_file))
+        for flag, value in (
+            ("--as", as_id),
+            ("--token", token),
+            ("--max-calls", max_calls),
+            ("--state-dir", state_dir),
+        ):
+            if value is not None:
+                command += [flag, str(value)]
+        for spec in plugin_specs:
+            command += ["--plugin", spec]
+        for address in ice_addresses:
+            command += ["--ice-address", address]
+        children = [subprocess.Popen(command) for _ in range(workers)]
+        say(f"started {workers} workers: pids {[c.pid for c in children]}")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            while not stop.is_set() and all(c.poll() is None for c in children):
+                await asyncio.wait([asyncio.ensure_future(stop.wait())], timeout=0.5)
+        finally:
+            for child in children:  # only the processes started here, by PID
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+            for child in children:
+                try:
+                    child.wait(10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+            if relay is not None:
+                await relay.stop()
+        failed = [c.returncode for c in children if c.returncode not in (0, -signal.SIGTERM)]
+        if failed and not stop.is_set():
+            raise CallbotError(f"a worker exited with status {failed[0]}")
+
+    _run(supervise())
+
+
+# -- serve ----------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to bind.")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, help="Port (WebSocket + HTTP).")
+@_state_option
+def serve(host: str, port: int, state_dir: Path | None) -> None:
+    """Run the relay (signalling server) alone.
+
+    \b
+    Example:
+      callbot serve --host 127.0.0.1 --port 8765 --state-dir /var/lib/callbot
+      callbot token create alice --ttl 1h --state-dir /var/lib/callbot
+    """
+    from .signaling.relay import Relay
+
+    async def serve_forever() -> None:
+        relay = await Relay(host, port, state_dir).start()
+        say(
+            f"relay listening on {relay.url} (health: {relay.http_url}/healthz; "
+            f"state in {relay.state.directory})",
+            "bold",
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await relay.stop()
+
+    try:
+        _run(serve_forever())
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+
+
+# -- call -----------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("peer")
+@click.option(
+    "--server",
+    envvar=ENV_SERVER,
+    default=DEFAULT_SERVER,
+    show_default=True,
+    metavar="URL",
+    help="Relay URL ($CALLBOT_SERVER).",
+)
+@click.option(
+    "--token",
+    envvar="CALLBOT_TOKEN",
+    metavar="TOKEN",
+    help="Token ($CALLBOT_TOKEN). Default: minted from the local state dir.",
+)
+@click.option("--as", "user", default="caller", show_default=True, help="Our user id.")
+@click.option(
+    "--play",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Audio file to play into the call.",
+)
+@click.option(
+    "--play-video",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Video file (and its sound) to play into the call.",
+)
+@click.option("--loop", is_flag=True, help="Loop the played file.")
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Record the peer's audio (.wav .ogg .mp3 .mp4 .webm .mkv ...).",
+)
+@click.option(
+    "--record-video",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Record the peer's video (.mp4 .webm .mkv).",
+)
+@click.option("--video", is_flag=True, help="Offer video even without --play-video.")
+@click.option(
+    "--duration",
+    type=float,
+    metavar="S",
+    help="Seconds to stay connected (default: the playback plus 1 s, else 10).",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    metavar="S",
+    help="Seconds to wait for the call to connect.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
+@_state_option
+@_ice_option
+def call(
+    peer: str,
+    server: str,
+    token: str | None,
+    user: str,
+    play: Path | None,
+    play_video: Path | None,
+    loop: bool,
+    record: Path | None,
+    record_video: Path | None,
+    video: bool,
+    duration: float | None,
+    timeout: float,
+    as_json: bool,
+    state_dir: Path | None,
+    ice_addresses: tuple[str, ...],
+) -> None:
+    """Call PEER, play a file, record the reply, report: the CI smoke-test client.
+
+    Exits 0 only if the call connected and ended normally (either side hung up).
+
+    \b
+    Example:
+      callbot call echo --play samples/tone-440.wav --record out.wav --duration 4 --json
+    """
+    from .smoke import CallPlan, place_call
+
+    plan = CallPlan(
+        peer=peer,
+        server=server,
+        token=token,
+        user=user,
+        play=play,
+        play_video=play_video,
+        loop=loop,
+        record=record,
+        record_video=record_video,
+        duration=duration,
+        timeout=timeout,
+        video=video,
+        config=_call_config(ice_addresses),
+        state_dir=state_dir,
+    )
+    with status(f"calling {peer}…") as progress:
+        report = _run(place_call(plan, progress=progress.update))
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        _print_report(report)
+    if not report["ok"]:
+        reason = report.get("error") or report.get("end_reason")
+        say(f"call to {peer} {'failed' if not report['connected'] else 'ended'}: {reason}", "red")
+        raise SystemExit(1)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    say(
+        f"connected: {report['connected']}  ended: {report.get('end_reason')}  "
+        f"seconds: {report.get('seconds')}"
+    )
+    for kind, entry in report.get("received", {}).items():
+        say(f"received {kind}: {entry.get('packets')} packets, {entry.get('frames')} frames")
+    for kind, entry in report.get("recordings", {}).items():
+        say(f"recorded {kind}: {json.dumps(entry)}")
+
+
+# -- token ----------------------------------------------------------------------------------------
+
+
+@main.group()
+def token() -> None:
+    """Create and revoke session tokens (kept in the relay's state dir)."""
+
+
+@token.command("create")
+@click.argument("user")
+@click.option("--ttl", default="1h", show_default=True, help="Lifetime: 90s, 15m, 1h, 7d...")
+@_state_option
+def token_create(user: str, ttl: str, state_dir: Path | None) -> None:
+    """Print a new token for USER.
+
+    \b
+    Example:
+      TOKEN=$(callbot token create alice --ttl 1h)
+    """
+    from .signaling.state import RelayState
+
+    state = RelayState(state_dir)
+    try:
+        click.echo(state.mint(user, parse_duration(ttl)))
+    finally:
+        state.close()
+
+
+@token.command("revoke")
+@click.argument("user")
+@_state_option
+def token_revoke(user: str, state_dir: Path | None) -> None:
+    """Invalidate every token of USER; a running relay cuts their sessions at once.
+
+    \b
+    Example:
+      callbot token revoke alice
+    """
+    from .signaling.state import RelayState
+
+    state = RelayState(state_dir)
+    try:
+        generation = state.revoke(user)
+    finally:
+        state.close()
+    say(f"revoked all tokens of {user} (generation {generation})")
+
+
+# -- demo -----------------------------------------------------------------------------------------
 
 
 @main.command()
 @click.option(
     "--clip",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Media file to play (any format PyAV reads). "
-    "Default: a generated 4 s 640x480 clip with a 440 Hz tone.",
+    help="Media file to play (default: a generated 4 s 640x480 clip, 440 Hz tone).",
 )
 @click.option(
     "--out",
@@ -60,7 +485,7 @@ def main(verbose: int) -> None:
 def demo(
     clip: Path | None, out_dir: Path | None, as_json: bool, ice_addresses: tuple[str, ...]
 ) -> None:
-    """Call between two in-process bots: play a clip one way, record it, print what arrived.
+    """A caller plays a clip to a bot through an embedded relay; print what the bot got.
 
     \b
     Example:
@@ -69,21 +494,12 @@ def demo(
     """
     from .demo import run_demo
 
-    config = _call_config(ice_addresses)
     out = out_dir or Path(tempfile.mkdtemp(prefix="callbot-demo-"))
-    try:
-        summary = asyncio.run(run_demo(clip, out, config))
-    except CallbotError as exc:
-        raise click.ClickException(str(exc)) from exc
+    summary = _run(run_demo(clip, out, _call_config(ice_addresses)))
     if as_json:
         click.echo(json.dumps(summary.as_dict()))
     else:
-        click.echo(f"connected:         {summary.connected}")
-        click.echo(f"seconds sent:      {summary.seconds_sent}")
-        click.echo(f"seconds received:  {summary.seconds_received}")
-        click.echo(f"dominant freq:     {summary.dominant_hz} Hz")
-        click.echo(f"level:             {summary.level_dbfs} dBFS")
-        click.echo(f"video frames:      {summary.video_frames_received}")
-        click.echo(f"recordings:        {summary.audio_path}, {summary.video_path}")
+        for key, value in summary.as_dict().items():
+            click.echo(f"{key.replace('_', ' ') + ':':<24}{value}")
     if not summary.ok:
         raise SystemExit(1)

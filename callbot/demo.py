@@ -1,4 +1,4 @@
-"""`callbot demo`: a call between two in-process bots that plays a clip one way and records it."""
+"""`callbot demo`: a caller plays a clip to a bot through an embedded relay; the bot records it."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from pathlib import Path
 
 import av
 
+from .bot import Bot, Incoming
 from .config import CallConfig
 from .media import analysis, generate
-from .signaling.direct import connect_direct
+from .media.recorder import Recording
+from .signaling.relay import Relay
 
 
 @dataclass
@@ -18,6 +20,7 @@ class DemoSummary:
     """What the demo measured: what was sent, what arrived and what it sounded like."""
 
     connected: bool
+    setup_ms: float
     seconds_sent: float
     seconds_received: float
     dominant_hz: float | None
@@ -35,36 +38,55 @@ class DemoSummary:
 
 
 async def run_demo(clip: Path | None, out_dir: Path, config: CallConfig) -> DemoSummary:
-    """Connect two peers, play `clip` (video and its sound) one way, record it at the other.
+    """Relay, a recording bot and a caller in this process; the caller plays `clip`.
 
     Without a clip, a 4 s 640x480 moving pattern with a 440 Hz tone is generated first.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     if clip is None:
         clip = generate.write_video(out_dir / "demo-clip.webm", seconds=4.0, tone=440.0)
+    with av.open(str(clip)) as probe:
+        has_video = bool(probe.streams.video)
     audio_path, video_path = out_dir / "received.wav", out_dir / "received.webm"
-    caller, callee = await connect_direct(video=True, caller_config=config, callee_config=config)
-    try:
-        recording = callee.record_incoming(audio_path=audio_path, video_path=video_path)
-        with av.open(str(clip)) as probe:
-            has_video = bool(probe.streams.video)
-        send = caller.send_video_file if has_video else caller.send_audio_file
-        playback = send(clip)
-        await playback
-        await asyncio.sleep(0.3)  # let the last packets land
-        await recording.stop()
-    finally:
-        await caller.hangup()
-    clip_audio = analysis.load_audio(audio_path)
-    span = analysis.active_span(clip_audio)
+    recordings: list[Recording] = []
+
+    async with Relay(port=0, state_dir=out_dir / "relay-state") as relay:
+        bot = Bot("demo-bot", server=relay.url, token=relay.mint("demo-bot"), config=config)
+
+        @bot.on_incoming
+        async def record(incoming: Incoming) -> None:
+            call = await incoming.accept(video=True)
+            recordings.append(call.record_incoming(audio_path=audio_path, video_path=video_path))
+
+        caller = Bot(
+            "demo-caller",
+            server=relay.url,
+            token=relay.mint("demo-caller"),
+            role="user",
+            config=config,
+        )
+        async with bot, caller:
+            started = asyncio.get_running_loop().time()
+            call = await caller.call("demo-bot", video=True)
+            await call.wait_connected(20)
+            setup = asyncio.get_running_loop().time() - started
+            playback = (call.send_video_file if has_video else call.send_audio_file)(clip)
+            await playback
+            await asyncio.sleep(0.3)  # let the last packets land
+            await call.hangup()
+            await asyncio.gather(*(r.stop() for r in recordings))
+
+    received = analysis.load_audio(audio_path)
+    span = analysis.active_span(received)
     with av.open(str(video_path)) as container:
         frames = sum(1 for _ in container.decode(video=0))
     return DemoSummary(
         connected=True,
+        setup_ms=round(setup * 1000, 1),
         seconds_sent=round(playback.position, 2),
         seconds_received=round(span[1] - span[0], 2) if span else 0.0,
-        dominant_hz=round(analysis.dominant_frequency(clip_audio), 1) if span else None,
-        level_dbfs=round(analysis.level_dbfs(clip_audio), 1) if span else None,
+        dominant_hz=round(analysis.dominant_frequency(received), 1) if span else None,
+        level_dbfs=round(analysis.level_dbfs(received), 1) if span else None,
         video_frames_received=frames,
         audio_path=str(audio_path),
         video_path=str(video_path),

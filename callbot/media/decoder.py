@@ -79,6 +79,54 @@ def fit_video_frame(frame: av.VideoFrame, width: int, height: int) -> av.VideoFr
     )
 
 
+class AudioFramer:
+    """Audio in any rate, layout and frame size out as the call's 20 ms frames."""
+
+    def __init__(self) -> None:
+        self._resampler = self._new_resampler()
+        self._fifo = av.AudioFifo()
+        self.written = 0  # 48 kHz samples taken in so far
+
+    @staticmethod
+    def _new_resampler() -> av.AudioResampler:
+        return av.AudioResampler(format=AUDIO_FORMAT, layout=AUDIO_LAYOUT, rate=AUDIO_RATE)
+
+    @property
+    def pending(self) -> int:
+        """Samples waiting for a full frame."""
+        return self._fifo.samples
+
+    def push(self, frame: av.AudioFrame) -> list[av.AudioFrame]:
+        frame.pts = None  # the fifo only checks the continuity of stamped frames
+        out: list[av.AudioFrame] = []
+        for converted in self._resampler.resample(frame):
+            out += self._queue(converted)
+        return out
+
+    def pad(self, samples: int) -> list[av.AudioFrame]:
+        """Append `samples` of silence."""
+        return self._queue(silent_audio_frame(samples)) if samples > 0 else []
+
+    def flush(self) -> list[av.AudioFrame]:
+        """Drain the resampler (at the end of a stream); the framer can then take a new one."""
+        out: list[av.AudioFrame] = []
+        for converted in self._resampler.resample(None):
+            out += self._queue(converted)
+        self._resampler = self._new_resampler()
+        return out
+
+    def _queue(self, frame: av.AudioFrame) -> list[av.AudioFrame]:
+        frame.pts = None
+        self._fifo.write(frame)
+        self.written += frame.samples
+        out = []
+        while self._fifo.samples >= AUDIO_FRAME_SAMPLES:
+            chunk = self._fifo.read(AUDIO_FRAME_SAMPLES)
+            chunk.pts = None
+            out.append(chunk)
+        return out
+
+
 class FileDecoder:
     """Reads one media file as call-ready frames, optionally looping forever.
 
@@ -113,13 +161,10 @@ class FileDecoder:
         self.fps = min(MAX_VIDEO_FPS, source_fps) if self._video else 0.0
         self._source_frame_time = 1 / source_fps if source_fps else 0.0
         self._origin = self._stream_origin()
-        self._resampler = av.AudioResampler(
-            format=AUDIO_FORMAT, layout=AUDIO_LAYOUT, rate=AUDIO_RATE
-        )
-        self._fifo = av.AudioFifo()
+        self._framer = AudioFramer()
         self._demux = self._container.demux(*self._streams())
         self._pass_offset = 0.0  # media time at which the current pass starts
-        self._pass_samples = 0  # audio samples (48 kHz) produced by the current pass
+        self._pass_start = 0  # framer samples written when the current pass started
         self._pass_video_end = 0.0  # end of the last video frame of the pass, pass-relative
         self._audio_out = 0  # audio samples handed out, all passes
         self._next_video = 0.0  # earliest media time for the next kept video frame
@@ -211,21 +256,13 @@ class FileDecoder:
 
     def _accept(self, frame: av.frame.Frame, chunk: DecodedChunk) -> None:
         if isinstance(frame, av.AudioFrame):
-            frame.pts = None  # the fifo only checks continuity of stamped frames
-            for converted in self._resampler.resample(frame):
-                self._push_audio(converted, chunk)
+            self._take_audio(self._framer.push(frame), chunk)
         elif isinstance(frame, av.VideoFrame):
             self._push_video(frame, chunk)
 
-    def _push_audio(self, frame: av.AudioFrame, chunk: DecodedChunk) -> None:
-        frame.pts = None
-        self._fifo.write(frame)
-        self._pass_samples += frame.samples
-        while self._fifo.samples >= AUDIO_FRAME_SAMPLES:
-            out = self._fifo.read(AUDIO_FRAME_SAMPLES)
-            out.pts = None
-            chunk.audio.append(out)
-            self._audio_out += AUDIO_FRAME_SAMPLES
+    def _take_audio(self, frames: list[av.AudioFrame], chunk: DecodedChunk) -> None:
+        chunk.audio += frames
+        self._audio_out += len(frames) * AUDIO_FRAME_SAMPLES
         self._media_time = max(self._media_time, self._audio_out / AUDIO_RATE)
 
     def _push_video(self, frame: av.VideoFrame, chunk: DecodedChunk) -> None:
@@ -249,24 +286,23 @@ class FileDecoder:
             except av.error.FFmpegError:
                 pass  # a decoder that cannot flush has nothing more worth playing
         if self._audio is not None:
-            for converted in self._resampler.resample(None):
-                self._push_audio(converted, chunk)
-            self._resampler = av.AudioResampler(
-                format=AUDIO_FORMAT, layout=AUDIO_LAYOUT, rate=AUDIO_RATE
-            )
-        pass_length = max(self._pass_samples / AUDIO_RATE, self._pass_video_end)
+            self._take_audio(self._framer.flush(), chunk)
+        pass_samples = self._framer.written - self._pass_start
+        pass_length = max(pass_samples / AUDIO_RATE, self._pass_video_end)
         if self._audio is not None and self._video is not None:
             # Pad audio to the pass length so the next pass starts in sync with the video.
-            self._pad_audio(round(pass_length * AUDIO_RATE) - self._pass_samples, chunk)
+            self._take_audio(
+                self._framer.pad(round(pass_length * AUDIO_RATE) - pass_samples), chunk
+            )
         self.passes += 1
         if self.loop and pass_length > 0:
             self._reopen()
             self._pass_offset += pass_length
-            self._pass_samples = 0
+            self._pass_start = self._framer.written
             self._pass_video_end = 0.0
             return
-        if self._fifo.samples:
-            self._pad_audio(AUDIO_FRAME_SAMPLES - self._fifo.samples, chunk)
+        if self._framer.pending:
+            self._take_audio(self._framer.pad(AUDIO_FRAME_SAMPLES - self._framer.pending), chunk)
         self.finished = True
 
     def _reopen(self) -> None:
@@ -281,7 +317,3 @@ class FileDecoder:
         self._audio = streams[audio_index] if audio_index is not None else None
         self._video = streams[video_index] if video_index is not None else None
         self._demux = self._container.demux(*self._streams())
-
-    def _pad_audio(self, samples: int, chunk: DecodedChunk) -> None:
-        if samples > 0:
-            self._push_audio(silent_audio_frame(samples), chunk)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import fractions
 import time
+from typing import Protocol
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .clock import Pacer
 from .decoder import AUDIO_FRAME_SAMPLES, AUDIO_RATE, black_video_frame, silent_audio_frame
-from .playback import AUDIO_FRAME_SECONDS, Playback
+from .playback import AUDIO_FRAME_SECONDS
 
 VIDEO_CLOCK = 90000
 #: Frame rate of the still frame sent between playbacks.
@@ -25,22 +26,39 @@ _AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
 _VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 
 
+class MediaSource(Protocol):
+    """What an outgoing track plays: a `Playback` (file) or a `TrackSource` (live track)."""
+
+    @property
+    def kinds(self) -> frozenset[str]: ...
+
+    @property
+    def fps(self) -> float: ...
+
+    def next_audio(self) -> av.AudioFrame | None: ...
+
+    def video_frame(self, now: float) -> av.VideoFrame | None: ...
+
+    def release(self, kind: str, result: str = "stopped") -> None: ...
+
+
 class _OutgoingTrack(MediaStreamTrack):
-    """What both outgoing tracks share: the attached playback and the mute flag."""
+    """What both outgoing tracks share: the attached source and the mute flag."""
 
     def __init__(self) -> None:
         super().__init__()
         self.muted = False
-        self._playback: Playback | None = None
+        self._playback: MediaSource | None = None
 
     @property
-    def playback(self) -> Playback | None:
+    def playback(self) -> MediaSource | None:
+        """The source playing now (None: silence or the still frame)."""
         return self._playback
 
-    def play(self, playback: Playback | None) -> None:
-        """Attach `playback` (or nothing), releasing the one playing before."""
-        previous, self._playback = self._playback, playback
-        if previous is not None and previous is not playback:
+    def play(self, source: MediaSource | None) -> None:
+        """Attach `source` (or nothing), releasing the one playing before."""
+        previous, self._playback = self._playback, source
+        if previous is not None and previous is not source:
             previous.release(self.kind)
 
     def _check_live(self) -> None:

@@ -1,0 +1,5 @@
+"""`python -m callbot` is the `callbot` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,416 @@
+"""`Bot`: a user of the relay that answers and places calls, one task per call.
+
+    bot = Bot("greeter")
+
+    @bot.on_incoming
+    async def greet(incoming):
+        call = await incoming.accept()
+        await call.send_audio_file("samples/welcome.wav")
+
+Without a server the bot starts an embedded relay on 127.0.0.1 and mints its own token, so a
+newcomer configures nothing. Every call gets its own task and its own ordered inbox of
+signalling messages; a handler that raises ends that call with reason "error" and is logged
+with the call id, and every other call goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from aiortc import RTCIceServer
+
+from . import plugins
+from .call import Call
+from .config import CallConfig
+from .errors import CallbotError, CallError, InvalidStateError
+from .events import Emitter
+from .ice import IceConfig
+from .signaling.client import RelayClient
+from .signaling.relay import DEFAULT_HOST, DEFAULT_PORT, Relay
+from .signaling.state import RelayState
+
+logger = logging.getLogger(__name__)
+
+ENV_SERVER = "CALLBOT_SERVER"
+ENV_TOKEN = "CALLBOT_TOKEN"
+#: Lifetime of tokens a bot mints for itself (renewed before expiry while it runs).
+SELF_TOKEN_TTL = 24 * 3600.0
+
+IncomingHandler = Callable[["Incoming"], Awaitable[None] | None]
+
+
+class Incoming:
+    """A call ringing at this bot: answer it with `accept()` or refuse it with `decline()`."""
+
+    def __init__(self, call: Call, to: str) -> None:
+        self._call = call
+        self._to = to
+        self._answering: asyncio.Future[None] | None = None
+
+    @property
+    def call_id(self) -> str:
+        return self._call.id
+
+    @property
+    def from_(self) -> str:
+        """The caller's user id."""
+        return self._call.peer
+
+    @property
+    def to(self) -> str:
+        """The user id that was called (this bot's)."""
+        return self._to
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """What the caller attached to the call."""
+        return self._call.metadata
+
+    @property
+    def video(self) -> bool:
+        """Whether the caller offers video."""
+        return self._call.remote_offers_video
+
+    async def accept(self, video: bool = False) -> Call:
+        """Answer (sending video too when `video` and the caller offers it). Accepting twice
+        returns the same call."""
+        if self._answering is None:
+            if self._call.state != "ringing":
+                raise InvalidStateError(f"cannot accept a call that is {self._call.state}")
+            self._answering = asyncio.ensure_future(self._call.answer(video=video))
+        await asyncio.shield(self._answering)
+        return self._call
+
+    async def decline(self, reason: str = "decline") -> None:
+        """Refuse the call: the caller ends with `rejected:<reason>` (busy or decline)."""
+        if reason not in ("busy", "decline"):
+            raise ValueError("reason must be 'busy' or 'decline'")
+        if self._answering is not None:
+            raise InvalidStateError("the call was already accepted", self.call_id)
+        await self._call.reject(reason)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"<Incoming {self.call_id} from {self.from_} video={self.video}>"
+
+
+class Subscription:
+    """Returned by `listen_for_calls`; `close()` stops delivering calls to that handler."""
+
+    def __init__(self, close: Callable[[], None]) -> None:
+        self._close = close
+
+    def close(self) -> None:
+        self._close()
+
+
+class _CallPort:
+    """A call's signalling through the bot's relay connection (adds the peer as `to`)."""
+
+    def __init__(self, bot: Bot, peer: str) -> None:
+        self._bot = bot
+        self._peer = peer
+
+    async def send(self, message: dict[str, Any]) -> None:
+        client = self._bot._client
+        if client is None:
+            raise CallError("not_connected", "the bot is not connected to a relay")
+        await client.send({"to": self._peer, **message})
+
+
+class Bot(Emitter):
+    """A bot (or any user) on a relay. Events: `call(call)` for every new call, `ready`."""
+
+    def __init__(
+        self,
+        user_id: str,
+        server: str | None = None,
+        token: str | None = None,
+        identity: Any = None,
+        *,
+        role: str = "bot",
+        max_calls: int | None = None,
+        video_codec: str = "vp8",
+        video_size: tuple[int, int] = (640, 480),
+        ice_addresses: list[str] | None = None,
+        config: CallConfig | None = None,
+        state_dir: str | Path | None = None,
+        on_token_expiring: Callable[[], Awaitable[str]] | None = None,
+    ) -> None:
+        super().__init__()
+        self.user_id = user_id
+        self.server = server or os.environ.get(ENV_SERVER) or None
+        self.token = token or (os.environ.get(ENV_TOKEN) if self.server else None) or None
+        self.identity = identity
+        self.role = role
+        self.max_calls = max_calls
+        self.state_dir = state_dir
+        self.config = config or CallConfig(
+            ice=IceConfig.from_env(addresses=ice_addresses),
+            video_size=video_size,
+            video_codec=video_codec,
+        )
+        self._on_token_expiring = on_token_expiring
+        self._handlers: list[IncomingHandler] = []
+        self._calls: dict[str, Call] = {}
+        self._inboxes: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._client: RelayClient | None = None
+        self._relay: Relay | None = None
+        self._state: RelayState | None = None
+        self._stopped: asyncio.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"<Bot {self.user_id} {len(self._calls)} calls>"
+
+    # -- registering behaviour -----------------------------------------------------------------
+
+    def on_incoming(self, handler: IncomingHandler) -> IncomingHandler:
+        """Decorator: `handler(incoming)` runs for every incoming call (several allowed)."""
+        self._handlers.append(handler)
+        return handler
+
+    def listen_for_calls(self, handler: IncomingHandler) -> Subscription:
+        """The programmatic form of `@bot.on_incoming`; returns a closable subscription."""
+        self._handlers.append(handler)
+        return Subscription(lambda: self._handlers.remove(handler))
+
+    def use(self, plugin: str | Callable[..., Any], **options: Any) -> None:
+        """Add a plugin's behaviour: a name (`"echo"`), a `.py` path or a `setup` function;
+        options are checked against the plugin's `setup(bot, ...)` signature."""
+        plugins.apply(self, plugin, options)
+
+    # -- calls -----------------------------------------------------------------------------------
+
+    @property
+    def active_calls(self) -> list[Call]:
+        """Calls ringing, connecting, connected or held."""
+        return [c for c in self._calls.values() if c.state != "ended"]
+
+    def get_call(self, call_id: str) -> Call | None:
+        return self._calls.get(call_id)
+
+    async def call(
+        self, peer: str, video: bool = False, metadata: dict[str, Any] | None = None
+    ) -> Call:
+        """Place a call to `peer`; returns once the offer is sent (the call is `calling`)."""
+        if self._client is None:
+            raise InvalidStateError("start the bot first (await bot.start())")
+        call = Call(
+            direction="outbound",
+            peer=peer,
+            signaling=_CallPort(self, peer),
+            config=self._call_config(),
+            video=video,
+            metadata=metadata,
+        )
+        self._register(call)
+        await call.start()
+        return call
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect to the relay (starting an embedded one when no server is set)."""
+        if self._client is not None:
+            return
+        self._stopped = asyncio.Event()
+        if self.server is None:
+            self._relay = await Relay(DEFAULT_HOST, DEFAULT_PORT, self.state_dir).start()
+            self.server = self._relay.url
+            logger.info("embedded relay at %s", self.server)
+        if self.token is None:
+            self.token = self._local_state().mint(self.user_id, SELF_TOKEN_TTL)
+            if self._on_token_expiring is None:
+                self._on_token_expiring = self._mint_again
+        self._client = RelayClient(
+            self.server,
+            self.token,
+            on_message=self._on_message,
+            role=self.role,
+            max_calls=self.max_calls,
+            claims=lambda: [{"call_id": c.id, "peer": c.peer} for c in self.active_calls],
+            on_token_expiring=self._on_token_expiring,
+        )
+        try:
+            await self._client.connect()
+        except BaseException:
+            await self.stop()
+            raise
+        if self._client.user != self.user_id:
+            logger.warning("token is for %r, not %r", self._client.user, self.user_id)
+        self.emit("ready")
+
+    async def stop(self) -> None:
+        """Hang up every call, disconnect, stop the embedded relay."""
+        await asyncio.gather(*(c.hangup() for c in self.active_calls), return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+        if self._relay is not None:
+            await self._relay.stop()
+            self._relay = None
+        if self._state is not None:
+            self._state.close()
+            self._state = None
+        if self._stopped is not None:
+            self._stopped.set()
+
+    async def run_forever(self) -> None:
+        """Start and serve calls until stopped (SIGINT/SIGTERM or `stop()`)."""
+        await self.start()
+        assert self._stopped is not None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, lambda: asyncio.ensure_future(self.stop()))
+        try:
+            await self._stopped.wait()
+        finally:
+            await self.stop()
+
+    def run(self) -> None:
+        """Blocking form of `run_forever()` for scripts."""
+        asyncio.run(self.run_forever())
+
+    async def __aenter__(self) -> Bot:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and self._client.connected
+
+    @property
+    def relay(self) -> Relay | None:
+        """The embedded relay, when this bot started one."""
+        return self._relay
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _local_state(self) -> RelayState:
+        if self._relay is not None:
+            return self._relay.state
+        if self._state is None:
+            self._state = RelayState(self.state_dir)
+        return self._state
+
+    async def _mint_again(self) -> str:
+        return self._local_state().mint(self.user_id, SELF_TOKEN_TTL)
+
+    def _call_config(self) -> CallConfig:
+        """Calls use the relay's ICE servers on top of the bot's own settings."""
+        servers = self._client.ice_servers if self._client else []
+        if not servers:
+            return self.config
+        extra = tuple(
+            RTCIceServer(s["urls"], s.get("username"), s.get("credential")) for s in servers
+        )
+        return replace(self.config, ice=replace(self.config.ice, servers=self.config.ice.servers
+                                                + extra))  # fmt: skip
+
+    def _register(self, call: Call) -> None:
+        self._calls[call.id] = call
+        inbox = self._inboxes[call.id] = asyncio.Queue()
+        task = self._spawn(self._deliver(call, inbox), name=f"call-{call.id}")
+        call.on("ended", lambda reason, duration: self._forget(call, task))
+        self.emit("call", call)
+
+    def _forget(self, call: Call, task: asyncio.Task[Any]) -> None:
+        self._calls.pop(call.id, None)
+        self._inboxes.pop(call.id, None)
+        task.cancel()
+
+    async def _deliver(self, call: Call, inbox: asyncio.Queue[dict[str, Any]]) -> None:
+        """Apply a call's signalling messages one at a time, in order."""
+        while True:
+            message = await inbox.get()
+            try:
+                await call.handle_signal(message)
+            except CallbotError as exc:
+                logger.warning("call %s: %s", call.id, exc)
+            except Exception:
+                logger.exception("call %s: signalling message %s failed", call.id, message["type"])
+
+    def _spawn(self, coro: Awaitable[Any], name: str | None = None) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        if name:
+            task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        kind, call_id = message["type"], message.get("call_id")
+        if kind == "call_offer":
+            self._spawn(self._ring(message), name=f"incoming-{call_id}")
+            return
+        call = self._calls.get(call_id) if isinstance(call_id, str) else None
+        if kind == "error":
+            if call is not None:
+                code = str(message.get("code", "call_failed"))
+                error = CallError(code, str(message.get("message", "")), call.id)
+                self._spawn(call.fail(error, "failed"))
+            else:
+                logger.warning("relay error: %s: %s", message.get("code"), message.get("message"))
+            return
+        if call is None:
+            logger.debug("message %s for unknown call %s ignored", kind, call_id)
+            return
+        self._inboxes[call.id].put_nowait(message)
+
+    async def _ring(self, offer: dict[str, Any]) -> None:
+        """An offer arrived: create the call, say it rings, and run the handlers for it."""
+        caller = str(offer.get("from", "unknown"))
+        port = _CallPort(self, caller)
+        call = Call(
+            direction="inbound",
+            peer=caller,
+            signaling=port,
+            config=self._call_config(),
+            call_id=offer["call_id"],
+            remote_offer=offer["sdp"],
+            metadata=offer.get("metadata") or {},
+        )
+        if self.max_calls is not None and len(self.active_calls) >= self.max_calls:
+            await call.reject("busy")
+            return
+        self._register(call)
+        with contextlib.suppress(CallbotError):
+            await port.send({"type": "call_ringing", "call_id": call.id})
+        if not self._handlers:
+            logger.warning("%s has no on_incoming handler: declining call %s", self, call.id)
+            await call.reject("decline")
+            return
+        incoming = Incoming(call, self.user_id)
+        await asyncio.gather(*(self._run_handler(h, incoming, call) for h in self._handlers))
+
+    async def _run_handler(self, handler: IncomingHandler, incoming: Incoming, call: Call) -> None:
+        try:
+            result = handler(incoming)
+            if inspect.isawaitable(result):
+                await result
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception(
+                "call %s: handler %s failed", call.id, getattr(handler, "__name__", handler)
+            )
+            if call.state != "ended":
+                call.emit(
+                    "error", CallError("handler_failed", f"{type(exc).__name__}: {exc}", call.id)
+                )
+                await call.hangup("error")

@@ -1,0 +1,220 @@
+"""The relay client: connect, authenticate, reconnect with backoff, refresh the token.
+
+Messages sent while the relay is away are kept (bounded) and sent after reconnecting; on each
+reconnect the client re-claims its calls in progress (`hello.calls`), so the relay can route
+them again even after a restart. A fatal error (bad, expired or revoked token, session limit)
+stops it for good: no reconnect loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from ..errors import CallbotError
+from ..identity import AuthError
+from .protocol import FATAL_CODES, ProtocolError, decode, encode
+
+logger = logging.getLogger(__name__)
+
+MAX_BUFFERED = 1000
+BACKOFF_START, BACKOFF_MAX = 0.25, 10.0
+#: Ask for a fresh token this long before the current one expires (or a fifth of its life).
+REFRESH_MARGIN = 300.0
+
+
+class SignalingError(CallbotError):
+    """The relay cannot be reached or refused us; `code` is a protocol error code if any."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(f"{code}: {message}")
+
+
+def _fatal_error(code: str, message: str) -> CallbotError:
+    if code in ("auth_failed", "auth_expired", "session_revoked"):
+        return AuthError(code, message)
+    return SignalingError(code, message)
+
+
+class RelayClient:
+    """One authenticated connection to a relay, kept alive across network trouble."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        on_message: Callable[[dict[str, Any]], None],
+        role: str = "user",
+        max_calls: int | None = None,
+        claims: Callable[[], list[dict[str, str]]] = list,
+        on_token_expiring: Callable[[], Awaitable[str]] | None = None,
+        reconnect: bool = True,
+    ) -> None:
+        self.url = url
+        self.token = token
+        self.role = role
+        self.max_calls = max_calls
+        self.user: str | None = None
+        self.ice_servers: list[dict[str, Any]] = []
+        self.expires_at = 0.0
+        self.fatal_error: CallbotError | None = None
+        self.reconnects = 0
+        self._on_message = on_message
+        self._claims = claims
+        self._on_token_expiring = on_token_expiring
+        self._reconnect = reconnect
+        self._websocket: ClientConnection | None = None
+        self._buffer: deque[dict[str, Any]] = deque(maxlen=MAX_BUFFERED)
+        self._welcomed = asyncio.Event()
+        self._first: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._refresh_task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def connected(self) -> bool:
+        return self._welcomed.is_set()
+
+    async def connect(self, timeout: float = 10.0) -> None:
+        """Connect and authenticate; raises `AuthError`/`SignalingError` if that fails."""
+        if self._task is None:
+            self._first = asyncio.get_running_loop().create_future()
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="relay-client")
+        assert self._first is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(self._first), timeout)
+        except TimeoutError:
+            await self.close()
+            raise SignalingError(
+                "unreachable", f"no welcome from {self.url} in {timeout}s"
+            ) from None
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """Send a message now, or as soon as the relay is back."""
+        if self.fatal_error is not None:
+            raise self.fatal_error
+        websocket = self._websocket
+        if websocket is not None and self.connected:
+            try:
+                await websocket.send(encode(message))
+                return
+            except ConnectionClosed:
+                pass
+        self._buffer.append(message)
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in (self._refresh_task, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self._websocket is not None:
+            with contextlib.suppress(Exception):
+                await self._websocket.close()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._welcomed.wait(), timeout)
+
+    # -- the connection loop -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        delay = BACKOFF_START
+        while not self._closing:
+            try:
+                async with connect(
+                    self.url, proxy=None, compression=None, open_timeout=5, max_size=2**20
+                ) as websocket:
+                    self._websocket = websocket
+                    await self._session(websocket)
+                    delay = BACKOFF_START
+            except (OSError, InvalidHandshake, InvalidURI, TimeoutError, ConnectionClosed) as exc:
+                logger.info("relay %s unreachable: %s", self.url, exc)
+                if isinstance(exc, InvalidURI):
+                    self._fail(SignalingError("invalid_url", str(exc)))
+            finally:
+                self._websocket = None
+                self._welcomed.clear()
+            if self.fatal_error is not None or self._closing or not self._reconnect:
+                break
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, BACKOFF_MAX)
+            self.reconnects += 1
+        if self._first is not None and not self._first.done():
+            self._first.set_exception(
+                self.fatal_error or SignalingError("unreachable", f"cannot reach {self.url}")
+            )
+
+    async def _session(self, websocket: ClientConnection) -> None:
+        hello: dict[str, Any] = {"type": "hello", "token": self.token, "role": self.role,
+                                 "calls": self._claims(), "client": "callbot-python"}  # fmt: skip
+        if self.max_calls is not None:
+            hello["max_calls"] = self.max_calls
+        await websocket.send(encode(hello))
+        async for data in websocket:
+            try:
+                message = decode(data)
+            except ProtocolError as exc:
+                logger.warning("relay sent an unreadable message: %s", exc)
+                continue
+            kind = message["type"]
+            if kind == "welcome":
+                await self._welcome(websocket, message)
+            elif kind == "refreshed":
+                self.expires_at = float(message.get("expires_at", self.expires_at))
+                self._schedule_refresh()
+            elif kind == "error" and message.get("code") in FATAL_CODES:
+                self._fail(_fatal_error(message["code"], message.get("message", "")))
+                return
+            else:
+                try:
+                    self._on_message(message)
+                except Exception:
+                    logger.exception("handling relay message %s failed", kind)
+
+    async def _welcome(self, websocket: ClientConnection, message: dict[str, Any]) -> None:
+        self.user = message.get("user")
+        self.ice_servers = list(message.get("ice_servers") or [])
+        self.expires_at = float(message.get("expires_at", 0))
+        self._welcomed.set()
+        if self._first is not None and not self._first.done():
+            self._first.set_result(None)
+        while self._buffer:
+            await websocket.send(encode(self._buffer.popleft()))
+        self._schedule_refresh()
+
+    def _schedule_refresh(self) -> None:
+        if self._on_token_expiring is None:
+            return
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
+        left = self.expires_at - time.time()
+        delay = max(0.0, left - min(REFRESH_MARGIN, left / 5))
+        self._refresh_task = asyncio.get_running_loop().create_task(self._refresh(delay))
+
+    async def _refresh(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        assert self._on_token_expiring is not None
+        try:
+            self.token = await self._on_token_expiring()
+        except Exception:
+            logger.exception("on_token_expiring failed; the session ends when the token expires")
+            return
+        await self.send({"type": "refresh", "token": self.token})
+
+    def _fail(self, error: CallbotError) -> None:
+        logger.error("relay refused this client: %s", error)
+        self.fatal_error = error
+        if self._first is not None and not self._first.done():
+            self._first.set_exception(error)

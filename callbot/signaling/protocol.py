@@ -1,0 +1,630 @@
+"""The relay protocol, sans I/O: message validation and the relay's routing state machine.
+
+Nothing here touches a socket or a clock: `RelayCore` is fed events (`opened`, `received`,
+`closed`, `tick`) with the current time and returns the actions to perform (`Send`, `Close`).
+`relay.py` moves the bytes; the tests drive `RelayCore` directly. docs/protocol.md is the
+reference for every message, field and error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+VERSION = 1
+MAX_MESSAGE_BYTES = 64 * 1024
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_.@:+-]{1,128}$")
+
+# Error codes (docs/protocol.md explains each).
+AUTH_FAILED = "auth_failed"
+AUTH_EXPIRED = "auth_expired"
+SESSION_REVOKED = "session_revoked"
+INVALID_MESSAGE = "invalid_message"
+USER_OFFLINE = "user_offline"
+CALL_FAILED = "call_failed"
+CALL_NOT_FOUND = "call_not_found"
+SESSION_LIMIT = "session_limit"
+RATE_LIMITED = "rate_limited"
+INTERNAL_ERROR = "internal_error"
+ERROR_CODES = frozenset(
+    {AUTH_FAILED, AUTH_EXPIRED, SESSION_REVOKED, INVALID_MESSAGE, USER_OFFLINE, CALL_FAILED,
+     CALL_NOT_FOUND, SESSION_LIMIT, RATE_LIMITED, INTERNAL_ERROR}
+)  # fmt: skip
+FATAL_CODES = frozenset({AUTH_FAILED, AUTH_EXPIRED, SESSION_REVOKED, SESSION_LIMIT})
+#: WebSocket close codes sent after a fatal error.
+CLOSE_CODES = {AUTH_FAILED: 4001, AUTH_EXPIRED: 4002, SESSION_REVOKED: 4003, SESSION_LIMIT: 4004}
+
+_NONE = type(None)
+_REQ, _OPT = True, False
+
+#: type -> field -> (accepted types, required). Unknown fields are ignored, never forwarded.
+CLIENT_MESSAGES: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
+    "hello": {"token": ((str,), _REQ), "role": ((str,), _OPT), "max_calls": ((int, _NONE), _OPT),
+              "calls": ((list,), _OPT), "client": ((str,), _OPT)},
+    "refresh": {"token": ((str,), _REQ)},
+    "call_offer": {"call_id": ((str,), _REQ), "to": ((str,), _REQ), "sdp": ((str,), _REQ),
+                   "metadata": ((dict, _NONE), _OPT), "sig": ((str, dict, _NONE), _OPT)},
+    "call_ringing": {"call_id": ((str,), _REQ), "to": ((str,), _OPT)},
+    "call_answer": {"call_id": ((str,), _REQ), "sdp": ((str,), _REQ),
+                    "sig": ((str, dict, _NONE), _OPT), "to": ((str,), _OPT)},
+    "call_reject": {"call_id": ((str,), _REQ), "reason": ((str,), _REQ), "to": ((str,), _OPT)},
+    "ice": {"call_id": ((str,), _REQ), "candidate": ((dict, _NONE), _OPT), "to": ((str,), _OPT)},
+    "hangup": {"call_id": ((str,), _REQ), "reason": ((str,), _OPT), "to": ((str,), _OPT)},
+    "renegotiate": {"call_id": ((str,), _REQ), "sdp": ((str,), _REQ),
+                    "description_type": ((str,), _OPT), "to": ((str,), _OPT)},
+    "mediastatus": {"call_id": ((str,), _REQ), "audio_muted": ((bool,), _REQ),
+                    "video_muted": ((bool,), _REQ), "to": ((str,), _OPT)},
+    "hold": {"call_id": ((str,), _REQ), "to": ((str,), _OPT)},
+    "resume": {"call_id": ((str,), _REQ), "to": ((str,), _OPT)},
+}  # fmt: skip
+
+#: Messages about an established call, forwarded to the other party as they are.
+IN_CALL = frozenset({"ice", "renegotiate", "mediastatus", "hold", "resume"})
+REJECT_REASONS = frozenset({"busy", "decline"})
+ROLES = frozenset({"bot", "user"})
+
+
+class ProtocolError(Exception):
+    """A message was refused; becomes an `error` message with this code."""
+
+    def __init__(self, code: str, message: str, call_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.call_id = call_id
+
+
+def encode(message: dict[str, Any]) -> str:
+    """Serialise a message, adding the protocol version."""
+    return json.dumps({**message, "v": VERSION}, separators=(",", ":"))
+
+
+def decode(data: str | bytes) -> dict[str, Any]:
+    """Parse one frame into a JSON object with a string `type` (no schema check)."""
+    if isinstance(data, bytes):
+        raise ProtocolError(INVALID_MESSAGE, "binary frames are not accepted; send JSON text")
+    if len(data.encode()) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(
+            INVALID_MESSAGE, f"message of {len(data.encode())} bytes exceeds {MAX_MESSAGE_BYTES}"
+        )
+    try:
+        message = json.loads(data)
+    except ValueError as exc:
+        raise ProtocolError(INVALID_MESSAGE, f"malformed JSON: {exc}") from None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ProtocolError(INVALID_MESSAGE, "a message is a JSON object with a string 'type'")
+    return message
+
+
+def _is(value: Any, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in types:
+        return False  # bool is an int in Python, never in the protocol
+    return isinstance(value, types)
+
+
+def validate(message: dict[str, Any]) -> dict[str, Any]:
+    """Check a client message against its schema; returns only the known fields."""
+    kind = message["type"]
+    schema = CLIENT_MESSAGES.get(kind)
+    call_id = message.get("call_id") if isinstance(message.get("call_id"), str) else None
+    if schema is None:
+        raise ProtocolError(INVALID_MESSAGE, f"unknown message type {kind!r}", call_id)
+    version = message.get("v", VERSION)
+    if version != VERSION:
+        raise ProtocolError(INVALID_MESSAGE, f"unsupported protocol version {version!r}")
+    clean: dict[str, Any] = {"type": kind}
+    for name, (types, required) in schema.items():
+        if name not in message:
+            if required:
+                raise ProtocolError(INVALID_MESSAGE, f"{kind}: missing field {name!r}", call_id)
+            continue
+        value = message[name]
+        if not _is(value, types):
+            expected = "/".join("null" if t is _NONE else t.__name__ for t in types)
+            raise ProtocolError(
+                INVALID_MESSAGE, f"{kind}: field {name!r} must be {expected}", call_id
+            )
+        clean[name] = value
+    for name in ("call_id", "to"):
+        if name in clean and not ID_PATTERN.match(clean[name]):
+            raise ProtocolError(
+                INVALID_MESSAGE, f"{kind}: {name} {clean[name]!r} is not a valid id"
+            )
+    _check_values(clean, call_id)
+    return clean
+
+
+def _check_values(message: dict[str, Any], call_id: str | None) -> None:
+    kind = message["type"]
+    if kind == "hello":
+        if message.get("role", "user") not in ROLES:
+            raise ProtocolError(INVALID_MESSAGE, "hello: role must be 'bot' or 'user'")
+        max_calls = message.get("max_calls")
+        if max_calls is not None and max_calls < 1:
+            raise ProtocolError(INVALID_MESSAGE, "hello: max_calls must be at least 1")
+        for claim in message.get("calls", []):
+            if not (
+                isinstance(claim, dict)
+                and isinstance(claim.get("call_id"), str)
+                and ID_PATTERN.match(claim["call_id"])
+                and isinstance(claim.get("peer"), str)
+                and ID_PATTERN.match(claim["peer"])
+            ):
+                raise ProtocolError(INVALID_MESSAGE, "hello: calls items are {call_id, peer}")
+    elif kind == "call_reject" and message["reason"] not in REJECT_REASONS:
+        raise ProtocolError(INVALID_MESSAGE, "call_reject: reason must be busy or decline", call_id)
+
+
+def error(code: str, message: str, call_id: str | None = None) -> dict[str, Any]:
+    """An `error` message; `fatal` says whether the relay closes the connection after it."""
+    out: dict[str, Any] = {"type": "error", "code": code, "message": message,
+                           "fatal": code in FATAL_CODES}  # fmt: skip
+    if call_id is not None:
+        out["call_id"] = call_id
+    return out
+
+
+# -- the relay state machine ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Send:
+    conn: str
+    message: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Close:
+    conn: str
+    code: int
+    reason: str
+
+
+Action = Send | Close
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a valid token says the client is, and until when."""
+
+    user: str
+    expires_at: float
+    generation: int
+
+
+@dataclass
+class RelayLimits:
+    """Tunable limits; docs/protocol.md states the defaults."""
+
+    hello_timeout: float = 10.0
+    ring_timeout: float = 60.0
+    rate: float = 30.0  # messages per second per connection, sustained
+    burst: float = 60.0
+    connections_per_user: int = 32
+    absent_grace: float = 120.0  # how long a call waits for a vanished party to come back
+    pending_per_party: int = 64  # messages kept for an absent party
+
+
+@dataclass
+class _Bucket:
+    """Token-bucket rate limiter."""
+
+    rate: float
+    capacity: float
+    tokens: float
+    stamp: float
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+@dataclass
+class _Session:
+    conn: str
+    opened_at: float
+    bucket: _Bucket
+    user: str | None = None
+    role: str = "user"
+    max_calls: int | None = None
+    expires_at: float = 0.0
+    generation: int = 0
+    calls: set[str] = field(default_factory=set)
+    last_rate_error: float = -1e9
+
+
+@dataclass
+class _Party:
+    user: str
+    conn: str | None  # None while this party's connection is gone
+    pending: deque[dict[str, Any]] = field(default_factory=deque)
+    absent_since: float | None = None
+
+
+@dataclass
+class _Call:
+    call_id: str
+    caller: _Party
+    callee: _Party
+    ringing: set[str]  # callee connections still ringing (all of a user's, or one pool bot)
+    answered: bool
+    ring_deadline: float
+    ended: bool = False  # over, but holding messages for a party that has not come back yet
+
+    def parties(self) -> tuple[_Party, _Party]:
+        return self.caller, self.callee
+
+    def party_of(self, conn: str) -> tuple[_Party, _Party] | None:
+        """(sender's party, other party) for a connection taking part in this call."""
+        if self.caller.conn == conn:
+            return self.caller, self.callee
+        if self.callee.conn == conn or conn in self.ringing:
+            return self.callee, self.caller
+        return None
+
+
+Authenticate = Callable[[str, float], Identity]
+"""Checks a token at a time; raises `ProtocolError` with an auth code when refused."""
+IceServersFor = Callable[[str], list[dict[str, Any]]]
+
+
+class RelayCore:
+    """Routing, auth and limits for one relay, driven by events, returning actions."""
+
+    def __init__(
+        self,
+        authenticate: Authenticate,
+        ice_servers_for: IceServersFor = lambda user: [],
+        limits: RelayLimits | None = None,
+    ) -> None:
+        self._authenticate = authenticate
+        self._ice_servers_for = ice_servers_for
+        self.limits = limits or RelayLimits()
+        self._sessions: dict[str, _Session] = {}
+        self._by_user: dict[str, set[str]] = {}
+        self._calls: dict[str, _Call] = {}
+        self.counters: dict[str, int] = {"messages": 0}
+
+    # -- introspection (metrics, tests) --------------------------------------------------------
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def call_count(self) -> int:
+        return len(self._calls)
+
+    def sessions_of(self, user: str) -> int:
+        return len(self._by_user.get(user, ()))
+
+    def user_of(self, conn: str) -> str | None:
+        session = self._sessions.get(conn)
+        return session.user if session else None
+
+    def ice_servers_for_token(self, token: str, now: float) -> tuple[str, list[dict[str, Any]]]:
+        """For the HTTP ice-config endpoint: the token's user and their ICE servers."""
+        identity = self._authenticate(token, now)
+        return identity.user, self._ice_servers_for(identity.user)
+
+    # -- events --------------------------------------------------------------------------------
+
+    def opened(self, conn: str, now: float) -> list[Action]:
+        limits = self.limits
+        self._sessions[conn] = _Session(conn, now, _Bucket(limits.rate, limits.burst,
+                                                           limits.burst, now))  # fmt: skip
+        return []
+
+    def received(self, conn: str, data: str | bytes, now: float) -> list[Action]:
+        session = self._sessions.get(conn)
+        if session is None:
+            return []
+        self.counters["messages"] += 1
+        try:
+            if not session.bucket.take(now):
+                return self._rate_limited(session, now)
+            message = validate(decode(data))
+            if session.user is None:
+                if message["type"] != "hello":
+                    raise ProtocolError(AUTH_FAILED, "the first message must be hello")
+                return self._hello(session, message, now)
+            return self._dispatch(session, message, now)
+        except ProtocolError as exc:
+            self._count_error(exc.code)
+            if session.user is None or exc.code in FATAL_CODES:
+                code = exc.code if exc.code in FATAL_CODES else AUTH_FAILED
+                return self._fatal(session, code, exc.message)
+            return [Send(conn, error(exc.code, exc.message, exc.call_id))]
+
+    def closed(self, conn: str, now: float) -> list[Action]:
+        session = self._sessions.pop(conn, None)
+        if session is None:
+            return []
+        actions: list[Action] = []
+        if session.user is not None:
+            self._by_user.get(session.user, set()).discard(conn)
+            if not self._by_user.get(session.user):
+                self._by_user.pop(session.user, None)
+        for call_id in list(session.calls):
+            call = self._calls.get(call_id)
+            if call is None:
+                continue
+            if conn in call.ringing:
+                call.ringing.discard(conn)
+                if not call.ringing and not call.answered:
+                    actions += self._end_call(call, "unavailable")
+                continue
+            for party in call.parties():
+                if party.conn == conn:
+                    party.conn, party.absent_since = None, now
+        return actions
+
+    def tick(self, now: float) -> list[Action]:
+        """Apply time: hello deadline, token expiry, ring timeout, absent parties."""
+        actions: list[Action] = []
+        for session in list(self._sessions.values()):
+            if session.user is None and now - session.opened_at > self.limits.hello_timeout:
+                actions += self._fatal(session, AUTH_FAILED, "no hello within the time limit")
+            elif session.user is not None and now >= session.expires_at:
+                actions += self._fatal(session, AUTH_EXPIRED, "session token expired")
+        for call in list(self._calls.values()):
+            absent_too_long = any(
+                p.absent_since is not None and now - p.absent_since > self.limits.absent_grace
+                for p in call.parties()
+            )
+            if call.ended:
+                if absent_too_long:
+                    self._forget(call)
+            elif not call.answered and now >= call.ring_deadline:
+                actions += self._end_call(call, "no_answer")
+            elif absent_too_long:
+                actions += self._end_call(call, "unavailable")
+        return actions
+
+    def recheck_tokens(self, generation_of: Callable[[str], int]) -> list[Action]:
+        """After a revocation: cut every session whose token generation is now stale."""
+        actions: list[Action] = []
+        for session in list(self._sessions.values()):
+            if session.user is not None and session.generation != generation_of(session.user):
+                actions += self._fatal(session, SESSION_REVOKED, "tokens of this user were revoked")
+        return actions
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    def _hello(self, session: _Session, message: dict[str, Any], now: float) -> list[Action]:
+        identity = self._authenticate(message["token"], now)
+        user = identity.user
+        if self.sessions_of(user) >= self.limits.connections_per_user:
+            raise ProtocolError(
+                SESSION_LIMIT,
+                f"{user} already has the maximum of {self.limits.connections_per_user} connections",
+            )
+        session.user = user
+        session.role = message.get("role", "user")
+        session.max_calls = message.get("max_calls")
+        session.expires_at = identity.expires_at
+        session.generation = identity.generation
+        self._by_user.setdefault(user, set()).add(session.conn)
+        actions: list[Action] = [
+            Send(session.conn, {
+                "type": "welcome", "user": user, "role": session.role,
+                "session_id": uuid.uuid4().hex, "expires_at": identity.expires_at,
+                "ice_servers": self._ice_servers_for(user),
+            })
+        ]  # fmt: skip
+        for claim in message.get("calls", []):
+            actions += self._claim(session, claim["call_id"], claim["peer"], now)
+        return actions
+
+    def _claim(self, session: _Session, call_id: str, peer: str, now: float) -> list[Action]:
+        """A reconnecting client says it is still in a call: route it there again."""
+        assert session.user is not None
+        call = self._calls.get(call_id)
+        if call is None:  # the relay restarted: rebuild the call from the claims
+            me, other = _Party(session.user, None), _Party(peer, None, absent_since=now)
+            call = _Call(call_id, me, other, set(), True, now)
+            self._calls[call_id] = call
+        for party in call.parties():
+            if party.user == session.user and (party.conn is None or party.conn == session.conn):
+                party.conn, party.absent_since = session.conn, None
+                session.calls.add(call_id)
+                pending, party.pending = list(party.pending), deque()
+                if call.ended and not any(p.pending for p in call.parties()):
+                    self._forget(call)
+                return [Send(session.conn, m) for m in pending]
+        return []
+
+    def _dispatch(self, session: _Session, message: dict[str, Any], now: float) -> list[Action]:
+        kind = message["type"]
+        if kind == "hello":
+            raise ProtocolError(INVALID_MESSAGE, "already authenticated")
+        if kind == "refresh":
+            return self._refresh(session, message, now)
+        if kind == "call_offer":
+            return self._offer(session, message, now)
+        call = self._calls.get(message["call_id"])
+        if call is None or call.ended:
+            return self._unknown_call(session, message, now)
+        sides = call.party_of(session.conn)
+        if sides is None:
+            raise ProtocolError(CALL_NOT_FOUND, "not a party of this call", message["call_id"])
+        me, other = sides
+        outgoing = self._forwarded(message, me.user)
+        if kind == "call_ringing":
+            return self._deliver(other, outgoing)
+        if kind == "call_answer":
+            return self._answer(call, session, outgoing)
+        if kind == "call_reject":
+            return self._reject(call, session, outgoing)
+        if kind == "hangup":
+            return self._end_call(call, "cancelled", message=outgoing, sender=session.conn)
+        return self._deliver(other, outgoing)
+
+    def _refresh(self, session: _Session, message: dict[str, Any], now: float) -> list[Action]:
+        identity = self._authenticate(message["token"], now)
+        if identity.user != session.user:
+            raise ProtocolError(AUTH_FAILED, "refresh token is for another user")
+        session.expires_at, session.generation = identity.expires_at, identity.generation
+        return [Send(session.conn, {"type": "refreshed", "expires_at": identity.expires_at})]
+
+    def _offer(self, session: _Session, message: dict[str, Any], now: float) -> list[Action]:
+        assert session.user is not None
+        call_id, target = message["call_id"], message["to"]
+        if call_id in self._calls:
+            raise ProtocolError(INVALID_MESSAGE, "call_id already in use", call_id)
+        candidates = [self._sessions[c] for c in self._by_user.get(target, ()) if c != session.conn]
+        if not candidates:
+            raise ProtocolError(USER_OFFLINE, f"{target} is not connected", call_id)
+        outgoing = self._forwarded(message, session.user)
+        bots = [s for s in candidates if s.role == "bot"]
+        if bots:
+            free = [s for s in bots if s.max_calls is None or len(s.calls) < s.max_calls]
+            if not free:
+                busy = {"type": "call_reject", "call_id": call_id, "reason": "busy",
+                        "from": target}  # fmt: skip
+                return [Send(session.conn, busy)]
+            chosen = min(free, key=lambda s: (len(s.calls) / (s.max_calls or 1_000_000),
+                                              len(s.calls)))  # fmt: skip
+            ringing = [chosen]
+        else:
+            ringing = candidates
+        call = _Call(
+            call_id, _Party(session.user, session.conn), _Party(target, None),
+            {s.conn for s in ringing}, False, now + self.limits.ring_timeout,
+        )  # fmt: skip
+        self._calls[call_id] = call
+        session.calls.add(call_id)
+        for target_session in ringing:
+            target_session.calls.add(call_id)
+        return [Send(s.conn, outgoing) for s in ringing]
+
+    def _answer(self, call: _Call, session: _Session, outgoing: dict[str, Any]) -> list[Action]:
+        if call.answered or session.conn not in call.ringing:
+            raise ProtocolError(INVALID_MESSAGE, "call is not ringing here", call.call_id)
+        call.answered = True
+        call.callee.conn = session.conn
+        others = call.ringing - {session.conn}
+        call.ringing = set()
+        actions = self._deliver(call.caller, outgoing)
+        for conn in others:
+            self._release(conn, call.call_id)
+            actions.append(
+                Send(
+                    conn,
+                    {
+                        "type": "hangup",
+                        "call_id": call.call_id,
+                        "reason": "answered_elsewhere",
+                        "from": call.caller.user,
+                    },
+                )
+            )
+        return actions  # fmt: skip
+
+    def _reject(self, call: _Call, session: _Session, outgoing: dict[str, Any]) -> list[Action]:
+        if call.answered:
+            raise ProtocolError(INVALID_MESSAGE, "call was already answered", call.call_id)
+        call.ringing.discard(session.conn)
+        self._release(session.conn, call.call_id)
+        if outgoing["reason"] == "busy" and call.ringing:
+            return []  # another of the user's devices may still answer
+        return self._end_call(call, "declined_elsewhere", message=outgoing, sender=session.conn)
+
+    def _unknown_call(self, session: _Session, message: dict[str, Any], now: float) -> list[Action]:
+        """A message for a call the relay does not know: after a relay restart, rebuild it
+        from the `to` the client names, and hold the message until that party reconnects."""
+        call_id, peer = message["call_id"], message.get("to")
+        if peer is None or message["type"] not in IN_CALL | {"hangup"}:
+            raise ProtocolError(CALL_NOT_FOUND, "no such call", call_id)
+        if call_id in self._calls:  # ended and waiting for its other party: that is not us
+            raise ProtocolError(CALL_NOT_FOUND, "call has ended", call_id)
+        self._claim(session, call_id, peer, now)
+        return self._dispatch(session, message, now)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _forwarded(message: dict[str, Any], sender: str) -> dict[str, Any]:
+        out = {k: v for k, v in message.items() if k != "to"}
+        out["from"] = sender
+        return out
+
+    def _deliver(self, party: _Party, message: dict[str, Any]) -> list[Action]:
+        if party.conn is not None:
+            return [Send(party.conn, message)]
+        if len(party.pending) < self.limits.pending_per_party:
+            party.pending.append(message)
+        return []
+
+    def _release(self, conn: str, call_id: str) -> None:
+        session = self._sessions.get(conn)
+        if session is not None:
+            session.calls.discard(call_id)
+
+    def _end_call(
+        self,
+        call: _Call,
+        reason: str,
+        *,
+        message: dict[str, Any] | None = None,
+        sender: str | None = None,
+    ) -> list[Action]:
+        """End a call and tell everyone else in it.
+
+        `message` (forwarded from connection `sender`) goes to the other party; without one the
+        relay itself sends `hangup` with `reason`. Devices of the sender's side that were
+        still ringing get a relay `hangup` with `reason` too.
+        """
+        actions: list[Action] = []
+        sides = call.party_of(sender) if sender is not None else None
+        for party in call.parties():
+            other = call.callee if party is call.caller else call.caller
+            relay_hangup = {"type": "hangup", "call_id": call.call_id, "reason": reason,
+                            "from": other.user}  # fmt: skip
+            ringing = party is call.callee and not call.answered
+            if sides is not None and party is sides[0]:
+                if ringing:
+                    actions += [Send(c, relay_hangup) for c in call.ringing - {sender}]
+                continue
+            outgoing = message if message is not None else relay_hangup
+            if ringing:
+                actions += [Send(c, outgoing) for c in call.ringing]
+            else:
+                actions += self._deliver(party, outgoing)
+        for conn in call.ringing | {p.conn for p in call.parties() if p.conn is not None}:
+            self._release(conn, call.call_id)
+        call.ended, call.answered, call.ringing = True, True, set()
+        if not any(p.conn is None and p.pending for p in call.parties()):
+            self._forget(call)
+        return actions
+
+    def _forget(self, call: _Call) -> None:
+        self._calls.pop(call.call_id, None)
+        for party in call.parties():
+            if party.conn is not None:
+                self._release(party.conn, call.call_id)
+
+    def _fatal(self, session: _Session, code: str, text: str) -> list[Action]:
+        actions = [Send(session.conn, error(code, text)),
+                   Close(session.conn, CLOSE_CODES.get(code, 4000), code)]  # fmt: skip
+        return actions
+
+    def _rate_limited(self, session: _Session, now: float) -> list[Action]:
+        self._count_error(RATE_LIMITED)
+        if now - session.last_rate_error < 1.0:
+            return []  # one error per second is enough to tell a flooding client
+        session.last_rate_error = now
+        return [Send(session.conn, error(RATE_LIMITED, "too many messages; this one was dropped"))]
+
+    def _count_error(self, code: str) -> None:
+        key = f"error:{code}"
+        self.counters[key] = self.counters.get(key, 0) + 1

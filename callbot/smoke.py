@@ -1,0 +1,169 @@
+"""`callbot call`: place one call, play and record, and report what happened (CI smoke tests).
+
+The report is a plain dict (printed as JSON by `--json`): whether the call connected, how it
+ended, packets and frames each way, and for each recording its length, level and dominant
+frequency (audio) or frame count and size (video).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import av
+
+from .bot import Bot
+from .call import Call
+from .config import CallConfig
+from .errors import CallbotError, MediaError
+from .media import analysis
+from .media.playback import Playback
+
+NORMAL_ENDS = frozenset({"hangup", "remote_hangup"})
+#: Kept connected after a playback ends, so its last packets arrive before hanging up.
+TAIL = 1.0
+DEFAULT_DURATION = 10.0
+
+
+@dataclass
+class CallPlan:
+    """What `callbot call` was asked to do."""
+
+    peer: str
+    server: str
+    token: str | None
+    user: str = "caller"
+    play: Path | None = None
+    play_video: Path | None = None
+    loop: bool = False
+    record: Path | None = None
+    record_video: Path | None = None
+    duration: float | None = None
+    timeout: float = 30.0
+    video: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
+    config: CallConfig = field(default_factory=CallConfig)
+    state_dir: Path | None = None
+
+    @property
+    def wants_video(self) -> bool:
+        return self.video or self.play_video is not None or self.record_video is not None
+
+
+async def place_call(plan: CallPlan, progress: Any = None) -> dict[str, Any]:
+    """Run the plan; never raises for a call that fails, the report says how it failed."""
+    config = replace(plan.config, ring_timeout=plan.timeout, connect_timeout=plan.timeout)
+    bot = Bot(
+        plan.user,
+        server=plan.server,
+        token=plan.token,
+        role="user",
+        config=config,
+        state_dir=plan.state_dir,
+    )
+    report: dict[str, Any] = {"ok": False, "connected": False, "peer": plan.peer}
+    await bot.start()
+    try:
+        started = time.monotonic()
+        call = await bot.call(plan.peer, video=plan.wants_video, metadata=plan.metadata)
+        report["call_id"] = call.id
+        errors: list[str] = []
+        call.on("error", lambda error: errors.append(str(error)))
+        call.on("ringing", lambda: _tell(progress, f"{plan.peer} is ringing…"))
+        try:
+            await call.wait_connected(plan.timeout)
+        except TimeoutError:
+            await call.hangup("no_answer")
+        except CallbotError as exc:
+            report["error"] = str(exc)
+        if errors:
+            report["errors"] = errors
+        if call.state in ("connected", "held"):
+            report["connected"] = True
+            report["setup_ms"] = round((time.monotonic() - started) * 1000, 1)
+            _tell(progress, f"connected to {plan.peer}")
+            await _media(call, plan, report)
+        if call.state != "ended":
+            await call.hangup()
+        report["end_reason"] = call.end_reason
+        report["seconds"] = round(call.duration, 2)
+        stats = await call.stats()
+        report["sent"], report["received"] = stats["sent"], stats["received"]
+    finally:
+        await bot.stop()
+    report["recordings"] = _describe_recordings(plan)
+    report["ok"] = report["connected"] and report.get("end_reason") in NORMAL_ENDS
+    return report
+
+
+async def _media(call: Call, plan: CallPlan, report: dict[str, Any]) -> None:
+    if plan.record or plan.record_video:
+        call.record_incoming(audio_path=plan.record, video_path=plan.record_video)
+    playback: Playback | None = None
+    if plan.play_video is not None:
+        playback = call.send_video_file(plan.play_video, loop=plan.loop)
+    if plan.play is not None:
+        playback = call.send_audio_file(plan.play, loop=plan.loop)
+    duration = plan.duration
+    if duration is None and playback is not None and not plan.loop:
+        ended = asyncio.ensure_future(call.wait_ended())
+        await asyncio.wait(
+            [ended, asyncio.ensure_future(playback)], return_when=asyncio.FIRST_COMPLETED
+        )
+        ended.cancel()
+        duration = TAIL
+    report["played_seconds"] = None
+    await call.wait_ended(duration if duration is not None else DEFAULT_DURATION)
+    if playback is not None:
+        report["played_seconds"] = round(playback.position, 2)
+        playback.stop()
+
+
+def _describe_recordings(plan: CallPlan) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if plan.record is not None:
+        out["audio"] = _describe_audio(plan.record)
+    if plan.record_video is not None:
+        out["video"] = _describe_video(plan.record_video)
+    return out
+
+
+def _describe_audio(path: Path) -> dict[str, Any]:
+    try:
+        clip = analysis.load_audio(path)
+    except MediaError as exc:
+        return {"path": str(path), "error": str(exc)}
+    span = analysis.active_span(clip)
+    silent = span is None
+    return {
+        "path": str(path),
+        "seconds": round(clip.duration, 2),
+        "active_seconds": 0.0 if silent else round(span[1] - span[0], 2),
+        "level_dbfs": None if silent else round(analysis.level_dbfs(clip), 1),
+        "dominant_hz": None if silent else round(analysis.dominant_frequency(clip), 1),
+    }
+
+
+def _describe_video(path: Path) -> dict[str, Any]:
+    try:
+        with av.open(str(path)) as container:
+            frames = list(container.decode(video=0))
+    except (av.error.FFmpegError, OSError) as exc:
+        return {"path": str(path), "error": str(exc)}
+    first = frames[0] if frames else None
+    return {
+        "path": str(path),
+        "frames": len(frames),
+        "width": first.width if first else None,
+        "height": first.height if first else None,
+    }
+
+
+def _tell(progress: Any, message: str) -> None:
+    if progress is not None:
+        with contextlib.suppress(Exception):
+            progress(message)
