@@ -1,6 +1,6 @@
 """`Call`: one audio/video call. State machine, events and controls over one RTCPeerConnection.
 
-A call does not know how its signalling travels: it sends protocol messages (DESIGN section 5)
+A call does not know how its signalling travels: it sends protocol messages (docs/protocol.md)
 through a `CallSignaling` port and is fed the peer's messages through `handle_signal()`. The
 relay client, and an in-process link for tests and the demo, both plug in there.
 
@@ -44,6 +44,8 @@ Kind = Literal["audio", "video"]
 
 #: Messages queued by `send_data()` before the data channel opens.
 MAX_QUEUED_DATA = 1000
+#: Trickled ICE candidates kept until the remote description is known.
+MAX_EARLY_CANDIDATES = 100
 DATA_CHANNEL_LABEL = "callbot"
 DATA_CHANNEL_ID = 0  # pre-negotiated on both sides: no in-band channel announcement needed
 
@@ -78,6 +80,8 @@ class Call(Emitter):
         self.state: CallState = "new"
         self.prev_state: CallState | None = None
         self.end_reason: str | None = None
+        #: The reason the peer gave when it hung up (e.g. "error", "no_answer"), if it did.
+        self.remote_end_reason: str | None = None
         self.remote_muted = {"audio": False, "video": False}
         self._signaling = signaling
         self._remote_offer = remote_offer
@@ -91,6 +95,7 @@ class Call(Emitter):
         self._incoming = {"audio": IncomingMedia("audio"), "video": IncomingMedia("video")}
         self._channel: RTCDataChannel | None = None
         self._outbox: deque[str | bytes] = deque()
+        self._early_candidates: list[dict[str, Any]] = []
         self._recorders: list[TrackRecorder] = []
         self._timer: asyncio.TimerHandle | None = None
         self._connected_at: float | None = None
@@ -183,6 +188,7 @@ class Call(Emitter):
         pc = self._create_peer_connection()
         offer = RTCSessionDescription(self._remote_offer, "offer")
         await self._guard(pc.setRemoteDescription(offer))
+        await self._apply_early_candidates()
         pc.addTrack(self._audio_out)
         if video and self.remote_offers_video:
             self._video_out = OutgoingVideoTrack(self.config.video_size)
@@ -379,7 +385,8 @@ class Call(Emitter):
         elif kind == "ice":
             await self._on_remote_candidate(message)
         elif kind == "hangup":
-            self.metadata.setdefault("remote_hangup_reason", message.get("reason"))
+            reason = message.get("reason")
+            self.remote_end_reason = reason if isinstance(reason, str) else None
             await self._end("remote_hangup")
         elif kind == "mediastatus":
             self.remote_muted = {
@@ -452,10 +459,13 @@ class Call(Emitter):
                     RTCSessionDescription(str(message.get("sdp", "")), "answer")
                 )
             )
+            await self._apply_early_candidates()
 
     async def _on_remote_candidate(self, message: dict[str, Any]) -> None:
         if self._pc is None or self._pc.remoteDescription is None:
-            return  # aiortc includes candidates in its SDP; early trickle from others is moot
+            if len(self._early_candidates) < MAX_EARLY_CANDIDATES:
+                self._early_candidates.append(message)  # applied once we have the description
+            return
         payload = message.get("candidate") or {}
         text = payload.get("candidate", "") if isinstance(payload, dict) else ""
         try:
@@ -468,6 +478,11 @@ class Call(Emitter):
             await self._pc.addIceCandidate(candidate)
         except Exception as exc:  # a bad candidate is the peer's problem, not a reason to end
             logger.info("call %s: ignoring bad ICE candidate %r: %s", self.id, text, exc)
+
+    async def _apply_early_candidates(self) -> None:
+        early, self._early_candidates = self._early_candidates, []
+        for message in early:
+            await self._on_remote_candidate(message)
 
     def _on_track(self, track: Any) -> None:
         source = self._incoming.get(track.kind)

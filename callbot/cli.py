@@ -169,8 +169,8 @@ def run(
             say(f"relay listening on {url} (state in {relay.state.directory})", "bold")
         for bot in bots:
             say(
-                f"bot {bot.user_id} ready; call it with: callbot call {bot.user_id}"
-                + ("" if relay else f" --server {url}"),
+                f"bot {bot.user_id} ready (pid {os.getpid()}); call it with: "
+                f"callbot call {bot.user_id}" + ("" if relay else f" --server {url}"),
                 "green",
             )
 
@@ -239,11 +239,14 @@ def _run_workers(
             for child in children:  # only the processes started here, by PID
                 if child.poll() is None:
                     child.send_signal(signal.SIGTERM)
+            # wait without blocking the loop: the relay here must see the workers say goodbye
+            deadline = loop.time() + 10
+            while any(c.poll() is None for c in children) and loop.time() < deadline:
+                await asyncio.sleep(0.05)
             for child in children:
-                try:
-                    child.wait(10)
-                except subprocess.TimeoutExpired:
+                if child.poll() is None:
                     child.kill()
+                    child.wait()
             if relay is not None:
                 await relay.stop()
         failed = [c.returncode for c in children if c.returncode not in (0, -signal.SIGTERM)]

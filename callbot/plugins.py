@@ -140,7 +140,8 @@ def _convert(value: str, target: Any) -> Any:
 
 def apply(bot: Any, spec: str | PluginSetup, options: dict[str, Any] | None = None) -> None:
     """Load a plugin, check its options and run its setup on `bot`."""
-    if isinstance(spec, str) and options is None:
-        spec, options = parse_spec(spec)
+    if isinstance(spec, str):
+        spec, parsed = parse_spec(spec)
+        options = {**parsed, **(options or {})}
     setup = load_plugin(spec)
     setup(bot, **configure(setup, options or {}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import runpy
 import signal
 from collections.abc import Callable, Sequence
@@ -47,18 +48,19 @@ def add_plugins(bots: Sequence[Bot], specs: Sequence[str]) -> None:
 
 
 def report_calls(bot: Bot) -> None:
-    """Print a line when each of the bot's calls connects and ends."""
+    """Print a line when each of the bot's calls connects and ends (with this worker's pid)."""
+    name = f"{bot.user_id}[{os.getpid()}]"
 
     @bot.on("call")
     def follow(call: Call) -> None:
         call.on(
             "connected",
-            lambda: say(f"{bot.user_id}: call {call.id} with {call.peer} connected", "green"),
+            lambda: say(f"{name}: call {call.id} with {call.peer} connected", "green"),
         )
         call.on(
             "ended",
             lambda reason, duration: say(
-                f"{bot.user_id}: call {call.id} with {call.peer} ended: {reason} ({duration:.1f}s)"
+                f"{name}: call {call.id} with {call.peer} ended: {reason} ({duration:.1f}s)"
             ),
         )
 

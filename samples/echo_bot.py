@@ -1,7 +1,7 @@
 """An echo bot: answers every call and sends back what it hears (and sees, on video calls).
 
-    callbot run samples/echo_bot.py
-    callbot call echo --play samples/tone-440.wav --record back.wav --json
+callbot run samples/echo_bot.py
+callbot call echo --play samples/tone-440.wav --record back.wav --json
 """
 
 from callbot import Bot

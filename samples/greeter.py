@@ -1,7 +1,7 @@
 """A greeter: plays a welcome prompt and a beep, then records the caller's reply.
 
-    callbot run samples/greeter.py
-    callbot call greeter --play samples/tone-440.wav --duration 8 --record heard.wav
+callbot run samples/greeter.py
+callbot call greeter --play samples/tone-440.wav --duration 8 --record heard.wav
 """
 
 from pathlib import Path

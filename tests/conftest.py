@@ -15,6 +15,7 @@ os.environ.setdefault("CALLBOT_ICE_ADDRESSES", "127.0.0.1")
 from callbot.call import Call
 from callbot.media import generate
 from callbot.signaling.direct import connect_direct
+from callbot.signaling.relay import Relay
 
 
 async def _pair(**kwargs: object) -> AsyncIterator[tuple[Call, Call]]:
@@ -56,3 +57,10 @@ def tone_file(tmp_path: Path):
         return generate.write_tone(tmp_path / name, frequency, seconds, rate, channels)
 
     return make
+
+
+@pytest.fixture
+async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
+    """A relay on 127.0.0.1 (free port) with its own state dir."""
+    async with Relay(port=0, state_dir=tmp_path / "relay-state") as running:
+        yield running

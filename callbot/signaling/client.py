@@ -114,15 +114,16 @@ class RelayClient:
         self._buffer.append(message)
 
     async def close(self) -> None:
+        """Say goodbye to the relay (close code 1000) and stop reconnecting."""
         self._closing = True
+        if self._websocket is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._websocket.close(), 2)
         for task in (self._refresh_task, self._task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        if self._websocket is not None:
-            with contextlib.suppress(Exception):
-                await self._websocket.close()
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         await asyncio.wait_for(self._welcomed.wait(), timeout)

@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_.@:+-]{1,128}$")
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.@:+-]{1,128}")  # always used with fullmatch
 
 # Error codes (docs/protocol.md explains each).
 AUTH_FAILED = "auth_failed"
@@ -65,6 +65,8 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
 
 #: Messages about an established call, forwarded to the other party as they are.
 IN_CALL = frozenset({"ice", "renegotiate", "mediastatus", "hold", "resume"})
+#: Messages only the called side may send.
+CALLEE_ONLY = frozenset({"call_ringing", "call_answer", "call_reject"})
 REJECT_REASONS = frozenset({"busy", "decline"})
 ROLES = frozenset({"bot", "user"})
 
@@ -115,7 +117,7 @@ def validate(message: dict[str, Any]) -> dict[str, Any]:
     if schema is None:
         raise ProtocolError(INVALID_MESSAGE, f"unknown message type {kind!r}", call_id)
     version = message.get("v", VERSION)
-    if version != VERSION:
+    if type(version) is not int or version != VERSION:
         raise ProtocolError(INVALID_MESSAGE, f"unsupported protocol version {version!r}")
     clean: dict[str, Any] = {"type": kind}
     for name, (types, required) in schema.items():
@@ -131,7 +133,7 @@ def validate(message: dict[str, Any]) -> dict[str, Any]:
             )
         clean[name] = value
     for name in ("call_id", "to"):
-        if name in clean and not ID_PATTERN.match(clean[name]):
+        if name in clean and not ID_PATTERN.fullmatch(clean[name]):
             raise ProtocolError(
                 INVALID_MESSAGE, f"{kind}: {name} {clean[name]!r} is not a valid id"
             )
@@ -151,9 +153,9 @@ def _check_values(message: dict[str, Any], call_id: str | None) -> None:
             if not (
                 isinstance(claim, dict)
                 and isinstance(claim.get("call_id"), str)
-                and ID_PATTERN.match(claim["call_id"])
+                and ID_PATTERN.fullmatch(claim["call_id"])
                 and isinstance(claim.get("peer"), str)
-                and ID_PATTERN.match(claim["peer"])
+                and ID_PATTERN.fullmatch(claim["peer"])
             ):
                 raise ProtocolError(INVALID_MESSAGE, "hello: calls items are {call_id, peer}")
     elif kind == "call_reject" and message["reason"] not in REJECT_REASONS:
@@ -208,6 +210,7 @@ class RelayLimits:
     connections_per_user: int = 32
     absent_grace: float = 120.0  # how long a call waits for a vanished party to come back
     pending_per_party: int = 64  # messages kept for an absent party
+    remembered_ended: int = 10_000  # ended call ids remembered to answer late claims at once
 
 
 @dataclass
@@ -220,8 +223,9 @@ class _Bucket:
     stamp: float
 
     def take(self, now: float) -> bool:
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
+        elapsed = max(0.0, now - self.stamp)  # a wall clock stepping back refills nothing
+        self.tokens = min(self.capacity, self.tokens + elapsed * self.rate)
+        self.stamp = max(self.stamp, now)
         if self.tokens >= 1:
             self.tokens -= 1
             return True
@@ -240,6 +244,8 @@ class _Session:
     generation: int = 0
     calls: set[str] = field(default_factory=set)
     last_rate_error: float = -1e9
+    last_assigned: int = 0  # dispatch sequence number of the last call given to this session
+    closing: bool = False  # a fatal error was sent; the close is on its way
 
 
 @dataclass
@@ -259,6 +265,7 @@ class _Call:
     answered: bool
     ring_deadline: float
     ended: bool = False  # over, but holding messages for a party that has not come back yet
+    restored: bool = False  # rebuilt from claims after a relay restart: no ringing phase known
 
     def parties(self) -> tuple[_Party, _Party]:
         return self.caller, self.callee
@@ -292,6 +299,8 @@ class RelayCore:
         self._sessions: dict[str, _Session] = {}
         self._by_user: dict[str, set[str]] = {}
         self._calls: dict[str, _Call] = {}
+        self._recently_ended: OrderedDict[str, None] = OrderedDict()
+        self._dispatched = 0
         self.counters: dict[str, int] = {"messages": 0}
 
     # -- introspection (metrics, tests) --------------------------------------------------------
@@ -326,7 +335,7 @@ class RelayCore:
 
     def received(self, conn: str, data: str | bytes, now: float) -> list[Action]:
         session = self._sessions.get(conn)
-        if session is None:
+        if session is None or session.closing:
             return []
         self.counters["messages"] += 1
         try:
@@ -372,6 +381,8 @@ class RelayCore:
         """Apply time: hello deadline, token expiry, ring timeout, absent parties."""
         actions: list[Action] = []
         for session in list(self._sessions.values()):
+            if session.closing:
+                continue
             if session.user is None and now - session.opened_at > self.limits.hello_timeout:
                 actions += self._fatal(session, AUTH_FAILED, "no hello within the time limit")
             elif session.user is not None and now >= session.expires_at:
@@ -403,6 +414,8 @@ class RelayCore:
     def _hello(self, session: _Session, message: dict[str, Any], now: float) -> list[Action]:
         identity = self._authenticate(message["token"], now)
         user = identity.user
+        if not ID_PATTERN.fullmatch(user):
+            raise ProtocolError(AUTH_FAILED, f"token subject {user!r} is not a valid user id")
         if self.sessions_of(user) >= self.limits.connections_per_user:
             raise ProtocolError(
                 SESSION_LIMIT,
@@ -428,13 +441,28 @@ class RelayCore:
     def _claim(self, session: _Session, call_id: str, peer: str, now: float) -> list[Action]:
         """A reconnecting client says it is still in a call: route it there again."""
         assert session.user is not None
+        if call_id in self._recently_ended:  # it ended while this client was away
+            return [
+                Send(
+                    session.conn,
+                    {"type": "hangup", "call_id": call_id, "reason": "ended", "from": peer},
+                )
+            ]
         call = self._calls.get(call_id)
         if call is None:  # the relay restarted: rebuild the call from the claims
             me, other = _Party(session.user, None), _Party(peer, None, absent_since=now)
-            call = _Call(call_id, me, other, set(), True, now)
+            call = _Call(call_id, me, other, set(), True, now, restored=True)
             self._calls[call_id] = call
+        if not call.answered and call.callee.user == session.user:
+            call.ringing.add(session.conn)  # a callee device back while the call still rings
+            session.calls.add(call_id)
+            return []
         for party in call.parties():
-            if party.user == session.user and (party.conn is None or party.conn == session.conn):
+            if party.user == session.user:
+                # The newest connection of that user takes the call over, even if the relay
+                # has not noticed yet that the old one is gone (a half-open TCP connection).
+                if party.conn is not None and party.conn != session.conn:
+                    self._release(party.conn, call_id)
                 party.conn, party.absent_since = session.conn, None
                 session.calls.add(call_id)
                 pending, party.pending = list(party.pending), deque()
@@ -459,15 +487,15 @@ class RelayCore:
             raise ProtocolError(CALL_NOT_FOUND, "not a party of this call", message["call_id"])
         me, other = sides
         outgoing = self._forwarded(message, me.user)
-        if kind == "call_ringing":
-            return self._deliver(other, outgoing)
-        if kind == "call_answer":
+        if kind in CALLEE_ONLY and me is not call.callee and not call.restored:
+            raise ProtocolError(INVALID_MESSAGE, f"only the called side sends {kind}", call.call_id)
+        if kind == "call_answer" and not call.restored:
             return self._answer(call, session, outgoing)
-        if kind == "call_reject":
+        if kind == "call_reject" and not call.restored:
             return self._reject(call, session, outgoing)
         if kind == "hangup":
             return self._end_call(call, "cancelled", message=outgoing, sender=session.conn)
-        return self._deliver(other, outgoing)
+        return self._to_party(call, other, outgoing)
 
     def _refresh(self, session: _Session, message: dict[str, Any], now: float) -> list[Action]:
         identity = self._authenticate(message["token"], now)
@@ -479,11 +507,12 @@ class RelayCore:
     def _offer(self, session: _Session, message: dict[str, Any], now: float) -> list[Action]:
         assert session.user is not None
         call_id, target = message["call_id"], message["to"]
-        if call_id in self._calls:
-            raise ProtocolError(INVALID_MESSAGE, "call_id already in use", call_id)
+        if call_id in self._calls or call_id in self._recently_ended:
+            raise ProtocolError(CALL_FAILED, "call_id already used; pick a fresh one", call_id)
         candidates = [self._sessions[c] for c in self._by_user.get(target, ()) if c != session.conn]
         if not candidates:
-            raise ProtocolError(USER_OFFLINE, f"{target} is not connected", call_id)
+            where = " (other than this connection)" if target == session.user else ""
+            raise ProtocolError(USER_OFFLINE, f"{target} is not connected{where}", call_id)
         outgoing = self._forwarded(message, session.user)
         bots = [s for s in candidates if s.role == "bot"]
         if bots:
@@ -492,8 +521,17 @@ class RelayCore:
                 busy = {"type": "call_reject", "call_id": call_id, "reason": "busy",
                         "from": target}  # fmt: skip
                 return [Send(session.conn, busy)]
-            chosen = min(free, key=lambda s: (len(s.calls) / (s.max_calls or 1_000_000),
-                                              len(s.calls)))  # fmt: skip
+            # least loaded first; among equals, the one that waited longest (round robin)
+            chosen = min(
+                free,
+                key=lambda s: (
+                    len(s.calls) / (s.max_calls or 1_000_000),
+                    len(s.calls),
+                    s.last_assigned,
+                ),
+            )
+            self._dispatched += 1
+            chosen.last_assigned = self._dispatched
             ringing = [chosen]
         else:
             ringing = candidates
@@ -533,9 +571,9 @@ class RelayCore:
     def _reject(self, call: _Call, session: _Session, outgoing: dict[str, Any]) -> list[Action]:
         if call.answered:
             raise ProtocolError(INVALID_MESSAGE, "call was already answered", call.call_id)
-        call.ringing.discard(session.conn)
-        self._release(session.conn, call.call_id)
-        if outgoing["reason"] == "busy" and call.ringing:
+        if outgoing["reason"] == "busy" and len(call.ringing) > 1:
+            call.ringing.discard(session.conn)
+            self._release(session.conn, call.call_id)
             return []  # another of the user's devices may still answer
         return self._end_call(call, "declined_elsewhere", message=outgoing, sender=session.conn)
 
@@ -545,7 +583,7 @@ class RelayCore:
         call_id, peer = message["call_id"], message.get("to")
         if peer is None or message["type"] not in IN_CALL | {"hangup"}:
             raise ProtocolError(CALL_NOT_FOUND, "no such call", call_id)
-        if call_id in self._calls:  # ended and waiting for its other party: that is not us
+        if call_id in self._calls or call_id in self._recently_ended:
             raise ProtocolError(CALL_NOT_FOUND, "call has ended", call_id)
         self._claim(session, call_id, peer, now)
         return self._dispatch(session, message, now)
@@ -557,6 +595,12 @@ class RelayCore:
         out = {k: v for k, v in message.items() if k != "to"}
         out["from"] = sender
         return out
+
+    def _to_party(self, call: _Call, party: _Party, message: dict[str, Any]) -> list[Action]:
+        """To the callee while it rings: every ringing device (each holds the offer)."""
+        if party is call.callee and not call.answered:
+            return [Send(conn, message) for conn in call.ringing]
+        return self._deliver(party, message)
 
     def _deliver(self, party: _Party, message: dict[str, Any]) -> list[Action]:
         if party.conn is not None:
@@ -603,17 +647,21 @@ class RelayCore:
         for conn in call.ringing | {p.conn for p in call.parties() if p.conn is not None}:
             self._release(conn, call.call_id)
         call.ended, call.answered, call.ringing = True, True, set()
-        if not any(p.conn is None and p.pending for p in call.parties()):
+        if not any(p.absent_since is not None and p.pending for p in call.parties()):
             self._forget(call)
         return actions
 
     def _forget(self, call: _Call) -> None:
         self._calls.pop(call.call_id, None)
+        self._recently_ended[call.call_id] = None
+        while len(self._recently_ended) > self.limits.remembered_ended:
+            self._recently_ended.popitem(last=False)
         for party in call.parties():
             if party.conn is not None:
                 self._release(party.conn, call.call_id)
 
     def _fatal(self, session: _Session, code: str, text: str) -> list[Action]:
+        session.closing = True
         actions = [Send(session.conn, error(code, text)),
                    Close(session.conn, CLOSE_CODES.get(code, 4000), code)]  # fmt: skip
         return actions

@@ -24,7 +24,18 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ..identity import AuthError
-from .protocol import Action, Close, Identity, ProtocolError, RelayCore, RelayLimits, Send, encode
+from .protocol import (
+    INTERNAL_ERROR,
+    Action,
+    Close,
+    Identity,
+    ProtocolError,
+    RelayCore,
+    RelayLimits,
+    Send,
+    encode,
+    error,
+)
 from .state import RelayState
 
 logger = logging.getLogger(__name__)
@@ -57,17 +68,28 @@ def _json_response(status: http.HTTPStatus, payload: Any) -> Response:
 
 
 class _Outbox:
-    """Ordered sending to one connection, so the relay never awaits a slow client."""
+    """Ordered sending to one connection, so the relay never awaits a slow client.
+
+    A client that lets `MAX_OUTBOX` messages pile up is not reading: what is queued is dropped
+    and the connection is closed (1008), so its backlog cannot grow the relay's memory.
+    """
 
     def __init__(self, websocket: ServerConnection) -> None:
         self.websocket = websocket
         self.queue: asyncio.Queue[Send | Close] = asyncio.Queue()
+        self.closing = False
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     def put(self, action: Send | Close) -> None:
+        if self.closing:
+            return
         if self.queue.qsize() >= MAX_OUTBOX:
             logger.warning("client %s is not reading; disconnecting it", self.websocket.id)
-            self.queue.put_nowait(Close("", 1008, "not reading"))
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            action = Close("", 1008, "not reading")
+        if isinstance(action, Close):
+            self.closing = True
         self.queue.put_nowait(action)
 
     async def _run(self) -> None:
@@ -164,11 +186,16 @@ class Relay:
         self._apply(self.core.opened(conn, time.time()))
         try:
             async for data in websocket:
-                self._apply(self.core.received(conn, data, time.time()))
+                try:
+                    actions = self.core.received(conn, data, time.time())
+                except Exception:  # a relay bug must not take the connection (or relay) down
+                    logger.exception("relay: handling a message from %s failed", conn)
+                    actions = [
+                        Send(conn, error(INTERNAL_ERROR, "the relay failed on that message"))
+                    ]
+                self._apply(actions)
         except ConnectionClosed:
             pass
-        except Exception:
-            logger.exception("relay: connection %s failed", conn)
         finally:
             self._apply(self.core.closed(conn, time.time()))
             outbox = self._outboxes.pop(conn)
