@@ -6,7 +6,7 @@ relay client, and an in-process link for tests and the demo, both plug in there.
 
 States: new -> calling (outbound) | ringing (inbound) -> connecting -> connected <-> held -> ended.
 Events: state(new, prev), ringing, connected, track(kind, track), mediastatus(audio_muted,
-video_muted), data(payload), ended(reason, duration), error(CallbotError).
+video_muted), held(by), resumed, data(payload), ended(reason, duration), error(CallbotError).
 """
 
 from __future__ import annotations
@@ -83,6 +83,9 @@ class Call(Emitter):
         #: The reason the peer gave when it hung up (e.g. "error", "no_answer"), if it did.
         self.remote_end_reason: str | None = None
         self.remote_muted = {"audio": False, "video": False}
+        self.remote_deafened = False
+        self._deafened = False
+        self._held_by: set[str] = set()
         self._signaling = signaling
         self._remote_offer = remote_offer
         self._pc: RTCPeerConnection | None = None
@@ -138,6 +141,11 @@ class Call(Emitter):
     @property
     def is_held(self) -> bool:
         return self.state == "held"
+
+    @property
+    def held_by(self) -> frozenset[str]:
+        """Who holds the call: {"local"}, {"remote"}, both, or nobody."""
+        return frozenset(self._held_by)
 
     @property
     def has_video(self) -> bool:
@@ -325,6 +333,39 @@ class Call(Emitter):
     async def unmute(self, kind: Kind = "audio") -> None:
         await self._set_muted(kind, False)
 
+    async def deafen(self) -> None:
+        """Stop taking in what the peer sends: recordings and frame iterators get silence
+        (audio) and no video. The peer gets `mediastatus` with `deafened`."""
+        self._require_live("deafen")
+        self._deafened = True
+        self._update_incoming()
+        await self._send_mediastatus()
+
+    async def undeafen(self) -> None:
+        self._require_live("undeafen")
+        self._deafened = False
+        self._update_incoming()
+        await self._send_mediastatus()
+
+    @property
+    def is_deafened(self) -> bool:
+        return self._deafened
+
+    async def hold(self) -> None:
+        """Put the call on hold: no media energy goes either way until `resume()`. The peer
+        gets `held("remote")`; we emit `held("local")`."""
+        self._require_in_call("hold")
+        if "local" not in self._held_by:
+            await self._send({"type": "hold"})
+            self._set_held("local", True)
+
+    async def resume(self) -> None:
+        """Take the call off our hold (a hold by the peer stays until the peer resumes)."""
+        self._require_in_call("resume")
+        if "local" in self._held_by:
+            await self._send({"type": "resume"})
+            self._set_held("local", False)
+
     def send_data(self, payload: str | bytes) -> None:
         """Send a message over the call's data channel (queued until the channel opens)."""
         self._require_live("send_data")
@@ -393,7 +434,10 @@ class Call(Emitter):
                 "audio": bool(message.get("audio_muted")),
                 "video": bool(message.get("video_muted")),
             }
+            self.remote_deafened = bool(message.get("deafened"))
             self.emit("mediastatus", self.remote_muted["audio"], self.remote_muted["video"])
+        elif kind in ("hold", "resume") and self.state in ("connected", "held"):
+            self._set_held("remote", kind == "hold")
         else:
             logger.debug("call %s: ignoring signal %r", self.id, kind)
 
@@ -510,13 +554,43 @@ class Call(Emitter):
         if track is None:
             raise InvalidStateError(f"this call sends no {kind}", self.id)
         track.muted = muted
+        await self._send_mediastatus()
+
+    async def _send_mediastatus(self) -> None:
         await self._send(
             {
                 "type": "mediastatus",
                 "audio_muted": self.is_muted,
                 "video_muted": self.is_video_muted,
+                "deafened": self._deafened,
             }
         )
+
+    def _set_held(self, by: str, held: bool) -> None:
+        """Apply a hold change by "local" or "remote" and move between connected and held."""
+        was_held = bool(self._held_by)
+        if held:
+            self._held_by.add(by)
+        else:
+            self._held_by.discard(by)
+        for track in (self._audio_out, self._video_out):
+            if track is not None:
+                track.held = bool(self._held_by)
+        self._update_incoming()
+        if held:
+            self._set_state("held")
+            self.emit("held", by)
+        elif was_held and not self._held_by:
+            self._set_state("connected")
+            self.emit("resumed")
+
+    def _update_incoming(self) -> None:
+        for source in self._incoming.values():
+            source.silenced = self._deafened or bool(self._held_by)
+
+    def _require_in_call(self, action: str) -> None:
+        if self.state not in ("connected", "held"):
+            raise InvalidStateError(f"cannot {action} a call that is {self.state}", self.id)
 
     def _media_error(self, error: MediaError) -> None:
         self.emit("error", error)

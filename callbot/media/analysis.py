@@ -200,3 +200,76 @@ def has_tone(
 ) -> bool:
     """True when the component at `frequency` is at least `min_db` dBFS."""
     return tone_level_db(source, frequency, rate) >= min_db
+
+
+# -- DTMF ---------------------------------------------------------------------------------------
+
+DTMF_ROWS = (697.0, 770.0, 852.0, 941.0)
+DTMF_COLS = (1209.0, 1336.0, 1477.0, 1633.0)
+DTMF_KEYS = ("123A", "456B", "789C", "*0#D")
+#: Analysis window and hop (s). 40 ms resolves the closest DTMF frequencies (73 Hz apart).
+DTMF_WINDOW, DTMF_HOP = 0.040, 0.010
+
+
+def dtmf_frequencies(digit: str) -> tuple[float, float]:
+    """The (row, column) frequencies of a DTMF key."""
+    for row, keys in enumerate(DTMF_KEYS):
+        if digit.upper() in keys:
+            return DTMF_ROWS[row], DTMF_COLS[keys.index(digit.upper())]
+    raise ValueError(f"{digit!r} is not a DTMF key (0-9, *, #, A-D)")
+
+
+def detect_dtmf(
+    source: AudioInput, rate: int | None = None, min_db: float = -45.0
+) -> list[tuple[str, float]]:
+    """In-band DTMF keys in the audio: [(digit, start seconds), ...].
+
+    Each 40 ms window (10 ms hop) is tested at the 8 DTMF frequencies: the strongest row and
+    column tones must both exceed `min_db`, dominate their group by 8 dB, be within 8 dB of
+    each other (twist) and carry most of the window's energy (so speech does not count). A key
+    is reported once it holds for 3 consecutive windows (a tone of about 60 ms).
+    """
+    clip = to_clip(source, rate)
+    size, hop = int(DTMF_WINDOW * clip.rate), max(1, int(DTMF_HOP * clip.rate))
+    samples = clip.samples.astype(np.float64)
+    if len(samples) < size:
+        return []
+    starts = np.arange(0, len(samples) - size + 1, hop)
+    windows = samples[starts[:, None] + np.arange(size)] * np.hanning(size)
+    freqs = np.array(DTMF_ROWS + DTMF_COLS)
+    basis = np.exp(-2j * np.pi * np.outer(np.arange(size), freqs) / clip.rate)
+    amplitudes = 2 * np.abs(windows @ basis) / np.hanning(size).sum()  # (windows, 8)
+    power = np.mean(windows**2, axis=1) / np.mean(np.hanning(size) ** 2)
+    floor = 10 ** (min_db / 20) * math.sqrt(2)
+    detected: list[str | None] = []
+    for amps, total in zip(amplitudes, power, strict=True):
+        rows, cols = amps[:4], amps[4:]
+        r, c = int(np.argmax(rows)), int(np.argmax(cols))
+        second_row = np.partition(rows, -2)[-2]
+        second_col = np.partition(cols, -2)[-2]
+        tone_power = (rows[r] ** 2 + cols[c] ** 2) / 2
+        ok = (
+            rows[r] >= floor
+            and cols[c] >= floor
+            and rows[r] >= 2.5 * second_row
+            and cols[c] >= 2.5 * second_col
+            and 0.4 <= rows[r] / cols[c] <= 2.5
+            and tone_power >= 0.6 * total
+        )
+        detected.append(DTMF_KEYS[r][c] if ok else None)
+    keys: list[tuple[str, float]] = []
+    run_key, run_length, reported = None, 0, False
+    for index, key in enumerate(detected):
+        if key == run_key and key is not None:
+            run_length += 1
+        else:
+            run_key, run_length, reported = key, 1, False
+        if key is not None and run_length >= 3 and not reported:
+            keys.append((key, float(starts[index - 2] / clip.rate)))
+            reported = True
+    return keys
+
+
+def dtmf_digits(source: AudioInput, rate: int | None = None) -> str:
+    """The DTMF keys heard in the audio, as a string (e.g. "159#")."""
+    return "".join(digit for digit, _ in detect_dtmf(source, rate))

@@ -79,6 +79,33 @@ def write_tone(
     return write_audio(path, tone_samples(frequency, seconds, rate, amplitude), rate, channels)
 
 
+def dtmf_samples(
+    digits: str,
+    rate: int = 48000,
+    duration: float = 0.1,
+    gap: float = 0.07,
+    amplitude: float = 0.5,
+) -> np.ndarray:
+    """In-band DTMF: each key as its two tones for `duration`, then `gap` of silence."""
+    from .analysis import dtmf_frequencies
+
+    parts = []
+    for digit in digits:
+        parts.append(tone_samples(dtmf_frequencies(digit), duration, rate, amplitude))
+        parts.append(np.zeros(round(gap * rate), np.float32))
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def write_dtmf(
+    path: str | Path, digits: str, rate: int = 48000, duration: float = 0.1, gap: float = 0.07
+) -> Path:
+    """A file of DTMF keys (after 0.2 s of silence, so the first key is not clipped)."""
+    lead = np.zeros(round(0.2 * rate), np.float32)
+    return write_audio(
+        path, np.concatenate([lead, dtmf_samples(digits, rate, duration, gap)]), rate
+    )
+
+
 def write_silence(path: str | Path, seconds: float = 1.0, rate: int = 48000) -> Path:
     return write_audio(path, np.zeros(round(seconds * rate), np.float32), rate)
 

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 import av
+import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ class IncomingMedia:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.frames = 0
+        #: While set, sinks get silence (audio) or nothing (video): deafened or on hold.
+        self.silenced = False
         self._sinks: list[FrameSink] = []
         self._task: asyncio.Task[None] | None = None
         self._ended = False
@@ -85,6 +88,10 @@ class IncomingMedia:
             while True:
                 frame = await track.recv()
                 self.frames += 1
+                if self.silenced:
+                    if not isinstance(frame, av.AudioFrame):
+                        continue
+                    frame = _silence_of(frame)
                 for sink in list(self._sinks):
                     try:
                         sink.write(frame)
@@ -103,6 +110,16 @@ class IncomingMedia:
         sinks, self._sinks = self._sinks, []
         for sink in sinks:
             sink.end()
+
+
+def _silence_of(frame: av.AudioFrame) -> av.AudioFrame:
+    """A frame like `frame` (format, layout, rate, timestamp) with every sample zero."""
+    silent = av.AudioFrame.from_ndarray(
+        np.zeros_like(frame.to_ndarray()), format=frame.format.name, layout=frame.layout.name
+    )
+    silent.sample_rate = frame.sample_rate
+    silent.pts, silent.time_base = frame.pts, frame.time_base
+    return silent
 
 
 class FrameSubscription(MediaStreamTrack):

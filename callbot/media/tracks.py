@@ -47,8 +47,14 @@ class _OutgoingTrack(MediaStreamTrack):
 
     def __init__(self) -> None:
         super().__init__()
-        self.muted = False
+        self.muted = False  # the user muted this track
+        self.held = False  # the call is on hold
         self._playback: MediaSource | None = None
+
+    @property
+    def silenced(self) -> bool:
+        """Whether silence / black goes out instead of the source (muted or on hold)."""
+        return self.muted or self.held
 
     @property
     def playback(self) -> MediaSource | None:
@@ -84,7 +90,7 @@ class OutgoingAudioTrack(_OutgoingTrack):
             frame = playback.next_audio()
             if "audio" not in playback.kinds:
                 self._playback = None
-        if frame is None or self.muted:
+        if frame is None or self.silenced:
             frame = silent_audio_frame()
         frame.pts = round(self._pacer.elapsed * AUDIO_RATE)
         frame.sample_rate = AUDIO_RATE
@@ -116,7 +122,7 @@ class OutgoingVideoTrack(_OutgoingTrack):
                 self._still = fresh
             if "video" not in playback.kinds:
                 self._playback = None
-        frame = self._black if self.muted else self._still
+        frame = self._black if self.silenced else self._still
         frame.pts = round(self._pacer.elapsed * VIDEO_CLOCK)
         frame.time_base = _VIDEO_TIME_BASE
         return frame

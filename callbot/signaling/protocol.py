@@ -58,7 +58,8 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "renegotiate": {"call_id": ((str,), _REQ), "sdp": ((str,), _REQ),
                     "description_type": ((str,), _OPT), "to": ((str,), _OPT)},
     "mediastatus": {"call_id": ((str,), _REQ), "audio_muted": ((bool,), _REQ),
-                    "video_muted": ((bool,), _REQ), "to": ((str,), _OPT)},
+                    "video_muted": ((bool,), _REQ), "deafened": ((bool,), _OPT),
+                    "to": ((str,), _OPT)},
     "hold": {"call_id": ((str,), _REQ), "to": ((str,), _OPT)},
     "resume": {"call_id": ((str,), _REQ), "to": ((str,), _OPT)},
 }  # fmt: skip

@@ -50,3 +50,34 @@ def test_inputs_frames_and_files(tmp_path: Path) -> None:
         assert analysis.dominant_frequency(source) == pytest.approx(1000, abs=20)
     with pytest.raises(ValueError, match="rate"):
         analysis.level_dbfs(np.zeros(10))
+
+
+def test_dtmf_detection_on_clean_tones() -> None:
+    keys = "0123456789*#ABCD"
+    signal = generate.dtmf_samples(keys, rate=8000)
+    assert analysis.dtmf_digits(signal, rate=8000) == keys
+    found = analysis.detect_dtmf(signal, rate=8000)
+    assert [round(t, 2) for _, t in found][:3] == pytest.approx([0.0, 0.17, 0.34], abs=0.02)
+
+
+def test_dtmf_repeated_key_needs_a_gap_and_short_blips_do_not_count() -> None:
+    assert analysis.dtmf_digits(generate.dtmf_samples("55", rate=16000), rate=16000) == "55"
+    blip = generate.dtmf_samples("7", rate=16000, duration=0.03)
+    assert analysis.dtmf_digits(blip, rate=16000) == ""
+
+
+def test_dtmf_ignores_single_tones_chords_and_noise() -> None:
+    rate = 8000
+    rng = np.random.default_rng(3)
+    noise = (rng.standard_normal(rate) * 0.2).astype(np.float32)
+    assert analysis.dtmf_digits(noise, rate=rate) == ""
+    assert analysis.dtmf_digits(generate.tone_samples(697, 1.0, rate), rate=rate) == ""
+    chord = generate.tone_samples([440, 554, 659], 1.0, rate)  # music, not a key
+    assert analysis.dtmf_digits(chord, rate=rate) == ""
+    mixed = generate.dtmf_samples("9", rate=rate) + 0.5 * noise[: int(0.17 * rate)]
+    assert analysis.dtmf_digits(mixed, rate=rate) == "9"
+
+
+def test_dtmf_survives_opus(tmp_path: Path) -> None:
+    path = generate.write_dtmf(tmp_path / "keys.ogg", "159#", rate=48000)
+    assert analysis.dtmf_digits(path) == "159#"
