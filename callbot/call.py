@@ -20,6 +20,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import av
+import numpy as np
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
@@ -29,7 +31,9 @@ from .config import CallConfig
 from .errors import CallbotError, CallError, InvalidStateError, MediaError
 from .events import Emitter
 from .ice import gather_within
-from .media.decoder import FileDecoder
+from .media import dtmf, jitter
+from .media.decoder import AUDIO_FRAME_SAMPLES, AudioFramer, FileDecoder
+from .media.generate import dtmf_samples
 from .media.incoming import FrameSubscription, IncomingMedia
 from .media.live import TrackSource
 from .media.playback import Playback
@@ -86,6 +90,10 @@ class Call(Emitter):
         self.remote_deafened = False
         self._deafened = False
         self._held_by: set[str] = set()
+        #: Every DTMF key received so far, in order.
+        self.received_dtmf = ""
+        self._dtmf_queue: asyncio.Queue[str] = asyncio.Queue()
+        self._rfc4733: dtmf.Rfc4733Sender | None = None
         self._signaling = signaling
         self._remote_offer = remote_offer
         self._pc: RTCPeerConnection | None = None
@@ -173,7 +181,9 @@ class Call(Emitter):
         """Outbound: send the offer; the call is `calling` until answered."""
         self._require("new", "start")
         pc = self._create_peer_connection()
-        pc.addTransceiver(self._audio_out, direction="sendrecv")
+        audio = pc.addTransceiver(self._audio_out, direction="sendrecv")
+        if self.config.dtmf == "inband":
+            dtmf.refuse_telephone_event(audio)
         if self._video_out is not None:
             self._prefer_codec(pc.addTransceiver(self._video_out, direction="sendrecv"))
         self._open_channel(pc)
@@ -204,11 +214,14 @@ class Call(Emitter):
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "video":
                 self._prefer_codec(transceiver)
+            elif transceiver.kind == "audio" and self.config.dtmf == "inband":
+                dtmf.refuse_telephone_event(transceiver)
         if "\nm=application " in "\n" + self._remote_offer:
             self._open_channel(pc)
         self._set_state("connecting")
         self._arm_timer(self.config.connect_timeout, "failed")
         await self._guard(self._describe(pc, "answer"))
+        self._setup_receive(pc.localDescription.sdp)
         await self._send({"type": "call_answer", "sdp": pc.localDescription.sdp})
 
     async def reject(self, reason: Literal["busy", "decline"] = "decline") -> None:
@@ -350,6 +363,40 @@ class Call(Emitter):
     @property
     def is_deafened(self) -> bool:
         return self._deafened
+
+    @property
+    def dtmf_mode(self) -> str | None:
+        """ "rfc4733" when both ends negotiated telephone-events, "inband" otherwise (None
+        before the call is negotiated)."""
+        if self._pc is None or self._pc.remoteDescription is None:
+            return None
+        return "rfc4733" if self._rfc4733 is not None else "inband"
+
+    async def send_dtmf(self, digits: str, duration_ms: int = 100, gap_ms: int = 70) -> None:
+        """Send DTMF keys (0-9 * # A-D), each `duration_ms` long then `gap_ms` apart: as RFC 4733
+        telephone-events when negotiated, else as in-band tones. Returns once they are sent."""
+        self._require_in_call("send DTMF")
+        keys = dtmf.check_digits(digits)
+        if not 40 <= duration_ms <= 2000 or not 40 <= gap_ms <= 2000:
+            raise ValueError("duration_ms and gap_ms must be between 40 and 2000")
+        if self._rfc4733 is not None:
+            await self._rfc4733.send(keys, duration_ms, gap_ms)
+            return
+        framer = AudioFramer()
+        samples = dtmf_samples(keys, 48000, duration_ms / 1000, gap_ms / 1000)
+        block = av.AudioFrame.from_ndarray(
+            (samples * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono"
+        )
+        block.sample_rate = 48000
+        frames = framer.push(block) + framer.pad(AUDIO_FRAME_SAMPLES - framer.pending)
+        await self._audio_out.insert(frames)
+
+    async def read_dtmf(self, timeout: float | None = None) -> str | None:
+        """The next DTMF key received (in order), or None if none came within `timeout`."""
+        try:
+            return await asyncio.wait_for(self._dtmf_queue.get(), timeout)
+        except TimeoutError:
+            return None
 
     async def hold(self) -> None:
         """Put the call on hold: no media energy goes either way until `resume()`. The peer
@@ -504,6 +551,7 @@ class Call(Emitter):
                 )
             )
             await self._apply_early_candidates()
+            self._setup_receive(self._pc.remoteDescription.sdp)
 
     async def _on_remote_candidate(self, message: dict[str, Any]) -> None:
         if self._pc is None or self._pc.remoteDescription is None:
@@ -527,6 +575,32 @@ class Call(Emitter):
         early, self._early_candidates = self._early_candidates, []
         for message in early:
             await self._on_remote_candidate(message)
+
+    def _setup_receive(self, answer_sdp: str) -> None:
+        """Once the answer is known: our audio jitter buffer, and DTMF (RFC 4733 both ways if
+        negotiated, else listening for in-band tones)."""
+        assert self._pc is not None
+        settled = dtmf.negotiated(answer_sdp)
+        audio = next((t for t in self._pc.getTransceivers() if t.kind == "audio"), None)
+        if settled is None or audio is None:
+            return
+        jitter.use_for(audio.receiver)
+        if settled.event_payload_type is None:
+            self._incoming["audio"].add_sink(dtmf.InbandDtmfListener(self._on_dtmf))
+            return
+        dtmf.hook_receiver(audio.receiver, {settled.event_payload_type}, self._on_dtmf)
+        self._rfc4733 = dtmf.Rfc4733Sender(
+            audio.sender._ssrc,
+            settled.audio_payload_type,
+            settled.event_payload_type,
+            settled.clock_rate,
+        )
+        dtmf.hook_sender(audio.sender.transport, self._rfc4733)
+
+    def _on_dtmf(self, digit: str) -> None:
+        self.received_dtmf += digit
+        self._dtmf_queue.put_nowait(digit)
+        self.emit("dtmf", digit)
 
     def _on_track(self, track: Any) -> None:
         source = self._incoming.get(track.kind)
@@ -643,6 +717,9 @@ class Call(Emitter):
             return
         self._set_state("ended")
         self.end_reason = reason
+        self._audio_out.cancel_inserts()
+        if self._rfc4733 is not None:
+            self._rfc4733.cancel()
         self._ended_at = time.monotonic()
         self._cancel_timer()
         if notify is not None:

@@ -18,8 +18,13 @@ class CallConfig:
     video_codec: str = "vp8"
     ring_timeout: float = 45.0
     connect_timeout: float = 30.0
+    #: "auto": RFC 4733 telephone-events when both ends negotiate them, else in-band tones;
+    #: "inband": always tones (telephone-event is not offered or accepted).
+    dtmf: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.dtmf not in ("auto", "inband"):
+            raise ValueError(f"dtmf must be 'auto' or 'inband', not {self.dtmf!r}")
         if self.video_codec not in VIDEO_CODECS:
             raise ValueError(f"video_codec must be one of {VIDEO_CODECS}, not {self.video_codec!r}")
         width, height = self.video_size

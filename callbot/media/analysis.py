@@ -219,55 +219,90 @@ def dtmf_frequencies(digit: str) -> tuple[float, float]:
     raise ValueError(f"{digit!r} is not a DTMF key (0-9, *, #, A-D)")
 
 
+class DtmfDetector:
+    """Streaming in-band DTMF detection: `feed()` samples as they come, get keys as found.
+
+    Each 40 ms window (10 ms hop) is tested at the 8 DTMF frequencies: the strongest row and
+    column tones must both exceed `min_db`, dominate their group by 6 dB, be within 8 dB of
+    each other (twist) and carry at least 40 % of the window's energy (so speech does not
+    count). A key is reported once it holds for 3 windows (a tone of about 60 ms); one failed
+    window inside a tone (a lost or damaged packet) does not split it, two end it.
+    """
+
+    def __init__(self, rate: int, min_db: float = -45.0) -> None:
+        self.rate = rate
+        self._size = int(DTMF_WINDOW * rate)
+        self._hop = max(1, int(DTMF_HOP * rate))
+        self._window = np.hanning(self._size)
+        freqs = np.array(DTMF_ROWS + DTMF_COLS)
+        self._basis = np.exp(-2j * np.pi * np.outer(np.arange(self._size), freqs) / rate)
+        self._gain = self._window.sum()
+        self._power_gain = np.mean(self._window**2)
+        self._floor = 10 ** (min_db / 20) * math.sqrt(2)
+        self._buffer = np.zeros(0)
+        self._consumed = 0  # samples of the stream before self._buffer[0]
+        self._key: str | None = None  # the key being pressed (or becoming so)
+        self._hits = 0  # windows that showed it
+        self._misses = 0  # consecutive windows that did not
+        self._reported = False
+        self._first = 0  # stream position of the key's first window
+
+    def feed(self, samples: np.ndarray) -> list[tuple[str, float]]:
+        """Add mono samples; returns the keys that started in them: [(digit, seconds)]."""
+        buffer = np.concatenate([self._buffer, samples.astype(np.float64)])
+        count = 0 if len(buffer) < self._size else (len(buffer) - self._size) // self._hop + 1
+        found: list[tuple[str, float]] = []
+        if count:
+            starts = np.arange(count) * self._hop
+            windows = buffer[starts[:, None] + np.arange(self._size)] * self._window
+            amplitudes = 2 * np.abs(windows @ self._basis) / self._gain
+            power = np.mean(windows**2, axis=1) / self._power_gain
+            for index, (amps, total) in enumerate(zip(amplitudes, power, strict=True)):
+                position = self._consumed + starts[index]
+                if self._step(self._classify(amps, total), position):
+                    # a window already counts when about half of it holds the tone
+                    onset = self._first + self._size // 4
+                    found.append((self._key or "", float(onset / self.rate)))
+        self._buffer = buffer[count * self._hop :]
+        self._consumed += count * self._hop
+        return found
+
+    def _step(self, key: str | None, position: int) -> bool:
+        """Advance the key state by one window; True when a key press is to be reported."""
+        if key is not None and key == self._key:
+            self._hits, self._misses = self._hits + 1, 0
+        elif key is not None and (self._key is None or not self._reported):
+            self._key, self._hits, self._misses, self._reported = key, 1, 0, False
+            self._first = position
+        elif self._key is not None:  # silence, or another key inside a reported press
+            self._misses += 1
+            if self._misses >= 2:
+                self._key, self._hits, self._misses, self._reported = None, 0, 0, False
+        if self._key is not None and self._hits >= 3 and not self._reported:
+            self._reported = True
+            return True
+        return False
+
+    def _classify(self, amps: np.ndarray, total: float) -> str | None:
+        rows, cols = amps[:4], amps[4:]
+        r, c = int(np.argmax(rows)), int(np.argmax(cols))
+        ok = (
+            rows[r] >= self._floor
+            and cols[c] >= self._floor
+            and rows[r] >= 2.0 * np.partition(rows, -2)[-2]
+            and cols[c] >= 2.0 * np.partition(cols, -2)[-2]
+            and 0.4 <= rows[r] / cols[c] <= 2.5
+            and (rows[r] ** 2 + cols[c] ** 2) / 2 >= 0.4 * total
+        )
+        return DTMF_KEYS[r][c] if ok else None
+
+
 def detect_dtmf(
     source: AudioInput, rate: int | None = None, min_db: float = -45.0
 ) -> list[tuple[str, float]]:
-    """In-band DTMF keys in the audio: [(digit, start seconds), ...].
-
-    Each 40 ms window (10 ms hop) is tested at the 8 DTMF frequencies: the strongest row and
-    column tones must both exceed `min_db`, dominate their group by 8 dB, be within 8 dB of
-    each other (twist) and carry most of the window's energy (so speech does not count). A key
-    is reported once it holds for 3 consecutive windows (a tone of about 60 ms).
-    """
+    """In-band DTMF keys in the audio: [(digit, start seconds), ...] (see `DtmfDetector`)."""
     clip = to_clip(source, rate)
-    size, hop = int(DTMF_WINDOW * clip.rate), max(1, int(DTMF_HOP * clip.rate))
-    samples = clip.samples.astype(np.float64)
-    if len(samples) < size:
-        return []
-    starts = np.arange(0, len(samples) - size + 1, hop)
-    windows = samples[starts[:, None] + np.arange(size)] * np.hanning(size)
-    freqs = np.array(DTMF_ROWS + DTMF_COLS)
-    basis = np.exp(-2j * np.pi * np.outer(np.arange(size), freqs) / clip.rate)
-    amplitudes = 2 * np.abs(windows @ basis) / np.hanning(size).sum()  # (windows, 8)
-    power = np.mean(windows**2, axis=1) / np.mean(np.hanning(size) ** 2)
-    floor = 10 ** (min_db / 20) * math.sqrt(2)
-    detected: list[str | None] = []
-    for amps, total in zip(amplitudes, power, strict=True):
-        rows, cols = amps[:4], amps[4:]
-        r, c = int(np.argmax(rows)), int(np.argmax(cols))
-        second_row = np.partition(rows, -2)[-2]
-        second_col = np.partition(cols, -2)[-2]
-        tone_power = (rows[r] ** 2 + cols[c] ** 2) / 2
-        ok = (
-            rows[r] >= floor
-            and cols[c] >= floor
-            and rows[r] >= 2.5 * second_row
-            and cols[c] >= 2.5 * second_col
-            and 0.4 <= rows[r] / cols[c] <= 2.5
-            and tone_power >= 0.6 * total
-        )
-        detected.append(DTMF_KEYS[r][c] if ok else None)
-    keys: list[tuple[str, float]] = []
-    run_key, run_length, reported = None, 0, False
-    for index, key in enumerate(detected):
-        if key == run_key and key is not None:
-            run_length += 1
-        else:
-            run_key, run_length, reported = key, 1, False
-        if key is not None and run_length >= 3 and not reported:
-            keys.append((key, float(starts[index - 2] / clip.rate)))
-            reported = True
-    return keys
+    return DtmfDetector(clip.rate, min_db).feed(clip.samples)
 
 
 def dtmf_digits(source: AudioInput, rate: int | None = None) -> str:

@@ -7,8 +7,10 @@ running, so the peer's decoder and jitter buffer see a continuous stream either 
 
 from __future__ import annotations
 
+import asyncio
 import fractions
 import time
+from collections import deque
 from typing import Protocol
 
 import av
@@ -80,23 +82,53 @@ class OutgoingAudioTrack(_OutgoingTrack):
     def __init__(self) -> None:
         super().__init__()
         self._pacer = Pacer(AUDIO_FRAME_SECONDS)
+        self._inserts: deque[tuple[deque[av.AudioFrame], asyncio.Future[None]]] = deque()
+
+    def insert(self, frames: list[av.AudioFrame]) -> asyncio.Future[None]:
+        """Send `frames` next (e.g. in-band DTMF), pausing the source meanwhile; the future
+        completes when they are all sent."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inserts.append((deque(frames), done))
+        return done
+
+    def cancel_inserts(self) -> None:
+        """Drop inserted frames not sent yet (their futures are cancelled)."""
+        for _, done in self._inserts:
+            done.cancel()
+        self._inserts.clear()
+
+    def _next_insert(self) -> av.AudioFrame | None:
+        while self._inserts:
+            frames, done = self._inserts[0]
+            if frames:
+                return frames.popleft()
+            self._inserts.popleft()
+            if not done.done():
+                done.set_result(None)
+        return None
 
     async def recv(self) -> av.AudioFrame:
         self._check_live()
         await self._pacer.tick()  # after a stall, timestamps jump: the content is not dropped
-        frame = None
-        playback = self._playback
-        if playback is not None:
-            frame = playback.next_audio()
-            if "audio" not in playback.kinds:
-                self._playback = None
-        if frame is None or self.silenced:
+        frame = self._next_insert()  # inserted frames (DTMF) go out even when muted
+        if frame is None:
+            frame = self._from_source()
+        if frame is None:
             frame = silent_audio_frame()
         frame.pts = round(self._pacer.elapsed * AUDIO_RATE)
         frame.sample_rate = AUDIO_RATE
         frame.time_base = _AUDIO_TIME_BASE
         assert frame.samples == AUDIO_FRAME_SAMPLES
         return frame
+
+    def _from_source(self) -> av.AudioFrame | None:
+        playback = self._playback
+        if playback is None:
+            return None
+        frame = playback.next_audio()  # taken even when silenced: the source keeps its clock
+        if "audio" not in playback.kinds:
+            self._playback = None
+        return None if self.silenced else frame
 
 
 class OutgoingVideoTrack(_OutgoingTrack):

@@ -1,0 +1,285 @@
+"""DTMF for calls: RFC 4733 telephone-events where both ends negotiate them, in-band tones
+otherwise; both kinds end up as the same `dtmf(digit)` events.
+
+RFC 4733 (https://www.rfc-editor.org/rfc/rfc4733) sends key presses as RTP packets of a
+"telephone-event" payload type inside the audio stream. aiortc 1.16 does not support it: it
+leaves telephone-event out of its answers (the codec is not in its table) and drops RTP packets
+of an unknown payload type before any receiver sees them. This module is the one place that
+deals with that, without editing SDP text anywhere:
+
+- `register_telephone_event()` (run at import) adds telephone-event at 48 and 8 kHz to aiortc's
+  codec table, so offers and answers negotiate it like any codec;
+- `Rfc4733Sender` sits on the call's RTP send path: while a key is being sent it turns the audio
+  track's 20 ms packets (same SSRC, same sequence numbers) into telephone-event packets
+  (RFC 4733 section 2.5: first packet marked, growing duration, the end packet sent 3 times);
+- `hook_receiver()` takes telephone-event packets out of the audio receiver's input before
+  aiortc would drop them, and reports each event once (RFC 4733 section 2.5.1.3 redundancy);
+- `InbandDtmfListener` runs the Goertzel detector of `analysis` on received audio when the peer
+  sends plain tones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import av
+import numpy as np
+from aiortc import RTCRtpCodecParameters
+from aiortc.codecs import CODECS
+from aiortc.sdp import SessionDescription
+
+from .analysis import DTMF_KEYS, DtmfDetector, frame_samples
+
+#: RFC 4733 section 3.2: events 0-15 are the keys 0-9, *, #, A-D.
+EVENT_KEYS = "0123456789*#ABCD"
+TELEPHONE_EVENT = "audio/telephone-event"
+#: Payload types used when we offer (the answerer's choice wins, as usual).
+PAYLOAD_TYPES = {48000: 110, 8000: 126}
+END_REPEATS = 3  # RFC 4733 section 2.5.1.4: the final packet is sent three times
+VOLUME = 10  # -10 dBm0
+DETECT_RATE = 8000  # in-band detection runs on 8 kHz audio (DTMF tops out at 1633 Hz)
+
+
+def register_telephone_event() -> None:
+    """Add telephone-event to aiortc's audio codecs once, after the real audio codecs."""
+    known = {(c.mimeType.lower(), c.clockRate) for c in CODECS["audio"]}
+    for clock_rate, payload_type in PAYLOAD_TYPES.items():
+        if (TELEPHONE_EVENT, clock_rate) not in known:
+            CODECS["audio"].append(
+                RTCRtpCodecParameters(
+                    mimeType=TELEPHONE_EVENT,
+                    clockRate=clock_rate,
+                    channels=1,
+                    payloadType=payload_type,
+                    parameters={"0-15": None},
+                )
+            )
+
+
+register_telephone_event()
+
+
+@dataclass(frozen=True)
+class Negotiated:
+    """What an answer settled for the audio m-line: the audio codec and telephone-event."""
+
+    audio_payload_type: int
+    event_payload_type: int | None
+    clock_rate: int
+
+
+def negotiated(answer_sdp: str) -> Negotiated | None:
+    """Read the negotiated audio and telephone-event payload types from an SDP answer."""
+    description = SessionDescription.parse(answer_sdp)
+    for media in description.media:
+        if media.kind != "audio" or not media.rtp.codecs:
+            continue
+        audio = next(c for c in media.rtp.codecs if c.mimeType.lower() != TELEPHONE_EVENT)
+        event = next(
+            (c for c in media.rtp.codecs
+             if c.mimeType.lower() == TELEPHONE_EVENT and c.clockRate == audio.clockRate),
+            None,
+        )  # fmt: skip
+        return Negotiated(audio.payloadType, event.payloadType if event else None, audio.clockRate)
+    return None
+
+
+def refuse_telephone_event(transceiver: Any) -> None:
+    """Leave telephone-event out of this audio transceiver's offer or answer (in-band only).
+
+    Preferences cover our offers; for an answer aiortc has already picked the common codecs
+    when the transceiver appears, so they are filtered there too.
+    """
+    from aiortc import RTCRtpSender
+
+    codecs = RTCRtpSender.getCapabilities("audio").codecs
+    transceiver.setCodecPreferences([c for c in codecs if c.mimeType.lower() != TELEPHONE_EVENT])
+    transceiver._codecs = [
+        c for c in getattr(transceiver, "_codecs", []) if c.mimeType.lower() != TELEPHONE_EVENT
+    ]
+
+
+def check_digits(digits: str) -> str:
+    """Upper-cased digits, or ValueError naming the first key that is not a DTMF key."""
+    for digit in digits:
+        if digit.upper() not in EVENT_KEYS:
+            raise ValueError(f"{digit!r} is not a DTMF key (0-9, *, #, A-D)")
+    return digits.upper()
+
+
+# -- sending ----------------------------------------------------------------------------------
+
+
+def _header_length(packet: bytes) -> int:
+    length = 12 + 4 * (packet[0] & 0x0F)
+    if packet[0] & 0x10:  # header extension: 4 bytes plus its declared length in words
+        length += 4 + 4 * int.from_bytes(packet[length + 2 : length + 4], "big")
+    return length
+
+
+@dataclass
+class _Key:
+    digit: str
+    duration_ms: int
+    gap_ms: int
+    done: asyncio.Future[None]
+
+
+class Rfc4733Sender:
+    """Turns outgoing audio packet slots into telephone-event packets while keys are sent."""
+
+    def __init__(
+        self, ssrc: int, audio_payload_type: int, event_payload_type: int, clock_rate: int
+    ) -> None:
+        self.ssrc = ssrc
+        self.audio_payload_type = audio_payload_type
+        self.event_payload_type = event_payload_type
+        self._keys: deque[_Key] = deque()
+        self._current: _Key | None = None
+        self._start_ts = 0
+        self._slots = 0  # packet slots used by the current key (tone, then end repeats)
+        self._gap_left = 0
+        self._last_ts: int | None = None
+        self._step = clock_rate // 50  # timestamp units per 20 ms packet, refined from the stream
+
+    def send(self, digits: str, duration_ms: int, gap_ms: int) -> Awaitable[None]:
+        """Queue keys; the returned awaitable completes when the last one is sent."""
+        loop = asyncio.get_running_loop()
+        futures = []
+        for digit in check_digits(digits):
+            key = _Key(digit, duration_ms, gap_ms, loop.create_future())
+            self._keys.append(key)
+            futures.append(key.done)
+        return asyncio.gather(*futures)
+
+    def cancel(self) -> None:
+        for key in [*self._keys, *([self._current] if self._current else [])]:
+            if not key.done.done():
+                key.done.cancel()
+        self._keys.clear()
+        self._current = None
+
+    def wants(self, packet: bytes) -> bool:
+        """Whether this outgoing packet is one of our audio packets."""
+        return (
+            len(packet) >= 12
+            and (packet[1] & 0x7F) == self.audio_payload_type
+            and int.from_bytes(packet[8:12], "big") == self.ssrc
+        )
+
+    def rewrite(self, packet: bytes) -> bytes:
+        """The packet to send in this 20 ms slot: the audio packet, or a telephone-event."""
+        timestamp = int.from_bytes(packet[4:8], "big")
+        if self._current is None:
+            if self._last_ts is not None:
+                self._step = (timestamp - self._last_ts) % 2**32 or self._step
+            self._last_ts = timestamp
+            if self._gap_left > 0 or not self._keys:
+                self._gap_left = max(0, self._gap_left - 1)
+                return packet
+            self._current, self._start_ts, self._slots = self._keys.popleft(), timestamp, 0
+        key = self._current
+        tone_slots = max(1, math.ceil(key.duration_ms / 20))
+        self._slots += 1
+        end = self._slots > tone_slots
+        duration = min(self._slots, tone_slots) * self._step
+        payload = bytes([EVENT_KEYS.index(key.digit), (0x80 if end else 0) | VOLUME])
+        payload += min(duration, 0xFFFF).to_bytes(2, "big")
+        out = bytearray(packet[: _header_length(packet)])
+        out[0] &= 0xDF  # no padding
+        out[1] = (0x80 if self._slots == 1 else 0) | self.event_payload_type
+        out[4:8] = self._start_ts.to_bytes(4, "big")
+        if self._slots >= tone_slots + END_REPEATS:
+            self._current = None
+            self._gap_left = max(0, math.ceil(key.gap_ms / 20) - END_REPEATS)
+            if not key.done.done():
+                key.done.set_result(None)
+        self._last_ts = timestamp
+        return bytes(out) + payload
+
+
+def hook_sender(transport: Any, sender: Rfc4733Sender) -> None:
+    """Route the transport's outgoing RTP through `sender` (once per transport and SSRC)."""
+    hooked: dict[int, Rfc4733Sender] | None = getattr(transport, "_callbot_dtmf", None)
+    if hooked is None:
+        hooked = {}
+        original = transport._send_rtp
+
+        async def send_rtp(data: bytes) -> None:
+            if len(data) >= 12:
+                owner = hooked.get(int.from_bytes(data[8:12], "big"))
+                if owner is not None and owner.wants(data):
+                    data = owner.rewrite(data)
+            await original(data)
+
+        transport._send_rtp = send_rtp
+        transport._callbot_dtmf = hooked
+    hooked[sender.ssrc] = sender
+
+
+# -- receiving --------------------------------------------------------------------------------
+
+
+def hook_receiver(receiver: Any, payload_types: set[int], on_digit: Callable[[str], None]) -> None:
+    """Take telephone-event packets out of `receiver`'s input and report each event once."""
+    original = receiver._handle_rtp_packet
+    seen: deque[int] = deque(maxlen=16)  # start timestamps of recent events
+
+    async def handle_rtp_packet(packet: Any, arrival_time_ms: int) -> None:
+        if packet.payload_type not in payload_types:
+            await original(packet, arrival_time_ms=arrival_time_ms)
+            return
+        if len(packet.payload) < 4 or packet.timestamp in seen:
+            return  # a redundant copy of an event already reported
+        seen.append(packet.timestamp)
+        event = packet.payload[0]
+        if event < len(EVENT_KEYS):
+            on_digit(EVENT_KEYS[event])
+
+    receiver._handle_rtp_packet = handle_rtp_packet
+
+
+class InbandDtmfListener:
+    """A sink of received audio that reports in-band DTMF keys (Goertzel, 8 kHz).
+
+    Lost packets would cut holes in a tone and shorten it below what the detector needs; a
+    hole of up to `MAX_CONCEALED` seconds is filled by repeating the previous frame, the way a
+    receiver's packet loss concealment would, so keys survive a few percent of loss.
+    """
+
+    MAX_CONCEALED = 0.06
+
+    def __init__(self, on_digit: Callable[[str], None]) -> None:
+        self._on_digit = on_digit
+        self._detector = DtmfDetector(DETECT_RATE)
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=DETECT_RATE)
+        self._expected: float | None = None  # where the next frame should start (seconds)
+        self._previous = np.zeros(0, np.float32)
+
+    def write(self, frame: av.AudioFrame) -> None:
+        start = float(frame.pts * frame.time_base) if frame.pts is not None else None
+        if start is not None and self._expected is not None and self._previous.size:
+            missing = round((start - self._expected) / (self._previous.size / DETECT_RATE))
+            if 0 < missing * self._previous.size / DETECT_RATE <= self.MAX_CONCEALED:
+                self._feed(np.tile(self._previous, missing))
+        for converted in self._resampler.resample(frame):
+            samples = frame_samples(converted)
+            self._feed(samples)
+            self._previous = samples
+        if start is not None:
+            self._expected = start + frame.samples / frame.sample_rate
+
+    def _feed(self, samples: np.ndarray) -> None:
+        for digit, _ in self._detector.feed(samples):
+            self._on_digit(digit)
+
+    def end(self) -> None:
+        return None
+
+
+assert set(EVENT_KEYS) == set("".join(DTMF_KEYS))
