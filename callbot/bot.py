@@ -127,7 +127,11 @@ class _CallPort:
 
 
 class Bot(Emitter):
-    """A bot (or any user) on a relay. Events: `call(call)` for every new call, `ready`."""
+    """A bot (or any user) on a relay.
+
+    Events: `call(call)` for every new call, `ready`, `presence_list(states)` and
+    `presence_update(user, status, text)` for users followed with `subscribe_presence`.
+    """
 
     def __init__(
         self,
@@ -144,6 +148,7 @@ class Bot(Emitter):
         config: CallConfig | None = None,
         state_dir: str | Path | None = None,
         on_token_expiring: Callable[[], Awaitable[str]] | None = None,
+        follow_transfers: bool = True,
     ) -> None:
         super().__init__()
         self.user_id = user_id
@@ -159,6 +164,11 @@ class Bot(Emitter):
             video_codec=video_codec,
         )
         self._on_token_expiring = on_token_expiring
+        self.follow_transfers = follow_transfers
+        #: Last known presence of the users followed: user -> {user, status, text}.
+        self.presence: dict[str, dict[str, Any]] = {}
+        self._my_presence: tuple[str, str | None] | None = None
+        self._followed: set[str] = set()
         self._handlers: list[IncomingHandler] = []
         self._calls: dict[str, Call] = {}
         self._inboxes: dict[str, asyncio.Queue[dict[str, Any]]] = {}
@@ -211,10 +221,49 @@ class Bot(Emitter):
             config=self._call_config(),
             video=video,
             metadata=metadata,
+            place_call=self._place_for_transfer,
         )
         self._register(call)
         await call.start()
         return call
+
+    async def _place_for_transfer(self, peer: str, video: bool, metadata: dict[str, Any]) -> Call:
+        return await self.call(peer, video=video, metadata=metadata)
+
+    # -- presence ------------------------------------------------------------------------------
+
+    async def set_presence(self, status: str, text: str | None = None) -> None:
+        """Show `status` ("available", "away" or "dnd") and an optional text to followers;
+        `on_call` and `offline` are set by the relay itself."""
+        if status not in ("available", "away", "dnd"):
+            raise ValueError("status is 'available', 'away' or 'dnd'")
+        self._my_presence = (status, text)
+        await self._require_client().send({"type": "presence_set", "status": status, "text": text})
+
+    async def subscribe_presence(self, users: list[str]) -> None:
+        """Follow `users`: a `presence_list` event now, `presence_update`s on every change."""
+        self._followed.update(users)
+        await self._require_client().send({"type": "presence_subscribe", "users": list(users)})
+
+    async def unsubscribe_presence(self, users: list[str]) -> None:
+        self._followed.difference_update(users)
+        for user in users:
+            self.presence.pop(user, None)
+        await self._require_client().send({"type": "presence_unsubscribe", "users": list(users)})
+
+    def _require_client(self) -> RelayClient:
+        if self._client is None:
+            raise InvalidStateError("start the bot first (await bot.start())")
+        return self._client
+
+    def _restore_session(self, welcome: dict[str, Any]) -> None:
+        """After every (re)connection: show our presence and follow our users again."""
+        assert self._client is not None
+        if self._my_presence is not None:
+            status, text = self._my_presence
+            self._client.queue({"type": "presence_set", "status": status, "text": text})
+        if self._followed:
+            self._client.queue({"type": "presence_subscribe", "users": sorted(self._followed)})
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -239,6 +288,7 @@ class Bot(Emitter):
             max_calls=self.max_calls,
             claims=lambda: [{"call_id": c.id, "peer": c.peer} for c in self.active_calls],
             on_token_expiring=self._on_token_expiring,
+            on_welcome=self._restore_session,
         )
         try:
             await self._client.connect()
@@ -327,7 +377,22 @@ class Bot(Emitter):
         inbox = self._inboxes[call.id] = asyncio.Queue()
         task = self._spawn(self._deliver(call, inbox), name=f"call-{call.id}")
         call.on("ended", lambda reason, duration: self._forget(call, task))
+        if self.follow_transfers:
+            call.on("transfer", lambda target, replaces: self._spawn(
+                self._follow_transfer(call, target, replaces)))  # fmt: skip
         self.emit("call", call)
+
+    async def _follow_transfer(self, call: Call, target: str, replaces: str | None) -> None:
+        """The peer transferred us: call `target` (taking over `replaces` there, if given)."""
+        metadata: dict[str, Any] = {"transferred_by": call.peer, "transferred_from": call.id}
+        if replaces:
+            metadata["replaces"] = replaces
+        try:
+            new_call = await self.call(target, video=call.has_video, metadata=metadata)
+        except CallbotError as exc:
+            logger.warning("call %s: could not follow the transfer to %s: %s", call.id, target, exc)
+            return
+        call.emit("transferred", new_call)
 
     def _forget(self, call: Call, task: asyncio.Task[Any]) -> None:
         self._calls.pop(call.id, None)
@@ -358,6 +423,16 @@ class Bot(Emitter):
         if kind == "call_offer":
             self._spawn(self._ring(message), name=f"incoming-{call_id}")
             return
+        if kind == "presence_list":
+            states = [s for s in message.get("users", []) if isinstance(s, dict) and "user" in s]
+            self.presence.update({s["user"]: s for s in states})
+            self.emit("presence_list", states)
+            return
+        if kind == "presence_update" and "user" in message:
+            state = {k: message.get(k) for k in ("user", "status", "text")}
+            self.presence[state["user"]] = state
+            self.emit("presence_update", state["user"], state["status"], state["text"])
+            return
         call = self._calls.get(call_id) if isinstance(call_id, str) else None
         if kind == "error":
             if call is not None:
@@ -384,11 +459,17 @@ class Bot(Emitter):
             call_id=offer["call_id"],
             remote_offer=offer["sdp"],
             metadata=offer.get("metadata") or {},
+            place_call=self._place_for_transfer,
         )
-        if self.max_calls is not None and len(self.active_calls) >= self.max_calls:
+        replaced = self._replaced_by(call)
+        if self.max_calls is not None and len(self.active_calls) >= self.max_calls and not replaced:
             await call.reject("busy")
             return
         self._register(call)
+        if replaced is not None:  # the far end of an attended transfer: take it over at once
+            await call.answer(video=replaced.has_video)
+            await replaced.hangup("transferred")
+            return
         with contextlib.suppress(CallbotError):
             await port.send({"type": "call_ringing", "call_id": call.id})
         if not self._handlers:
@@ -397,6 +478,18 @@ class Bot(Emitter):
             return
         incoming = Incoming(call, self.user_id)
         await asyncio.gather(*(self._run_handler(h, incoming, call) for h in self._handlers))
+
+    def _replaced_by(self, call: Call) -> Call | None:
+        """The consultation call this incoming call replaces (attended transfer), if any: it
+        must be ours, live, and with the party that did the transfer."""
+        replaces, transferred_by = (
+            call.metadata.get("replaces"),
+            call.metadata.get("transferred_by"),
+        )
+        old = self._calls.get(replaces) if isinstance(replaces, str) else None
+        if old is None or old.state not in ("connected", "held") or old.peer != transferred_by:
+            return None
+        return old
 
     async def _run_handler(self, handler: IncomingHandler, incoming: Incoming, call: Call) -> None:
         try:

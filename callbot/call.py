@@ -6,7 +6,8 @@ relay client, and an in-process link for tests and the demo, both plug in there.
 
 States: new -> calling (outbound) | ringing (inbound) -> connecting -> connected <-> held -> ended.
 Events: state(new, prev), ringing, connected, track(kind, track), mediastatus(audio_muted,
-video_muted), held(by), resumed, data(payload), ended(reason, duration), error(CallbotError).
+video_muted), held(by), resumed, dtmf(digit), data(payload), transfer(target, replaces),
+transferred(new_call), ended(reason, duration), error(CallbotError).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -25,7 +27,7 @@ import numpy as np
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
-from aiortc.sdp import candidate_from_sdp
+from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from .config import CallConfig
 from .errors import CallbotError, CallError, InvalidStateError, MediaError
@@ -50,8 +52,26 @@ Kind = Literal["audio", "video"]
 MAX_QUEUED_DATA = 1000
 #: Trickled ICE candidates kept until the remote description is known.
 MAX_EARLY_CANDIDATES = 100
+#: How long a completed attended transfer waits for the target to take the new call over.
+TRANSFER_TIMEOUT = 30.0
+
+#: Places a call for a transfer: (peer, video, metadata) -> the new Call (the Bot provides it).
+PlaceCall = Callable[[str, bool, dict[str, Any]], Awaitable["Call"]]
 DATA_CHANNEL_LABEL = "callbot"
 DATA_CHANNEL_ID = 0  # pre-negotiated on both sides: no in-band channel announcement needed
+
+
+def _negotiated_codecs(answer_sdp: str) -> dict[str, str]:
+    """kind -> the codec an answer settled on, e.g. {"audio": "opus/48000/2"}."""
+    out = {}
+    for media in SessionDescription.parse(answer_sdp).media:
+        codec = next(
+            (c for c in media.rtp.codecs if c.mimeType.lower() != dtmf.TELEPHONE_EVENT), None
+        )
+        if codec is not None and media.kind in ("audio", "video"):
+            name = f"{codec.mimeType.split('/', 1)[1]}/{codec.clockRate}"
+            out[media.kind] = name + (f"/{codec.channels}" if codec.channels else "")
+    return out
 
 
 class CallSignaling(Protocol):
@@ -74,6 +94,7 @@ class Call(Emitter):
         video: bool = False,
         metadata: dict[str, Any] | None = None,
         remote_offer: str | None = None,
+        place_call: PlaceCall | None = None,
     ) -> None:
         super().__init__()
         self.id = call_id or uuid.uuid4().hex
@@ -95,6 +116,8 @@ class Call(Emitter):
         self._dtmf_queue: asyncio.Queue[str] = asyncio.Queue()
         self._rfc4733: dtmf.Rfc4733Sender | None = None
         self._signaling = signaling
+        self._place_call = place_call
+        self._consultation: Call | None = None
         self._remote_offer = remote_offer
         self._pc: RTCPeerConnection | None = None
         self._audio_out = OutgoingAudioTrack()
@@ -112,6 +135,7 @@ class Call(Emitter):
         self._connected_at: float | None = None
         self._ended_at: float | None = None
         self._failure: CallbotError | None = None
+        self._codecs: dict[str, str] = {}  # kind -> negotiated codec, e.g. "opus/48000/2"
         self._final_stats: dict[str, Any] | None = None
         loop = asyncio.get_running_loop()
         self._connected: asyncio.Future[None] = loop.create_future()
@@ -398,6 +422,38 @@ class Call(Emitter):
         except TimeoutError:
             return None
 
+    async def transfer(self, target: str) -> None:
+        """Blind transfer: ask the peer to call `target`; this call ends `transferred`."""
+        self._require_in_call("transfer")
+        await self._send({"type": "transfer", "target": target})
+        await self._end("transferred", notify="transferred")
+
+    async def attended_transfer(self, target: str) -> Call:
+        """Start an attended transfer: place a consultation call to `target` (this call stays
+        up; put it on hold if the peer should not hear). Finish with `complete_transfer()`."""
+        self._require_in_call("transfer")
+        if self._place_call is None:
+            raise InvalidStateError("attended transfer needs a call placed through a Bot", self.id)
+        self._consultation = await self._place_call(
+            target, self.has_video, {"consultation_for": self.id}
+        )
+        return self._consultation
+
+    async def complete_transfer(self) -> None:
+        """Connect the peer with the consultation's party, who takes the new call in place of
+        the consultation; this call and the consultation end `transferred`."""
+        consultation = self._consultation
+        if consultation is None or consultation.state not in ("connected", "held"):
+            raise InvalidStateError("no connected consultation call to transfer to", self.id)
+        self._require_in_call("transfer")
+        await self._send(
+            {"type": "transfer", "target": consultation.peer, "replaces": consultation.id}
+        )
+        await self._end("transferred", notify="transferred")
+        # the target hangs the consultation up ("transferred") once the new call replaces it
+        if await consultation.wait_ended(TRANSFER_TIMEOUT) is None:
+            await consultation.hangup("transferred")
+
     async def hold(self) -> None:
         """Put the call on hold: no media energy goes either way until `resume()`. The peer
         gets `held("remote")`; we emit `held("local")`."""
@@ -424,18 +480,25 @@ class Call(Emitter):
             raise CallError("data_queue_full", "data channel not open and queue full", self.id)
 
     async def stats(self) -> dict[str, Any]:
-        """Counters per direction and kind: packets, bytes, loss, jitter (s), RTT (s)."""
+        """Per direction and kind: codec, packets, bytes (sent), loss, jitter (s), RTT (s);
+        plus totals of the transport (packets and bytes each way). Kept after the end."""
         if self._final_stats is not None:
             return self._final_stats
-        result: dict[str, Any] = {"duration": self.duration, "sent": {}, "received": {}}
+        result: dict[str, Any] = {"duration": self.duration, "sent": {}, "received": {},
+                                  "transport": {}}  # fmt: skip
         if self._pc is None:
             return result
         report = await self._pc.getStats()
         for stat in report.values():
             kind = getattr(stat, "kind", None)
-            if stat.type == "outbound-rtp":
+            if stat.type == "transport":
+                result["transport"] = {
+                    "packets_sent": stat.packetsSent, "packets_received": stat.packetsReceived,
+                    "bytes_sent": stat.bytesSent, "bytes_received": stat.bytesReceived,
+                }  # fmt: skip
+            elif stat.type == "outbound-rtp":
                 result["sent"].setdefault(kind, {}).update(
-                    packets=stat.packetsSent, bytes=stat.bytesSent
+                    codec=self._codecs.get(kind), packets=stat.packetsSent, bytes=stat.bytesSent
                 )
             elif stat.type == "remote-inbound-rtp":
                 result["sent"].setdefault(kind, {}).update(
@@ -444,6 +507,7 @@ class Call(Emitter):
             elif stat.type == "inbound-rtp":
                 clock = 48000 if kind == "audio" else 90000
                 result["received"][kind] = {
+                    "codec": self._codecs.get(kind),
                     "packets": stat.packetsReceived,
                     "packets_lost": stat.packetsLost,
                     "jitter": stat.jitter / clock,
@@ -475,7 +539,9 @@ class Call(Emitter):
         elif kind == "hangup":
             reason = message.get("reason")
             self.remote_end_reason = reason if isinstance(reason, str) else None
-            await self._end("remote_hangup")
+            await self._end("transferred" if reason == "transferred" else "remote_hangup")
+        elif kind == "transfer" and self.state in ("connected", "held"):
+            self.emit("transfer", str(message["target"]), message.get("replaces"))
         elif kind == "mediastatus":
             self.remote_muted = {
                 "audio": bool(message.get("audio_muted")),
@@ -580,6 +646,7 @@ class Call(Emitter):
         """Once the answer is known: our audio jitter buffer, and DTMF (RFC 4733 both ways if
         negotiated, else listening for in-band tones)."""
         assert self._pc is not None
+        self._codecs = _negotiated_codecs(answer_sdp)
         settled = dtmf.negotiated(answer_sdp)
         audio = next((t for t in self._pc.getTransceivers() if t.kind == "audio"), None)
         if settled is None or audio is None:

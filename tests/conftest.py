@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 # Tests use loopback only, whatever other interfaces this host has (see DEVELOPERS.md).
 os.environ.setdefault("CALLBOT_ICE_ADDRESSES", "127.0.0.1")
 
+from callbot.bot import Bot
 from callbot.call import Call
 from callbot.media import generate
 from callbot.signaling.direct import connect_direct
@@ -64,3 +66,17 @@ async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
     """A relay on 127.0.0.1 (free port) with its own state dir."""
     async with Relay(port=0, state_dir=tmp_path / "relay-state") as running:
         yield running
+
+
+@pytest.fixture
+async def make_bot(relay: Relay) -> AsyncIterator[Callable[..., Bot]]:
+    """Factory for bots on the test relay (started by the test); all are stopped at the end."""
+    bots: list[Bot] = []
+
+    def make(user: str, **kwargs: object) -> Bot:
+        bot = Bot(user, server=relay.url, token=relay.mint(user), **kwargs)  # type: ignore[arg-type]
+        bots.append(bot)
+        return bot
+
+    yield make
+    await asyncio.gather(*(b.stop() for b in bots), return_exceptions=True)

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -18,20 +17,6 @@ from callbot.signaling.relay import Relay
 from callbot.signaling.state import RelayState
 
 from helpers import collect_frames
-
-
-@pytest.fixture
-async def make_bot(relay: Relay) -> AsyncIterator[Callable[..., Bot]]:
-    """Factory for started-later bots on the test relay; all are stopped at the end."""
-    bots: list[Bot] = []
-
-    def make(user: str, **kwargs: object) -> Bot:
-        bot = Bot(user, server=relay.url, token=relay.mint(user), **kwargs)  # type: ignore[arg-type]
-        bots.append(bot)
-        return bot
-
-    yield make
-    await asyncio.gather(*(b.stop() for b in bots), return_exceptions=True)
 
 
 def _echo(bot: Bot) -> None:

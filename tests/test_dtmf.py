@@ -8,6 +8,7 @@ import pytest
 
 from callbot import CallConfig, InvalidStateError
 from callbot.signaling.direct import connect_direct
+
 from helpers import drop_outgoing_rtp
 
 ALL_KEYS = "0123456789*#ABCD"

@@ -59,6 +59,7 @@ class RelayClient:
         max_calls: int | None = None,
         claims: Callable[[], list[dict[str, str]]] = list,
         on_token_expiring: Callable[[], Awaitable[str]] | None = None,
+        on_welcome: Callable[[dict[str, Any]], None] | None = None,
         reconnect: bool = True,
     ) -> None:
         self.url = url
@@ -73,6 +74,7 @@ class RelayClient:
         self._on_message = on_message
         self._claims = claims
         self._on_token_expiring = on_token_expiring
+        self._on_welcome = on_welcome
         self._reconnect = reconnect
         self._websocket: ClientConnection | None = None
         self._buffer: deque[dict[str, Any]] = deque(maxlen=MAX_BUFFERED)
@@ -99,6 +101,10 @@ class RelayClient:
             raise SignalingError(
                 "unreachable", f"no welcome from {self.url} in {timeout}s"
             ) from None
+
+    def queue(self, message: dict[str, Any]) -> None:
+        """Send a message right after the next welcome (or with the next flush)."""
+        self._buffer.append(message)
 
     async def send(self, message: dict[str, Any]) -> None:
         """Send a message now, or as soon as the relay is back."""
@@ -191,6 +197,8 @@ class RelayClient:
         self._welcomed.set()
         if self._first is not None and not self._first.done():
             self._first.set_result(None)
+        if self._on_welcome is not None:
+            self._on_welcome(message)  # e.g. restore presence: queued before the buffer below
         while self._buffer:
             await websocket.send(encode(self._buffer.popleft()))
         self._schedule_refresh()

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .presence import MAX_TEXT, MAX_WATCHED, STATUSES, PresenceBoard
+
 VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.@:+-]{1,128}")  # always used with fullmatch
@@ -62,10 +64,15 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
                     "to": ((str,), _OPT)},
     "hold": {"call_id": ((str,), _REQ), "to": ((str,), _OPT)},
     "resume": {"call_id": ((str,), _REQ), "to": ((str,), _OPT)},
+    "transfer": {"call_id": ((str,), _REQ), "target": ((str,), _REQ),
+                 "replaces": ((str, _NONE), _OPT), "to": ((str,), _OPT)},
+    "presence_set": {"status": ((str,), _REQ), "text": ((str, _NONE), _OPT)},
+    "presence_subscribe": {"users": ((list,), _REQ)},
+    "presence_unsubscribe": {"users": ((list,), _REQ)},
 }  # fmt: skip
 
 #: Messages about an established call, forwarded to the other party as they are.
-IN_CALL = frozenset({"ice", "renegotiate", "mediastatus", "hold", "resume"})
+IN_CALL = frozenset({"ice", "renegotiate", "mediastatus", "hold", "resume", "transfer"})
 #: Messages only the called side may send.
 CALLEE_ONLY = frozenset({"call_ringing", "call_answer", "call_reject"})
 REJECT_REASONS = frozenset({"busy", "decline"})
@@ -133,8 +140,8 @@ def validate(message: dict[str, Any]) -> dict[str, Any]:
                 INVALID_MESSAGE, f"{kind}: field {name!r} must be {expected}", call_id
             )
         clean[name] = value
-    for name in ("call_id", "to"):
-        if name in clean and not ID_PATTERN.fullmatch(clean[name]):
+    for name in ("call_id", "to", "target", "replaces"):
+        if isinstance(clean.get(name), str) and not ID_PATTERN.fullmatch(clean[name]):
             raise ProtocolError(
                 INVALID_MESSAGE, f"{kind}: {name} {clean[name]!r} is not a valid id"
             )
@@ -161,6 +168,19 @@ def _check_values(message: dict[str, Any], call_id: str | None) -> None:
                 raise ProtocolError(INVALID_MESSAGE, "hello: calls items are {call_id, peer}")
     elif kind == "call_reject" and message["reason"] not in REJECT_REASONS:
         raise ProtocolError(INVALID_MESSAGE, "call_reject: reason must be busy or decline", call_id)
+    elif kind == "presence_set":
+        if message["status"] not in STATUSES:
+            raise ProtocolError(INVALID_MESSAGE, "presence_set: status is available, away or dnd")
+        if len(message.get("text") or "") > MAX_TEXT:
+            raise ProtocolError(INVALID_MESSAGE, f"presence_set: text over {MAX_TEXT} characters")
+    elif kind in ("presence_subscribe", "presence_unsubscribe"):
+        users = message["users"]
+        if len(users) > MAX_WATCHED or not all(
+            isinstance(u, str) and ID_PATTERN.fullmatch(u) for u in users
+        ):
+            raise ProtocolError(
+                INVALID_MESSAGE, f"{kind}: users is a list of at most {MAX_WATCHED} user ids"
+            )
 
 
 def error(code: str, message: str, call_id: str | None = None) -> dict[str, Any]:
@@ -302,6 +322,8 @@ class RelayCore:
         self._calls: dict[str, _Call] = {}
         self._recently_ended: OrderedDict[str, None] = OrderedDict()
         self._dispatched = 0
+        self._presence = PresenceBoard(lambda user: user in self._by_user, self._on_call)
+        self._touched: set[str] = set()  # users whose presence may have changed
         self.counters: dict[str, int] = {"messages": 0}
 
     # -- introspection (metrics, tests) --------------------------------------------------------
@@ -335,6 +357,9 @@ class RelayCore:
         return []
 
     def received(self, conn: str, data: str | bytes, now: float) -> list[Action]:
+        return self._receive(conn, data, now) + self._presence_updates()
+
+    def _receive(self, conn: str, data: str | bytes, now: float) -> list[Action]:
         session = self._sessions.get(conn)
         if session is None or session.closing:
             return []
@@ -356,11 +381,16 @@ class RelayCore:
             return [Send(conn, error(exc.code, exc.message, exc.call_id))]
 
     def closed(self, conn: str, now: float) -> list[Action]:
+        return self._close(conn, now) + self._presence_updates()
+
+    def _close(self, conn: str, now: float) -> list[Action]:
         session = self._sessions.pop(conn, None)
         if session is None:
             return []
         actions: list[Action] = []
+        self._presence.forget_connection(conn)
         if session.user is not None:
+            self._touched.add(session.user)
             self._by_user.get(session.user, set()).discard(conn)
             if not self._by_user.get(session.user):
                 self._by_user.pop(session.user, None)
@@ -400,7 +430,7 @@ class RelayCore:
                 actions += self._end_call(call, "no_answer")
             elif absent_too_long:
                 actions += self._end_call(call, "unavailable")
-        return actions
+        return actions + self._presence_updates()
 
     def recheck_tokens(self, generation_of: Callable[[str], int]) -> list[Action]:
         """After a revocation: cut every session whose token generation is now stale."""
@@ -428,6 +458,7 @@ class RelayCore:
         session.expires_at = identity.expires_at
         session.generation = identity.generation
         self._by_user.setdefault(user, set()).add(session.conn)
+        self._touched.add(user)
         actions: list[Action] = [
             Send(session.conn, {
                 "type": "welcome", "user": user, "role": session.role,
@@ -454,6 +485,7 @@ class RelayCore:
             me, other = _Party(session.user, None), _Party(peer, None, absent_since=now)
             call = _Call(call_id, me, other, set(), True, now, restored=True)
             self._calls[call_id] = call
+            self._touched.add(session.user)
         if not call.answered and call.callee.user == session.user:
             call.ringing.add(session.conn)  # a callee device back while the call still rings
             session.calls.add(call_id)
@@ -478,6 +510,8 @@ class RelayCore:
             raise ProtocolError(INVALID_MESSAGE, "already authenticated")
         if kind == "refresh":
             return self._refresh(session, message, now)
+        if kind.startswith("presence_"):
+            return self._presence_message(session, message)
         if kind == "call_offer":
             return self._offer(session, message, now)
         call = self._calls.get(message["call_id"])
@@ -497,6 +531,31 @@ class RelayCore:
         if kind == "hangup":
             return self._end_call(call, "cancelled", message=outgoing, sender=session.conn)
         return self._to_party(call, other, outgoing)
+
+    def _presence_message(self, session: _Session, message: dict[str, Any]) -> list[Action]:
+        assert session.user is not None
+        kind = message["type"]
+        if kind == "presence_set":
+            self._presence.choose(session.user, message["status"], message.get("text"))
+            self._touched.add(session.user)
+            return []
+        if kind == "presence_unsubscribe":
+            self._presence.unsubscribe(session.conn, message["users"])
+            return []
+        states = self._presence.subscribe(session.conn, message["users"])
+        return [Send(session.conn, {"type": "presence_list", "users": states})]
+
+    def _on_call(self, user: str) -> bool:
+        for conn in self._by_user.get(user, ()):
+            for call_id in self._sessions[conn].calls:
+                call = self._calls.get(call_id)
+                if call is not None and call.answered and not call.ended:
+                    return True
+        return False
+
+    def _presence_updates(self) -> list[Action]:
+        touched, self._touched = self._touched, set()
+        return [Send(conn, message) for conn, message in self._presence.updates(touched)]
 
     def _refresh(self, session: _Session, message: dict[str, Any], now: float) -> list[Action]:
         identity = self._authenticate(message["token"], now)
@@ -551,6 +610,7 @@ class RelayCore:
             raise ProtocolError(INVALID_MESSAGE, "call is not ringing here", call.call_id)
         call.answered = True
         call.callee.conn = session.conn
+        self._touched.update((call.caller.user, call.callee.user))
         others = call.ringing - {session.conn}
         call.ringing = set()
         actions = self._deliver(call.caller, outgoing)
@@ -630,6 +690,7 @@ class RelayCore:
         still ringing get a relay `hangup` with `reason` too.
         """
         actions: list[Action] = []
+        self._touched.update(p.user for p in call.parties())
         sides = call.party_of(sender) if sender is not None else None
         for party in call.parties():
             other = call.callee if party is call.caller else call.caller

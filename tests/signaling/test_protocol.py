@@ -1191,3 +1191,68 @@ def test_after_a_fatal_error_nothing_more_happens(core: RelayCore) -> None:
     assert_fatal(send(core, "x", offer("c1", "bob")), "x", "auth_failed", 4001)
     assert send(core, "x", {"type": "hello", "token": "good:x"}) == []
     assert core.tick(100.0) == []  # no repeated error while the close completes
+
+
+# -- presence and transfer --------------------------------------------------------------------
+
+
+def presence_of(actions: list[Action], conn: str) -> list[tuple[str, str, str | None]]:
+    return [
+        (m["user"], m["status"], m["text"])
+        for m in sent_to(actions, conn)
+        if m["type"] == "presence_update"
+    ]
+
+
+def test_presence_follows_connections_choices_and_calls(tokens: FakeTokens) -> None:
+    core = make_core(tokens)
+    login(core, "a", "alice")
+    listing = only_to(send(core, "a", {"type": "presence_subscribe", "users": ["bob"]}), "a")
+    assert listing == {"type": "presence_list",
+                       "users": [{"user": "bob", "status": "offline", "text": None}]}  # fmt: skip
+    core.opened("b", 0.0)
+    actions = send(core, "b", {"type": "hello", "token": "good:bob"})
+    assert presence_of(actions, "a") == [("bob", "available", None)]
+    actions = send(core, "b", {"type": "presence_set", "status": "dnd", "text": "focus"})
+    assert presence_of(actions, "a") == [("bob", "dnd", "focus")]
+    assert presence_of(send(core, "a", offer("c1", "bob")), "a") == []  # ringing is not on_call
+    assert presence_of(send(core, "b", answer("c1")), "a") == [("bob", "on_call", "focus")]
+    assert presence_of(send(core, "b", hangup("c1")), "a") == [("bob", "dnd", "focus")]
+
+
+def test_presence_on_call_and_offline(tokens: FakeTokens) -> None:
+    core = make_core(tokens)
+    login(core, "w", "watcher")
+    login(core, "a", "alice")
+    login(core, "b", "bob")
+    send(core, "w", {"type": "presence_subscribe", "users": ["alice", "bob"]})
+    send(core, "a", offer("c1", "bob"))
+    actions = send(core, "b", answer("c1"))
+    assert sorted(presence_of(actions, "w")) == [
+        ("alice", "on_call", None),
+        ("bob", "on_call", None),
+    ]
+    actions = send(core, "a", hangup("c1"))
+    assert sorted(presence_of(actions, "w")) == [("alice", "available", None),
+                                                 ("bob", "available", None)]  # fmt: skip
+    assert presence_of(core.closed("b", 1.0), "w") == [("bob", "offline", None)]
+    send(core, "w", {"type": "presence_unsubscribe", "users": ["alice"]})
+    assert presence_of(core.closed("a", 2.0), "w") == []
+
+
+def test_presence_validation(core: RelayCore) -> None:
+    assert_error(
+        send(core, "a", {"type": "presence_set", "status": "busy"}), "a", "invalid_message"
+    )
+    too_long = {"type": "presence_set", "status": "away", "text": "x" * 300}
+    assert_error(send(core, "a", too_long), "a", "invalid_message")
+    bad_users = {"type": "presence_subscribe", "users": ["ok", "not ok"]}
+    assert_error(send(core, "a", bad_users), "a", "invalid_message")
+
+
+def test_transfer_is_forwarded_in_an_answered_call(core: RelayCore) -> None:
+    established(core)
+    message = {"type": "transfer", "call_id": "c1", "target": "carol", "replaces": "c9"}
+    assert only_to(send(core, "b", message), "a") == {**message, "from": "bob"}
+    bad = {"type": "transfer", "call_id": "c1", "target": "no one"}
+    assert_error(send(core, "b", bad), "b", "invalid_message")
