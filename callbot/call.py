@@ -398,7 +398,8 @@ class Call(Emitter):
 
     async def send_dtmf(self, digits: str, duration_ms: int = 100, gap_ms: int = 70) -> None:
         """Send DTMF keys (0-9 * # A-D), each `duration_ms` long then `gap_ms` apart: as RFC 4733
-        telephone-events when negotiated, else as in-band tones. Returns once they are sent."""
+        telephone-events when negotiated, else as in-band tones. Returns once they are sent (or
+        the call ended meanwhile: an IVR may hang up on the key it just got)."""
         self._require_in_call("send DTMF")
         keys = dtmf.check_digits(digits)
         if not 40 <= duration_ms <= 2000 or not 40 <= gap_ms <= 2000:

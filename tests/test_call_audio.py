@@ -32,9 +32,8 @@ async def test_tone_file_arrives_with_its_frequency_and_length(
     assert result == "finished"
     clip = analysis.load_audio(tmp_path / "received.wav")
     assert abs(analysis.dominant_frequency(clip) - 440.0) <= 5.0
-    span = analysis.active_span(clip)
-    assert span is not None
-    assert abs((span[1] - span[0]) - 3.0) <= 0.03 * 3.0
+    # all of the file arrived, whatever pause a busy machine may have put in the middle
+    assert abs(analysis.active_seconds(clip) - 3.0) <= 0.03 * 3.0
 
 
 async def test_both_directions_at_once(call_pair, tone_file, tmp_path: Path) -> None:
@@ -170,8 +169,7 @@ async def test_bad_files_raise_media_error_and_the_call_goes_on(
     await asyncio.sleep(0.4)
     await recording.stop()
     clip = analysis.load_audio(tmp_path / "after.wav")
-    span = analysis.active_span(clip)
-    assert span is not None and abs((span[1] - span[0]) - 2.0) <= 0.06
+    assert abs(analysis.active_seconds(clip) - 2.0) <= 0.06
     assert abs(analysis.dominant_frequency(clip) - 440.0) <= 5.0
 
 
@@ -199,5 +197,4 @@ async def test_record_formats(call_pair, tone_file, tmp_path: Path, suffix: str)
     await recording.stop()
     clip = analysis.load_audio(path)
     assert abs(analysis.dominant_frequency(clip) - 660.0) <= 5.0
-    span = analysis.active_span(clip)
-    assert span is not None and abs((span[1] - span[0]) - 1.5) <= 0.1
+    assert abs(analysis.active_seconds(clip) - 1.5) <= 0.1

@@ -158,6 +158,14 @@ def active_span(
     return float(loud[0] * step), float((loud[-1] + 1) * step)
 
 
+def active_seconds(
+    source: AudioInput, threshold_db: float = -40.0, window: float = 0.01, rate: int | None = None
+) -> float:
+    """How many seconds are louder than `threshold_db`, wherever they are (pauses not counted)."""
+    levels, step = window_levels(source, window, rate)
+    return float(np.count_nonzero(levels >= threshold_db) * step)
+
+
 def dominant_frequency(source: AudioInput, rate: int | None = None) -> float:
     """The strongest frequency in Hz (Hann-windowed FFT with parabolic peak interpolation)."""
     clip = to_clip(source, rate)

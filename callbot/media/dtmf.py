@@ -158,9 +158,10 @@ class Rfc4733Sender:
         return asyncio.gather(*futures)
 
     def cancel(self) -> None:
+        """Forget the keys not sent yet (the call ended); whoever waits for them is released."""
         for key in [*self._keys, *([self._current] if self._current else [])]:
             if not key.done.done():
-                key.done.cancel()
+                key.done.set_result(None)
         self._keys.clear()
         self._current = None
 

@@ -92,9 +92,10 @@ class OutgoingAudioTrack(_OutgoingTrack):
         return done
 
     def cancel_inserts(self) -> None:
-        """Drop inserted frames not sent yet (their futures are cancelled)."""
+        """Drop inserted frames not sent yet; whoever waits for them is released."""
         for _, done in self._inserts:
-            done.cancel()
+            if not done.done():
+                done.set_result(None)
         self._inserts.clear()
 
     def _next_insert(self) -> av.AudioFrame | None:

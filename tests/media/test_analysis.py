@@ -81,3 +81,12 @@ def test_dtmf_ignores_single_tones_chords_and_noise() -> None:
 def test_dtmf_survives_opus(tmp_path: Path) -> None:
     path = generate.write_dtmf(tmp_path / "keys.ogg", "159#", rate=48000)
     assert analysis.dtmf_digits(path) == "159#"
+
+
+def test_active_seconds_ignores_pauses() -> None:
+    rate = 8000
+    tone = generate.tone_samples(440, 0.5, rate)
+    gap = np.zeros(int(0.3 * rate), np.float32)
+    assert analysis.active_seconds(np.concatenate([tone, gap, tone]), rate=rate) == pytest.approx(
+        1.0, abs=0.02
+    )
