@@ -34,6 +34,7 @@ from .config import CallConfig
 from .errors import CallbotError, CallError, InvalidStateError
 from .events import Emitter
 from .ice import IceConfig
+from .identity import IdentityError, IdentityKey, KnownPeers, Trust
 from .signaling.client import RelayClient
 from .signaling.relay import DEFAULT_HOST, DEFAULT_PORT, Relay
 from .signaling.state import RelayState
@@ -138,7 +139,7 @@ class Bot(Emitter):
         user_id: str,
         server: str | None = None,
         token: str | None = None,
-        identity: Any = None,
+        identity: IdentityKey | str | Path | None = None,
         *,
         role: str = "bot",
         max_calls: int | None = None,
@@ -149,12 +150,19 @@ class Bot(Emitter):
         state_dir: str | Path | None = None,
         on_token_expiring: Callable[[], Awaitable[str]] | None = None,
         follow_transfers: bool = True,
+        known_peers: KnownPeers | str | Path | None = None,
+        require_signatures: bool = False,
+        trust_on_first_use: bool = False,
     ) -> None:
         super().__init__()
         self.user_id = user_id
         self.server = server or os.environ.get(ENV_SERVER) or None
         self.token = token or (os.environ.get(ENV_TOKEN) if self.server else None) or None
-        self.identity = identity
+        self.identity = IdentityKey.load(identity) if isinstance(identity, str | Path) else identity
+        if not isinstance(known_peers, KnownPeers) and (
+            known_peers is not None or trust_on_first_use
+        ):
+            known_peers = KnownPeers(known_peers, trust_on_first_use=trust_on_first_use)
         self.role = role
         self.max_calls = max_calls
         self.state_dir = state_dir
@@ -163,6 +171,9 @@ class Bot(Emitter):
             video_size=video_size,
             video_codec=video_codec,
         )
+        if self.identity is not None or known_peers is not None or require_signatures:
+            trust = Trust(self.identity, known_peers, require_signatures)  # type: ignore[arg-type]
+            self.config = replace(self.config, trust=trust)
         self._on_token_expiring = on_token_expiring
         self.follow_transfers = follow_transfers
         #: Last known presence of the users followed: user -> {user, status, text}.
@@ -222,6 +233,7 @@ class Bot(Emitter):
             video=video,
             metadata=metadata,
             place_call=self._place_for_transfer,
+            local_user=self.user_id,
         )
         self._register(call)
         await call.start()
@@ -460,12 +472,20 @@ class Bot(Emitter):
             remote_offer=offer["sdp"],
             metadata=offer.get("metadata") or {},
             place_call=self._place_for_transfer,
+            local_user=self.user_id,
+            remote_signature=offer.get("sig"),
         )
         replaced = self._replaced_by(call)
         if self.max_calls is not None and len(self.active_calls) >= self.max_calls and not replaced:
             await call.reject("busy")
             return
         self._register(call)
+        try:
+            call.verify_offer()
+        except IdentityError as exc:
+            logger.warning("call %s from %s refused: %s", call.id, caller, exc)
+            await call.refuse(exc)
+            return
         if replaced is not None:  # the far end of an attended transfer: take it over at once
             await call.answer(video=replaced.has_video)
             await replaced.hangup("transferred")

@@ -33,6 +33,7 @@ from .config import CallConfig
 from .errors import CallbotError, CallError, InvalidStateError, MediaError
 from .events import Emitter
 from .ice import gather_within
+from .identity import IdentityError, KnownPeers
 from .media import dtmf, jitter
 from .media.decoder import AUDIO_FRAME_SAMPLES, AudioFramer, FileDecoder
 from .media.generate import dtmf_samples
@@ -94,7 +95,9 @@ class Call(Emitter):
         video: bool = False,
         metadata: dict[str, Any] | None = None,
         remote_offer: str | None = None,
+        remote_signature: Any = None,
         place_call: PlaceCall | None = None,
+        local_user: str = "",
     ) -> None:
         super().__init__()
         self.id = call_id or uuid.uuid4().hex
@@ -117,6 +120,10 @@ class Call(Emitter):
         self._rfc4733: dtmf.Rfc4733Sender | None = None
         self._signaling = signaling
         self._place_call = place_call
+        self.local_user = local_user
+        self._remote_signature = remote_signature
+        #: Whether the peer's offer or answer carried a signature verified against a pinned key.
+        self.peer_verified = False
         self._consultation: Call | None = None
         self._remote_offer = remote_offer
         self._pc: RTCPeerConnection | None = None
@@ -214,12 +221,14 @@ class Call(Emitter):
         await self._guard(self._describe(pc, "offer"))
         self._set_state("calling")
         self._arm_timer(self.config.ring_timeout, "no_answer")
+        sdp = pc.localDescription.sdp
         await self._send(
             {
                 "type": "call_offer",
                 "to": self.peer,
-                "sdp": pc.localDescription.sdp,
+                "sdp": sdp,
                 "metadata": self.metadata,
+                "sig": self._sign(self.local_user, self.peer, sdp),
             }
         )
 
@@ -245,8 +254,24 @@ class Call(Emitter):
         self._set_state("connecting")
         self._arm_timer(self.config.connect_timeout, "failed")
         await self._guard(self._describe(pc, "answer"))
-        self._setup_receive(pc.localDescription.sdp)
-        await self._send({"type": "call_answer", "sdp": pc.localDescription.sdp})
+        sdp = pc.localDescription.sdp
+        self._setup_receive(sdp)
+        await self._send(
+            {"type": "call_answer", "sdp": sdp, "sig": self._sign(self.peer, self.local_user, sdp)}
+        )
+
+    def verify_offer(self) -> None:
+        """Inbound: check the caller's signature (raises `IdentityError` when it must refuse)."""
+        assert self._remote_offer is not None
+        self.peer_verified = self._check(self._remote_signature, self.peer, self.local_user,
+                                         self._remote_offer)  # fmt: skip
+
+    async def refuse(self, error: CallbotError) -> None:
+        """End the call at once because of `error` (e.g. a bad signature), telling the peer."""
+        code = getattr(error, "code", "refused")
+        self._failure = self._failure or error
+        self.emit("error", error)
+        await self._end("failed", notify=code)
 
     async def reject(self, reason: Literal["busy", "decline"] = "decline") -> None:
         """Inbound: refuse the ringing call."""
@@ -563,6 +588,16 @@ class Call(Emitter):
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _sign(self, caller: str, callee: str, sdp: str) -> dict[str, str] | None:
+        key = self.config.trust.key
+        return key.sign(self.id, caller, callee, sdp) if key is not None else None
+
+    def _check(self, signature: Any, caller: str, callee: str, sdp: str) -> bool:
+        trust = self.config.trust
+        peers = trust.peers or KnownPeers()
+        return peers.check(self.peer, signature, self.id, caller, callee, sdp,
+                           trust.require_signatures)  # fmt: skip
+
     def _create_peer_connection(self) -> RTCPeerConnection:
         pc = RTCPeerConnection(self.config.ice.rtc_configuration())
         self._pc = pc
@@ -609,12 +644,18 @@ class Call(Emitter):
             logger.debug("call %s: answer in state %s ignored", self.id, self.state)
             return
         self._cancel_timer()
+        sdp = str(message.get("sdp", ""))
+        try:
+            self.peer_verified = self._check(message.get("sig"), self.local_user, self.peer, sdp)
+        except IdentityError as exc:
+            await self.refuse(exc)
+            return
         self._set_state("connecting")
         self._arm_timer(self.config.connect_timeout, "failed")
         with contextlib.suppress(CallbotError):
             await self._guard(
                 self._pc.setRemoteDescription(
-                    RTCSessionDescription(str(message.get("sdp", "")), "answer")
+                    RTCSessionDescription(sdp, "answer")
                 )
             )
             await self._apply_early_candidates()

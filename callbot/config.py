@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .ice import IceConfig
+from .identity import Trust
 
 VIDEO_CODECS = ("vp8", "h264")
 
@@ -21,6 +22,8 @@ class CallConfig:
     #: "auto": RFC 4733 telephone-events when both ends negotiate them, else in-band tones;
     #: "inband": always tones (telephone-event is not offered or accepted).
     dtmf: str = "auto"
+    #: Identity key to sign with, pinned peer keys to check, and whether unsigned is refused.
+    trust: Trust = field(default_factory=Trust)
 
     def __post_init__(self) -> None:
         if self.dtmf not in ("auto", "inband"):

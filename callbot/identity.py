@@ -1,20 +1,38 @@
-"""Session tokens: signed JWTs (HS256) carrying `sub`, `iat`, `exp` and a revocation `gen`.
+"""Who is who: relay session tokens, and identity keys that sign offers and answers.
 
-A token is valid while it has not expired and its `gen` equals the user's current generation
-in the relay's state; `callbot token revoke USER` bumps the generation, which invalidates every
+Session tokens are signed JWTs (HS256) carrying `sub`, `iat`, `exp` and a revocation `gen`. A
+token is valid while it has not expired and its `gen` equals the user's current generation in
+the relay's state; `callbot token revoke USER` bumps the generation, which invalidates every
 token issued before, at once.
+
+Identity keys (Ed25519, `callbot keygen`) sign each offer and answer over the call id, both
+parties and the SDP's DTLS fingerprints; peers check them against pinned keys, so a relay that
+swaps certificates to intercept media is caught.
 """
 
 from __future__ import annotations
 
+import base64
+import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import jwt
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 from .errors import CallbotError
+
+logger = logging.getLogger(__name__)
 
 ALGORITHM = "HS256"
 ISSUER = "callbot"
@@ -81,3 +99,147 @@ def verify_token(
     if generation != generation_of(user):
         raise AuthError("session_revoked", f"tokens of {user} were revoked")
     return TokenClaims(user, float(claims["iat"]), expires, generation)
+
+
+# -- identity keys: signed offers and answers ---------------------------------------------------
+
+SIGNATURE_VERSION = "callbot-call-signature/1"
+
+
+class IdentityError(CallbotError):
+    """A peer's signature is missing, unknown or does not match: the call is refused."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(f"{code}: {message}")
+
+
+def fingerprints(sdp: str) -> list[str]:
+    """The DTLS certificate fingerprints an SDP announces (`sha-256 AB:CD:...`), sorted."""
+    found = set()
+    for line in sdp.splitlines():
+        if line.startswith("a=fingerprint:"):
+            algorithm, _, value = line[len("a=fingerprint:") :].strip().partition(" ")
+            found.add(f"{algorithm.lower()} {value.strip().upper()}")
+    return sorted(found)
+
+
+def signed_text(call_id: str, caller: str, callee: str, sdp: str) -> bytes:
+    """What a signature covers: the call, both parties and the DTLS fingerprints, so a relay
+    that swaps the certificate (to sit in the middle of the media) breaks the signature."""
+    return "\n".join([SIGNATURE_VERSION, call_id, caller, callee, *fingerprints(sdp)]).encode()
+
+
+class IdentityKey:
+    """An Ed25519 key pair that signs this side's offers and answers."""
+
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self._private = private_key
+
+    @classmethod
+    def generate(cls) -> IdentityKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def load(cls, path: str | Path) -> IdentityKey:
+        try:
+            key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+        except (OSError, ValueError) as exc:
+            raise IdentityError("bad_key", f"cannot read identity key {path}: {exc}") from exc
+        if not isinstance(key, Ed25519PrivateKey):
+            raise IdentityError("bad_key", f"{path} is not an Ed25519 private key")
+        return cls(key)
+
+    def save(self, path: str | Path) -> None:
+        """Write the private key (PEM, readable by the owner only)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pem = self._private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(pem)
+        os.chmod(path, 0o600)
+
+    @property
+    def public_key(self) -> str:
+        """The public key as base64 of its 32 raw bytes (what `known_peers` files hold)."""
+        raw = self._private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        return base64.b64encode(raw).decode()
+
+    def sign(self, call_id: str, caller: str, callee: str, sdp: str) -> dict[str, str]:
+        signature = self._private.sign(signed_text(call_id, caller, callee, sdp))
+        return {"alg": "ed25519", "key": self.public_key,
+                "sig": base64.b64encode(signature).decode()}  # fmt: skip
+
+
+class KnownPeers:
+    """Pinned public keys, one `user base64-key` per line of a text file (`#` comments).
+
+    With `trust_on_first_use`, the first key seen for a user without one is pinned (and
+    logged); otherwise unknown users are not trusted.
+    """
+
+    def __init__(self, path: str | Path | None = None, trust_on_first_use: bool = False) -> None:
+        self.path = Path(path) if path is not None else None
+        self.trust_on_first_use = trust_on_first_use
+        self.keys: dict[str, str] = {}
+        if self.path is not None and self.path.exists():
+            for number, line in enumerate(self.path.read_text().splitlines(), 1):
+                line = line.split("#", 1)[0].strip()
+                if not line:
+                    continue
+                user, _, key = line.partition(" ")
+                if not key.strip():
+                    raise IdentityError("bad_key", f"{self.path}:{number}: expected 'user key'")
+                self.keys[user] = key.strip()
+
+    def pin(self, user: str, key: str) -> None:
+        self.keys[user] = key
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as file:
+                file.write(f"{user} {key}\n")
+
+    def check(self, user: str, sig: Any, call_id: str, caller: str, callee: str, sdp: str,
+              require: bool) -> bool:  # fmt: skip
+        """Verify `user`'s signature; True if verified, False if acceptable unverified."""
+        if not isinstance(sig, dict) or not isinstance(sig.get("sig"), str):
+            if require:
+                raise IdentityError("unsigned", f"{user} sent an unsigned description")
+            return False
+        pinned = self.keys.get(user)
+        if pinned is None:
+            if self.trust_on_first_use and isinstance(sig.get("key"), str):
+                logger.warning("trusting %s's key on first use: %s", user, sig["key"])
+                self.pin(user, sig["key"])
+                pinned = sig["key"]
+            elif require:
+                raise IdentityError("unknown_peer", f"no pinned key for {user}")
+            else:
+                return False
+        if sig.get("key") not in (None, pinned):
+            raise IdentityError("identity_mismatch", f"{user} signed with an unknown key")
+        try:
+            public = Ed25519PublicKey.from_public_bytes(base64.b64decode(pinned))
+            public.verify(base64.b64decode(sig["sig"]), signed_text(call_id, caller, callee, sdp))
+        except (InvalidSignature, ValueError) as exc:
+            raise IdentityError(
+                "identity_mismatch",
+                f"{user}'s signature does not match this call (tampered SDP or key): {exc!r}",
+            ) from None
+        return True
+
+
+@dataclass(frozen=True)
+class Trust:
+    """How calls prove and check who is at the other end (see docs/security.md)."""
+
+    key: IdentityKey | None = None
+    peers: KnownPeers | None = None
+    require_signatures: bool = False
