@@ -653,11 +653,7 @@ class Call(Emitter):
         self._set_state("connecting")
         self._arm_timer(self.config.connect_timeout, "failed")
         with contextlib.suppress(CallbotError):
-            await self._guard(
-                self._pc.setRemoteDescription(
-                    RTCSessionDescription(sdp, "answer")
-                )
-            )
+            await self._guard(self._pc.setRemoteDescription(RTCSessionDescription(sdp, "answer")))
             await self._apply_early_candidates()
             self._setup_receive(self._pc.remoteDescription.sdp)
 
@@ -694,10 +690,11 @@ class Call(Emitter):
         if settled is None or audio is None:
             return
         jitter.use_for(audio.receiver)
+        if settled.event_payload_types:
+            dtmf.hook_receiver(audio.receiver, set(settled.event_payload_types), self._on_dtmf)
         if settled.event_payload_type is None:
             self._incoming["audio"].add_sink(dtmf.InbandDtmfListener(self._on_dtmf))
             return
-        dtmf.hook_receiver(audio.receiver, {settled.event_payload_type}, self._on_dtmf)
         self._rfc4733 = dtmf.Rfc4733Sender(
             audio.sender._ssrc,
             settled.audio_payload_type,
@@ -727,9 +724,32 @@ class Call(Emitter):
             self._set_state("connected")
             if not self._connected.done():
                 self._connected.set_result(None)
+            if self.config.media_timeout > 0:
+                self._spawn(self._watch_media())
             self.emit("connected")
         elif state == "failed" and self.state != "ended":
             self._spawn(self._end("timeout" if self._connected_at else "failed", notify="failed"))
+
+    async def _watch_media(self) -> None:
+        """End the call `timeout` when the peer stops sending media: it vanished (killed,
+        unplugged), which ICE consent checks alone would take about 30 s to notice. A held
+        call may carry no media at all, so the clock restarts when it is resumed."""
+        limit = self.config.media_timeout
+        watched = [
+            self._incoming[t.kind]
+            for t in (self._pc.getTransceivers() if self._pc else [])
+            if t.kind in self._incoming and t.currentDirection in ("sendrecv", "recvonly")
+        ]
+        since = time.monotonic()
+        while self.state in ("connected", "held") and watched:
+            await asyncio.sleep(min(1.0, limit / 4))
+            if self.state == "held":
+                since = time.monotonic()
+                continue
+            last = max((s.last_frame_at or since for s in watched), default=since)
+            if time.monotonic() - max(last, since) > limit:
+                logger.info("call %s: no media from %s for %.0f s", self.id, self.peer, limit)
+                await self._end("timeout", notify="timeout")
 
     async def _set_muted(self, kind: Kind, muted: bool) -> None:
         self._require_live("mute")

@@ -25,6 +25,7 @@ from .signaling.relay import DEFAULT_HOST, DEFAULT_PORT, WS_PATH
 ENV_SERVER = "CALLBOT_SERVER"
 DEFAULT_SERVER = f"ws://{DEFAULT_HOST}:{DEFAULT_PORT}{WS_PATH}"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+SOFTPHONE_TTL = 24 * 3600.0  # lifetime of the token in the link `callbot run` prints
 
 
 def parse_duration(text: str) -> float:
@@ -60,6 +61,17 @@ def _call_config(ice_addresses: tuple[str, ...]) -> CallConfig:
         return CallConfig(ice=IceConfig.from_env(addresses=ice_addresses or None))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--ice-address") from exc
+
+
+def _softphone_link(http_url: str, token: str) -> str:
+    """The relay's softphone page, signed in with `token` (in the fragment: never sent)."""
+    return f"{http_url.rstrip('/')}/#token={token}"
+
+
+def _say_softphone_link(relay: Any, user: str) -> None:
+    """Print a link to the embedded relay's softphone, signed in as `user`."""
+    link = _softphone_link(relay.http_url, relay.mint(user, SOFTPHONE_TTL))
+    say(f"softphone for {user}: {link}")
 
 
 def _run(coro: Any) -> Any:
@@ -109,6 +121,13 @@ def main(verbose: int) -> None:
 @click.option("--max-calls", type=click.IntRange(1), help="Calls per worker before it is busy.")
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Embedded relay address.")
 @click.option("--port", default=DEFAULT_PORT, show_default=True, help="Embedded relay port.")
+@click.option(
+    "--softphone-user",
+    default="you",
+    show_default=True,
+    metavar="ID",
+    help="User id of the softphone link printed when the embedded relay starts.",
+)
 @_state_option
 @_ice_option
 def run(
@@ -121,13 +140,15 @@ def run(
     max_calls: int | None,
     host: str,
     port: int,
+    softphone_user: str,
     state_dir: Path | None,
     ice_addresses: tuple[str, ...],
 ) -> None:
     """Run the bot(s) defined in BOT_FILE, answering calls through a relay.
 
     Without --server an embedded relay starts on 127.0.0.1:8765 and tokens are minted
-    automatically. Stop with Ctrl-C.
+    automatically; it serves the softphone too, and a link to it signed in as
+    --softphone-user is printed. Stop with Ctrl-C.
 
     \b
     Examples:
@@ -149,6 +170,7 @@ def run(
             max_calls,
             host,
             port,
+            softphone_user,
             state_dir,
             ice_addresses,
         )
@@ -167,6 +189,7 @@ def run(
     def ready(url: str, relay: Any) -> None:
         if relay is not None:
             say(f"relay listening on {url} (state in {relay.state.directory})", "bold")
+            _say_softphone_link(relay, softphone_user)
         for bot in bots:
             say(
                 f"bot {bot.user_id} ready (pid {os.getpid()}); call it with: "
@@ -198,6 +221,7 @@ def _run_workers(
     max_calls: int | None,
     host: str,
     port: int,
+    softphone_user: str,
     state_dir: Path | None,
     ice_addresses: tuple[str, ...],
 ) -> None:
@@ -211,6 +235,7 @@ def _run_workers(
             relay = await Relay(host, port, state_dir).start()
             url = relay.url
             say(f"relay listening on {url}", "bold")
+            _say_softphone_link(relay, softphone_user)
         command = [sys.executable, "-m", "callbot", "run", "--server", url, "--workers", "1"]
         if bot_file is not None:
             command.insert(4, str(bot_file))
@@ -349,9 +374,35 @@ def serve(host: str, port: int, state_dir: Path | None) -> None:
     default=30.0,
     show_default=True,
     metavar="S",
-    help="Seconds to wait for the call to connect.",
+    help="Seconds to wait for the call to be up: reaching the relay, ringing, answering and "
+    "connecting media (how long it then lasts is --duration).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
+@click.option(
+    "--expect-tone",
+    "expect_tones",
+    multiple=True,
+    type=float,
+    metavar="HZ",
+    help="Fail unless the peer's audio has this tone (≥ -40 dBFS for ≥ 0.2 s); repeatable.",
+)
+@click.option(
+    "--expect-dtmf", metavar="DIGITS", help="Fail unless exactly these DTMF keys come back."
+)
+@click.option(
+    "--expect-video-frames",
+    type=click.IntRange(1),
+    metavar="N",
+    help="Fail unless at least N video frames come back (offers video).",
+)
+@click.option(
+    "--expect-speech", is_flag=True, help="Fail unless the peer's audio sounds like speech."
+)
+@click.option(
+    "--junit",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a JUnit XML report: a testcase for the call and one per expectation.",
+)
 @_state_option
 @_ice_option
 def call(
@@ -368,17 +419,27 @@ def call(
     duration: float | None,
     timeout: float,
     as_json: bool,
+    expect_tones: tuple[float, ...],
+    expect_dtmf: str | None,
+    expect_video_frames: int | None,
+    expect_speech: bool,
+    junit: Path | None,
     state_dir: Path | None,
     ice_addresses: tuple[str, ...],
 ) -> None:
     """Call PEER, play a file, record the reply, report: the CI smoke-test client.
 
-    Exits 0 only if the call connected and ended normally (either side hung up).
+    Exits 0 only if the call connected and ended normally (either side hung up) and every
+    --expect-* holds (checked on --record/--record-video, or on a temporary recording);
+    otherwise exits 1 with a one-line reason.
 
     \b
     Example:
       callbot call echo --play samples/tone-440.wav --record out.wav --duration 4 --json
+      callbot call echo --play keys.wav --expect-dtmf 123 --expect-tone 440 --junit call.xml
     """
+    from .expectations import failure_reason, from_options
+    from .junit import write_call_report
     from .smoke import CallPlan, place_call
 
     plan = CallPlan(
@@ -396,16 +457,23 @@ def call(
         video=video,
         config=_call_config(ice_addresses),
         state_dir=state_dir,
+        expect=from_options(expect_tones, expect_dtmf, expect_video_frames, expect_speech),
     )
-    with status(f"calling {peer}…") as progress:
-        report = _run(place_call(plan, progress=progress.update))
+    try:
+        with status(f"calling {peer}…") as progress:
+            report = _run(place_call(plan, progress=progress.update))
+    except click.ClickException as exc:  # e.g. the relay refused us: still a JUnit failure
+        if junit is not None:
+            write_call_report(junit, {"peer": peer, "ok": False, "error": exc.message})
+        raise
+    if junit is not None:
+        write_call_report(junit, report)
     if as_json:
         click.echo(json.dumps(report))
     else:
         _print_report(report)
     if not report["ok"]:
-        reason = report.get("error") or report.get("end_reason")
-        say(f"call to {peer} {'failed' if not report['connected'] else 'ended'}: {reason}", "red")
+        say(failure_reason(report) or f"call to {peer} failed", "red")
         raise SystemExit(1)
 
 
@@ -418,6 +486,15 @@ def _print_report(report: dict[str, Any]) -> None:
         say(f"received {kind}: {entry.get('packets')} packets, {entry.get('frames')} frames")
     for kind, entry in report.get("recordings", {}).items():
         say(f"recorded {kind}: {json.dumps(entry)}")
+    for entry in report.get("expectations", []):
+        say(f"expect {entry['name']}: {'ok' if entry['ok'] else 'FAILED'}: {entry['message']}")
+
+
+# -- media ----------------------------------------------------------------------------------------
+
+from .cli_media import media  # noqa: E402  (fixture writers, in their own module)
+
+main.add_command(media)
 
 
 # -- token ----------------------------------------------------------------------------------------
@@ -431,9 +508,16 @@ def token() -> None:
 @token.command("create")
 @click.argument("user")
 @click.option("--ttl", default="1h", show_default=True, help="Lifetime: 90s, 15m, 1h, 7d...")
+@click.option(
+    "--relay-url",
+    default=f"http://{DEFAULT_HOST}:{DEFAULT_PORT}",
+    show_default=True,
+    metavar="URL",
+    help="The relay's web address, for the softphone link printed on stderr.",
+)
 @_state_option
-def token_create(user: str, ttl: str, state_dir: Path | None) -> None:
-    """Print a new token for USER.
+def token_create(user: str, ttl: str, relay_url: str, state_dir: Path | None) -> None:
+    """Print a new token for USER (and, on stderr, a softphone link signed in with it).
 
     \b
     Example:
@@ -443,9 +527,11 @@ def token_create(user: str, ttl: str, state_dir: Path | None) -> None:
 
     state = RelayState(state_dir)
     try:
-        click.echo(state.mint(user, parse_duration(ttl)))
+        token = state.mint(user, parse_duration(ttl))
     finally:
         state.close()
+    click.echo(token)
+    say(f"softphone for {user}: {_softphone_link(relay_url, token)}")
 
 
 @token.command("revoke")

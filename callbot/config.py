@@ -22,6 +22,9 @@ class CallConfig:
     #: "auto": RFC 4733 telephone-events when both ends negotiate them, else in-band tones;
     #: "inband": always tones (telephone-event is not offered or accepted).
     dtmf: str = "auto"
+    #: A connected call that receives no media for this long (s) ends with reason "timeout":
+    #: the peer vanished. 0 turns the watchdog off.
+    media_timeout: float = 10.0
     #: Identity key to sign with, pinned peer keys to check, and whether unsigned is refused.
     trust: Trust = field(default_factory=Trust)
 

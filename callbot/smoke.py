@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,8 +22,10 @@ from .bot import Bot
 from .call import Call
 from .config import CallConfig
 from .errors import CallbotError, MediaError
+from .expectations import Expectation, evaluate
 from .media import analysis
 from .media.playback import Playback
+from .signaling.client import SignalingError
 
 NORMAL_ENDS = frozenset({"hangup", "remote_hangup"})
 #: Kept connected after a playback ends, so its last packets arrive before hanging up.
@@ -48,14 +52,68 @@ class CallPlan:
     metadata: dict[str, Any] = field(default_factory=dict)
     config: CallConfig = field(default_factory=CallConfig)
     state_dir: Path | None = None
+    #: Checks on the recordings after the call (`callbot call --expect-*`); an expectation
+    #: without its recording (--record / --record-video) records to a temporary file.
+    expect: list[Expectation] = field(default_factory=list)
 
     @property
     def wants_video(self) -> bool:
         return self.video or self.play_video is not None or self.record_video is not None
 
+    def with_scratch_recordings(self, directory: Path) -> CallPlan:
+        """This plan, recording into `directory` what its expectations need and nothing
+        else records."""
+        needs = {e.needs for e in self.expect}
+        record, record_video = self.record, self.record_video
+        if "audio" in needs and record is None:
+            record = directory / "audio.wav"
+        if "video" in needs and record_video is None:
+            record_video = directory / "video.webm"
+        return replace(self, record=record, record_video=record_video)
+
 
 async def place_call(plan: CallPlan, progress: Any = None) -> dict[str, Any]:
-    """Run the plan; never raises for a call that fails, the report says how it failed."""
+    """Run the plan; never raises for a call that fails, the report says how it failed.
+
+    With `plan.expect`, the report has `expectations` (name, ok, message, measured each) and
+    `ok` is true only if the call went well and every expectation holds. Recordings made only
+    for the expectations go to a temporary directory, deleted unless something failed.
+    """
+    scratch = None
+    given = plan
+    missing = {e.needs for e in plan.expect} - {
+        kind for kind, path in (("audio", plan.record), ("video", plan.record_video)) if path
+    }
+    if missing:
+        scratch = Path(tempfile.mkdtemp(prefix="callbot-call-"))
+        plan = plan.with_scratch_recordings(scratch)
+    try:
+        report = await _place_call(plan, progress)
+    except BaseException:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    if plan.expect:
+        temporary = {plan.record, plan.record_video} - {given.record, given.record_video}
+        for kind, entry in list(report["recordings"].items()):
+            if Path(entry["path"]) in temporary:
+                entry["temporary"] = True
+                if not report["connected"]:  # nothing was recorded: nothing to describe
+                    del report["recordings"][kind]
+        if report["connected"]:
+            report["expectations"] = evaluate(
+                plan.expect, {"audio": plan.record, "video": plan.record_video}
+            )
+        else:
+            reason = f"the call did not connect ({report.get('error') or report.get('end_reason')})"
+            report["expectations"] = [e.not_checked(reason).as_dict() for e in plan.expect]
+        report["ok"] = report["ok"] and all(e["ok"] for e in report["expectations"])
+    if scratch is not None and (report["ok"] or not any(scratch.iterdir())):
+        shutil.rmtree(scratch, ignore_errors=True)
+    return report
+
+
+async def _place_call(plan: CallPlan, progress: Any = None) -> dict[str, Any]:
     config = replace(plan.config, ring_timeout=plan.timeout, connect_timeout=plan.timeout)
     bot = Bot(
         plan.user,
@@ -66,7 +124,13 @@ async def place_call(plan: CallPlan, progress: Any = None) -> dict[str, Any]:
         state_dir=plan.state_dir,
     )
     report: dict[str, Any] = {"ok": False, "connected": False, "peer": plan.peer}
-    await bot.start()
+    began = time.monotonic()  # plan.timeout bounds the whole wait: relay, ringing, media
+    try:
+        await asyncio.wait_for(bot.start(), plan.timeout)
+    except TimeoutError:
+        raise SignalingError(
+            "unreachable", f"no welcome from {plan.server} in {plan.timeout:g}s (--timeout)"
+        ) from None
     try:
         started = time.monotonic()
         call = await bot.call(plan.peer, video=plan.wants_video, metadata=plan.metadata)
@@ -75,7 +139,7 @@ async def place_call(plan: CallPlan, progress: Any = None) -> dict[str, Any]:
         call.on("error", lambda error: errors.append(str(error)))
         call.on("ringing", lambda: _tell(progress, f"{plan.peer} is ringing…"))
         try:
-            await call.wait_connected(plan.timeout)
+            await call.wait_connected(max(0.1, plan.timeout - (time.monotonic() - began)))
         except TimeoutError:
             await call.hangup("no_answer")
         except CallbotError as exc:

@@ -2,7 +2,8 @@
 message, 9 to hang up).
 
     callbot run samples/ivr_bot.py
-    callbot call desk --play keys.wav   # e.g. a file made with `callbot media dtmf keys.wav --digits 19`
+    callbot media dtmf keys.wav --digits 19
+    callbot call desk --play keys.wav
 """
 
 from pathlib import Path

@@ -200,7 +200,7 @@ def test_run_alone_with_embedded_relay_and_plugins(
 @pytest.mark.parametrize(
     ("plugin", "message"),
     [
-        ("nosuch", "unknown plugin 'nosuch' (known: autoaccept, echo, prompt, record"),
+        ("nosuch", "unknown plugin 'nosuch' (known: autoaccept, echo, ivr, prompt, record"),
         ("record:colour=red", "plugin record has no option 'colour'"),
         ("record:video=perhaps", "option video='perhaps': expected true or false"),
         ("prompt", "plugin prompt needs option(s) file"),

@@ -81,8 +81,10 @@ def _bots(relay: Relay, keys: dict[str, Any], require: bool = True) -> tuple[Bot
     async def take(incoming: Incoming) -> None:
         answered.append(await incoming.accept())
 
-    alice = Bot("alice", server=relay.url, token=relay.mint("alice"), role="user",
-                identity=keys["alice"], known_peers=keys["peers"], require_signatures=require)  # fmt: skip
+    alice = Bot(
+        "alice", server=relay.url, token=relay.mint("alice"), role="user",
+        identity=keys["alice"], known_peers=keys["peers"], require_signatures=require,
+    )  # fmt: skip
     return alice, bob, answered
 
 

@@ -24,6 +24,9 @@ AUDIO_LAYOUT = "stereo"
 MAX_VIDEO_FPS = 30.0
 #: Consecutive undecodable packets tolerated before a file is declared corrupt.
 MAX_BAD_PACKETS = 25
+#: A file whose decodable media falls this far short of its declared duration is corrupt
+#: (the share leaves room for the loose estimates of VBR files without a header).
+MIN_MISSING, MISSING_SHARE = 1.0, 0.25
 
 
 @dataclass
@@ -289,6 +292,7 @@ class FileDecoder:
             self._take_audio(self._framer.flush(), chunk)
         pass_samples = self._framer.written - self._pass_start
         pass_length = max(pass_samples / AUDIO_RATE, self._pass_video_end)
+        self._check_complete(pass_length)
         if self._audio is not None and self._video is not None:
             # Pad audio to the pass length so the next pass starts in sync with the video.
             self._take_audio(
@@ -304,6 +308,16 @@ class FileDecoder:
         if self._framer.pending:
             self._take_audio(self._framer.pad(AUDIO_FRAME_SAMPLES - self._framer.pending), chunk)
         self.finished = True
+
+    def _check_complete(self, decoded: float) -> None:
+        """FFmpeg skips undecodable data quietly, so a corrupt or cut-off file just ends early;
+        compare with the duration the file declares to say so instead."""
+        declared = self.duration
+        if declared is not None and declared - decoded > max(MIN_MISSING, MISSING_SHARE * declared):
+            self._fail(
+                f"the data ends after {decoded:.1f} s of the {declared:.1f} s the file declares: "
+                "it is truncated or corrupt"
+            )
 
     def _reopen(self) -> None:
         """Start the next pass on a fresh demuxer and decoders. Seeking back would leave the

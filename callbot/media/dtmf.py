@@ -69,8 +69,11 @@ class Negotiated:
     """What an answer settled for the audio m-line: the audio codec and telephone-event."""
 
     audio_payload_type: int
-    event_payload_type: int | None
+    event_payload_type: int | None  # the one at the audio clock rate: what we send
     clock_rate: int
+    #: Every telephone-event type the answer lists: peers may send on any of them (Chromium
+    #: sends on its 8 kHz one even with 48 kHz Opus), and all must be kept from aiortc.
+    event_payload_types: frozenset[int] = frozenset()
 
 
 def negotiated(answer_sdp: str) -> Negotiated | None:
@@ -85,7 +88,12 @@ def negotiated(answer_sdp: str) -> Negotiated | None:
              if c.mimeType.lower() == TELEPHONE_EVENT and c.clockRate == audio.clockRate),
             None,
         )  # fmt: skip
-        return Negotiated(audio.payloadType, event.payloadType if event else None, audio.clockRate)
+        every = frozenset(
+            c.payloadType for c in media.rtp.codecs if c.mimeType.lower() == TELEPHONE_EVENT
+        )
+        return Negotiated(
+            audio.payloadType, event.payloadType if event else None, audio.clockRate, every
+        )
     return None
 
 

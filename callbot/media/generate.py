@@ -181,3 +181,174 @@ def _mux_samples(
     chunk.pts = start
     chunk.time_base = fractions.Fraction(1, 48000)
     container.mux(stream.encode(chunk))
+
+
+# -- speech -------------------------------------------------------------------------------------
+
+#: Formants (F1, F2, F3 in Hz) of a few vowels of an adult voice.
+_VOWELS = (
+    (730.0, 1090.0, 2440.0),  # a
+    (530.0, 1840.0, 2480.0),  # e
+    (270.0, 2290.0, 3010.0),  # i
+    (570.0, 840.0, 2410.0),  # o
+    (300.0, 870.0, 2240.0),  # u
+    (660.0, 1720.0, 2410.0),  # ae
+    (490.0, 1350.0, 1690.0),  # er
+)
+_FORMANT_WIDTHS = np.array([80.0, 110.0, 160.0])
+ESPEAK = "espeak-ng"
+DEFAULT_TEXT = "Hello, this is a test call from callbot. Please say something after the beep."
+
+
+def speech_samples(
+    seconds: float = 4.0,
+    rate: int = 48000,
+    *,
+    pitch: float = 120.0,
+    seed: int = 0,
+    amplitude: float = 0.5,
+) -> np.ndarray:
+    """A synthetic voice: no words, but speech's rhythm and spectrum.
+
+    Words of 1-3 syllables (130-240 ms, a few starting with a hiss like a fricative), short
+    gaps between syllables, pauses between words and phrases; each syllable is a vowel (a
+    harmonic series at a drifting pitch shaped by gliding formants). Deterministic for a seed.
+    It passes `expectations.check_speech_like`, as recorded speech does.
+    """
+    rng = np.random.default_rng(seed)
+    total = round(seconds * rate)
+    out = np.zeros(total, np.float64)
+    pos = phrase_start = round(0.15 * rate)
+
+    def put(wave: np.ndarray, at: int) -> int:
+        end = min(total, at + wave.size)
+        if end > at:
+            out[at:end] += wave[: end - at]
+        return at + wave.size
+
+    while pos < total:
+        for _ in range(int(rng.integers(1, 4))):  # syllables of one word
+            if rng.random() < 0.4:
+                pos = put(_hiss(rng, round(rng.uniform(0.04, 0.08) * rate), rate), pos)
+            elapsed = (pos - phrase_start) / rate
+            pos = put(_vowel(rng, round(rng.uniform(0.13, 0.24) * rate), rate, pitch, elapsed), pos)
+            pos += round(rng.uniform(0.02, 0.06) * rate)
+        pos += round(rng.uniform(0.12, 0.3) * rate)
+        if rng.random() < 0.25:  # end of a phrase: a longer pause, the pitch resets
+            pos += round(0.3 * rate)
+            phrase_start = pos
+    peak = float(np.max(np.abs(out))) or 1.0
+    return (out / peak * amplitude).astype(np.float32)
+
+
+def _vowel(
+    rng: np.random.Generator, length: int, rate: int, pitch: float, elapsed: float
+) -> np.ndarray:
+    t = np.arange(length) / rate
+    # the pitch glides up or down through each syllable (a voice never holds a note like a
+    # tone does), with a slight vibrato, and falls through the phrase (declination)
+    glide_by = rng.choice([-1.0, 1.0]) * rng.uniform(0.25, 0.4)
+    contour = 1 + glide_by * (t / max(t[-1], 1e-9) - 0.5) + 0.02 * np.sin(2 * np.pi * 5 * t)
+    f0 = np.maximum(pitch * (1.15 - 0.05 * elapsed) * contour, 0.7 * pitch)
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    start, end = (np.array(_VOWELS[int(rng.integers(len(_VOWELS)))]) for _ in range(2))
+    glide = np.linspace(0, 1, length)[:, None]
+    formants = start * (1 - glide) + end * glide
+    wave = np.zeros(length)
+    for k in range(1, int(4000 / pitch) + 1):
+        fk = k * f0
+        gain = np.sum(1 / (1 + ((fk[:, None] - formants) / _FORMANT_WIDTHS) ** 2), axis=1)
+        gain[fk > rate / 2 - 500] = 0
+        wave += gain / np.sqrt(k) * np.sin(k * phase)
+    envelope = np.ones(length)
+    attack, decay = min(length, round(0.03 * rate)), min(length, round(0.07 * rate))
+    envelope[:attack] = np.sin(np.linspace(0, np.pi / 2, attack)) ** 2
+    envelope[length - decay :] *= np.cos(np.linspace(0, np.pi / 2, decay)) ** 2
+    return wave * envelope * rng.uniform(0.6, 1.0)
+
+
+def _hiss(rng: np.random.Generator, length: int, rate: int) -> np.ndarray:
+    spectrum = np.fft.rfft(rng.standard_normal(length))
+    freqs = np.fft.rfftfreq(length, 1 / rate)
+    spectrum[(freqs < 2500) | (freqs > 7000)] = 0
+    return np.fft.irfft(spectrum, length) * np.hanning(length) * 0.15
+
+
+def espeak_available() -> bool:
+    """Whether espeak-ng is on PATH (then `write_speech` can say real words)."""
+    import shutil
+
+    return shutil.which(ESPEAK) is not None
+
+
+def espeak_samples(
+    text: str = DEFAULT_TEXT, rate: int = 48000, voice: str | None = None
+) -> np.ndarray:
+    """`text` spoken by espeak-ng, as mono float samples at `rate`."""
+    import subprocess
+    import tempfile
+
+    from ..errors import MediaError
+    from .analysis import load_audio
+
+    with tempfile.TemporaryDirectory(prefix="callbot-espeak-") as scratch:
+        wav = Path(scratch) / "speech.wav"
+        command = [ESPEAK, "-w", str(wav), *(["-v", voice] if voice else []), "--", text]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        except FileNotFoundError as exc:
+            raise MediaError(None, f"{ESPEAK} is not installed") from exc
+        if done.returncode != 0 or not wav.exists():
+            raise MediaError(None, f"{ESPEAK} failed: {done.stderr.strip() or done.returncode}")
+        clip = load_audio(wav)
+    return resample(clip.samples, clip.rate, rate)
+
+
+def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Mono float samples converted from `rate_in` to `rate_out` (FFmpeg's resampler)."""
+    if rate_in == rate_out or samples.size == 0:
+        return samples.astype(np.float32)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=rate_out)
+    frame = av.AudioFrame.from_ndarray(
+        samples.astype(np.float32).reshape(1, -1), format="flt", layout="mono"
+    )
+    frame.sample_rate = rate_in
+    parts = [f.to_ndarray().reshape(-1) for f in [*resampler.resample(frame),
+                                                  *resampler.resample(None)]]  # fmt: skip
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+
+
+def write_speech(
+    path: str | Path,
+    seconds: float | None = None,
+    *,
+    text: str | None = None,
+    engine: str = "auto",
+    voice: str | None = None,
+    rate: int = 48000,
+    seed: int = 0,
+) -> tuple[Path, str]:
+    """A speech fixture; returns (path, engine used: "espeak" or "synthetic").
+
+    `engine="auto"` uses espeak-ng when installed, else `speech_samples`. With espeak and
+    `seconds`, the text is repeated (0.4 s apart) until long enough and cut to `seconds`;
+    without espeak, `seconds` defaults to 4 and `text` is ignored.
+    """
+    if engine not in ("auto", "espeak", "synthetic"):
+        raise ValueError(f"engine must be auto, espeak or synthetic, not {engine!r}")
+    use_espeak = engine == "espeak" or (engine == "auto" and espeak_available())
+    if not use_espeak:
+        return write_audio(path, speech_samples(seconds or 4.0, rate, seed=seed), rate), "synthetic"
+    said = espeak_samples(text or DEFAULT_TEXT, rate, voice)
+    if seconds is not None:
+        gap = np.zeros(round(0.4 * rate), np.float32)
+        total = round(seconds * rate)
+        parts = [said]
+        while sum(p.size for p in parts) < total and said.size:
+            parts += [gap, said]
+        said = np.concatenate(parts)[:total]
+        if said.size < total:
+            said = np.concatenate([said, np.zeros(total - said.size, np.float32)])
+        fade = min(said.size, round(0.02 * rate))
+        said[said.size - fade :] *= np.linspace(1, 0, fade, dtype=np.float32)
+    return write_audio(path, said, rate), "espeak"

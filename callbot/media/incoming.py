@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -37,6 +38,7 @@ class IncomingMedia:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.frames = 0
+        self.last_frame_at: float | None = None  # monotonic time of the latest frame
         #: While set, sinks get silence (audio) or nothing (video): deafened or on hold.
         self.silenced = False
         self._sinks: list[FrameSink] = []
@@ -88,6 +90,7 @@ class IncomingMedia:
             while True:
                 frame = await track.recv()
                 self.frames += 1
+                self.last_frame_at = time.monotonic()
                 if self.silenced:
                     if not isinstance(frame, av.AudioFrame):
                         continue

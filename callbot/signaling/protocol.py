@@ -82,11 +82,14 @@ ROLES = frozenset({"bot", "user"})
 class ProtocolError(Exception):
     """A message was refused; becomes an `error` message with this code."""
 
-    def __init__(self, code: str, message: str, call_id: str | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, call_id: str | None = None, fatal: bool | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.call_id = call_id
+        self.fatal = code in FATAL_CODES if fatal is None else fatal
 
 
 def encode(message: dict[str, Any]) -> str:
@@ -183,10 +186,13 @@ def _check_values(message: dict[str, Any], call_id: str | None) -> None:
             )
 
 
-def error(code: str, message: str, call_id: str | None = None) -> dict[str, Any]:
-    """An `error` message; `fatal` says whether the relay closes the connection after it."""
-    out: dict[str, Any] = {"type": "error", "code": code, "message": message,
-                           "fatal": code in FATAL_CODES}  # fmt: skip
+def error(
+    code: str, message: str, call_id: str | None = None, fatal: bool | None = None
+) -> dict[str, Any]:
+    """An `error` message; `fatal` says whether the relay closes the connection after it
+    (by default: whether `code` is one of the fatal codes)."""
+    fatal = code in FATAL_CODES if fatal is None else fatal
+    out: dict[str, Any] = {"type": "error", "code": code, "message": message, "fatal": fatal}
     if call_id is not None:
         out["call_id"] = call_id
     return out
@@ -229,6 +235,8 @@ class RelayLimits:
     rate: float = 30.0  # messages per second per connection, sustained
     burst: float = 60.0
     connections_per_user: int = 32
+    max_connections: int = 10_000  # open connections on the whole relay
+    calls_per_user: int = 100  # calls a user may have ringing or up at once
     absent_grace: float = 120.0  # how long a call waits for a vanished party to come back
     pending_per_party: int = 64  # messages kept for an absent party
     remembered_ended: int = 10_000  # ended call ids remembered to answer late claims at once
@@ -334,7 +342,12 @@ class RelayCore:
 
     @property
     def call_count(self) -> int:
-        return len(self._calls)
+        """Calls ringing or established (not ended ones waiting to tell an absent party)."""
+        return sum(1 for call in self._calls.values() if not call.ended)
+
+    @property
+    def user_count(self) -> int:
+        return len(self._by_user)
 
     def sessions_of(self, user: str) -> int:
         return len(self._by_user.get(user, ()))
@@ -352,8 +365,11 @@ class RelayCore:
 
     def opened(self, conn: str, now: float) -> list[Action]:
         limits = self.limits
-        self._sessions[conn] = _Session(conn, now, _Bucket(limits.rate, limits.burst,
-                                                           limits.burst, now))  # fmt: skip
+        session = _Session(conn, now, _Bucket(limits.rate, limits.burst, limits.burst, now))
+        self._sessions[conn] = session
+        if len(self._sessions) > limits.max_connections:
+            self._count_error(SESSION_LIMIT)
+            return self._fatal(session, SESSION_LIMIT, "the relay is at its connection limit")
         return []
 
     def received(self, conn: str, data: str | bytes, now: float) -> list[Action]:
@@ -375,10 +391,10 @@ class RelayCore:
             return self._dispatch(session, message, now)
         except ProtocolError as exc:
             self._count_error(exc.code)
-            if session.user is None or exc.code in FATAL_CODES:
-                code = exc.code if exc.code in FATAL_CODES else AUTH_FAILED
+            if session.user is None or exc.fatal:
+                code = exc.code if exc.fatal else AUTH_FAILED
                 return self._fatal(session, code, exc.message)
-            return [Send(conn, error(exc.code, exc.message, exc.call_id))]
+            return [Send(conn, error(exc.code, exc.message, exc.call_id, fatal=False))]
 
     def closed(self, conn: str, now: float) -> list[Action]:
         return self._close(conn, now) + self._presence_updates()
@@ -430,6 +446,7 @@ class RelayCore:
                 actions += self._end_call(call, "no_answer")
             elif absent_too_long:
                 actions += self._end_call(call, "unavailable")
+                self._forget(call)  # the absent party's grace is over: nothing is kept for it
         return actions + self._presence_updates()
 
     def recheck_tokens(self, generation_of: Callable[[str], int]) -> list[Action]:
@@ -545,6 +562,9 @@ class RelayCore:
         states = self._presence.subscribe(session.conn, message["users"])
         return [Send(session.conn, {"type": "presence_list", "users": states})]
 
+    def _calls_of(self, user: str) -> int:
+        return len({c for conn in self._by_user.get(user, ()) for c in self._sessions[conn].calls})
+
     def _on_call(self, user: str) -> bool:
         for conn in self._by_user.get(user, ()):
             for call_id in self._sessions[conn].calls:
@@ -569,6 +589,11 @@ class RelayCore:
         call_id, target = message["call_id"], message["to"]
         if call_id in self._calls or call_id in self._recently_ended:
             raise ProtocolError(CALL_FAILED, "call_id already used; pick a fresh one", call_id)
+        if self._calls_of(session.user) >= self.limits.calls_per_user:
+            raise ProtocolError(
+                SESSION_LIMIT, f"{session.user} already has {self.limits.calls_per_user} calls",
+                call_id, fatal=False,
+            )  # fmt: skip
         candidates = [self._sessions[c] for c in self._by_user.get(target, ()) if c != session.conn]
         if not candidates:
             where = " (other than this connection)" if target == session.user else ""

@@ -12,6 +12,7 @@ import contextlib
 import http
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Iterable
@@ -24,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ..identity import AuthError
+from .metrics import metrics_text
 from .protocol import (
     INTERNAL_ERROR,
     Action,
@@ -50,14 +52,41 @@ REVOCATION_POLL = 0.5  # seconds between checks of the state dir for revocations
 TRANSPORT_MAX_SIZE = 1024 * 1024
 MAX_OUTBOX = 1000  # messages queued for a client that does not read: beyond, it is dropped
 
+#: The softphone page and its files, served at `/` (flat directory: no subpaths).
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+_WEB_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
+_WEB_NAME = re.compile(r"[a-z0-9_-]+\.[a-z]+")
+_WEB_HEADERS = (
+    (
+        "Content-Security-Policy",
+        "default-src 'self'; connect-src 'self'; media-src 'self' blob: mediastream:; "
+        "img-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+)
 
-def _http_response(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
+
+def _http_response(
+    status: http.HTTPStatus,
+    body: bytes,
+    content_type: str,
+    extra_headers: Iterable[tuple[str, str]] = (),
+) -> Response:
     headers = Headers(
         [
             ("Content-Type", content_type),
             ("Content-Length", str(len(body))),
             ("Cache-Control", "no-store"),
             ("Connection", "close"),
+            *extra_headers,
         ]
     )
     return Response(status.value, status.phrase, headers, body)
@@ -65,6 +94,23 @@ def _http_response(status: http.HTTPStatus, body: bytes, content_type: str) -> R
 
 def _json_response(status: http.HTTPStatus, payload: Any) -> Response:
     return _http_response(status, json.dumps(payload).encode(), "application/json")
+
+
+def _web_response(path: str) -> Response | None:
+    """A file of the softphone (`/` is index.html), or None if there is no such file.
+
+    Only plain lower-case names of the known types in WEB_DIR are served: no subpaths, no
+    dot-dot, no percent-escapes, so nothing outside WEB_DIR can be named.
+    """
+    name = path.removeprefix("/") or "index.html"
+    content_type = _WEB_TYPES.get(Path(name).suffix)
+    if content_type is None or not _WEB_NAME.fullmatch(name):
+        return None
+    try:
+        body = (WEB_DIR / name).read_bytes()
+    except OSError:  # missing, or a directory
+        return None
+    return _http_response(http.HTTPStatus.OK, body, content_type, _WEB_HEADERS)
 
 
 class _Outbox:
@@ -120,6 +166,7 @@ class Relay:
         self._ice_servers = list(ice_servers)
         self.core = RelayCore(self._authenticate, lambda user: self._ice_servers, limits)
         self._outboxes: dict[str, _Outbox] = {}
+        self.loop_lag = 0.0  # seconds the event loop was late at the last timer tick
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -215,8 +262,11 @@ class Relay:
         return Identity(claims.user, claims.expires_at, claims.generation)
 
     async def _clock(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            due = loop.time() + TICK
             await asyncio.sleep(TICK)
+            self.loop_lag = max(0.0, loop.time() - due)  # how late the event loop woke us
             try:
                 self._apply(self.core.tick(time.time()))
             except Exception:
@@ -245,6 +295,12 @@ class Relay:
             )  # fmt: skip
         if path == "/api/v1/calls/ice-config":
             return self._ice_config(request)
+        if path == "/metrics":
+            body = metrics_text(self.core, self.loop_lag).encode()
+            return _http_response(http.HTTPStatus.OK, body, "text/plain; version=0.0.4")
+        web = _web_response(path)
+        if web is not None:
+            return web
         return _json_response(http.HTTPStatus.NOT_FOUND, {"error": "not_found", "path": path})
 
     def _ice_config(self, request: Request) -> Response:

@@ -46,6 +46,7 @@ class RelayState:
         )
         self.secret = self._secret()
         self._version = self._data_version()
+        self._own_change = False
 
     def close(self) -> None:
         self._db.close()
@@ -71,6 +72,7 @@ class RelayState:
             " ON CONFLICT(user) DO UPDATE SET generation = generation + 1, revoked_at = ?",
             (user, time.time(), time.time()),
         )
+        self._own_change = True  # data_version only moves for other connections' commits
         return self.generation(user)
 
     def mint(self, user: str, ttl: float) -> str:
@@ -83,9 +85,8 @@ class RelayState:
         return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     def changed(self) -> bool:
-        """True when another process committed (e.g. a revocation) since the last call."""
+        """True when a revocation was committed (by any process) since the last call."""
         version = self._data_version()
-        if version != self._version:
-            self._version = version
-            return True
-        return False
+        changed = version != self._version or self._own_change
+        self._version, self._own_change = version, False
+        return changed

@@ -12,6 +12,7 @@ from pathlib import Path
 
 os.environ.setdefault("CALLBOT_ICE_ADDRESSES", "127.0.0.1")
 
+from callbot.config import CallConfig
 from callbot.media import generate
 from callbot.signaling.direct import connect_direct
 
@@ -20,8 +21,11 @@ VIDEO = ("mp4", "webm", "mkv")
 
 
 async def main(out: Path) -> None:
-    clip = generate.write_video(out / "source.webm", seconds=1.0, tone=440.0)
-    caller, callee = await connect_direct(video=True)
+    # a small picture: three video encoders at once must keep up even on a busy 2-core machine
+    size = (320, 240)
+    clip = generate.write_video(out / "source.webm", seconds=1.0, size=size, tone=440.0)
+    config = CallConfig(video_size=size)
+    caller, callee = await connect_direct(video=True, caller_config=config, callee_config=config)
     recorders = [callee.record_incoming(audio_path=out / f"audio.{suffix}") for suffix in AUDIO] + [
         callee.record_incoming(video_path=out / f"video.{suffix}") for suffix in VIDEO
     ]

@@ -1256,3 +1256,22 @@ def test_transfer_is_forwarded_in_an_answered_call(core: RelayCore) -> None:
     assert only_to(send(core, "b", message), "a") == {**message, "from": "bob"}
     bad = {"type": "transfer", "call_id": "c1", "target": "no one"}
     assert_error(send(core, "b", bad), "b", "invalid_message")
+
+
+def test_connection_limit_is_a_fatal_session_limit(tokens: FakeTokens) -> None:
+    core = make_core(tokens, max_connections=2)
+    login(core, "a", "alice")
+    login(core, "b", "bob")
+    assert_fatal(core.opened("c", 0.0), "c", "session_limit", 4004)
+
+
+def test_calls_per_user_limit_is_not_fatal(tokens: FakeTokens) -> None:
+    core = make_core(tokens, calls_per_user=2)
+    login(core, "a", "alice")
+    login(core, "b", "bob")
+    send(core, "a", offer("c1", "bob"))
+    send(core, "a", offer("c2", "bob"))
+    actions = send(core, "a", offer("c3", "bob"))
+    assert_error(actions, "a", "session_limit", "c3")
+    send(core, "a", hangup("c1"))
+    assert only_to(send(core, "a", offer("c4", "bob")), "b")["type"] == "call_offer"

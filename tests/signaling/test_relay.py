@@ -206,3 +206,25 @@ async def test_outbox_of_a_client_that_does_not_read_stays_bounded() -> None:
     queued = [outbox.queue.get_nowait() for _ in range(outbox.queue.qsize())]
     assert isinstance(queued[-1], Close) and queued[-1].code == 1008
     outbox.task.cancel()
+
+
+async def test_metrics_in_prometheus_text(relay: Relay) -> None:
+    alice = await _open(relay, "alice")
+    await alice.send("{broken")
+    await _next(alice)
+    request = urllib.request.Request(f"{relay.http_url}/metrics")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    response = await asyncio.to_thread(opener.open, request, None, 5)
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    text = response.read().decode()
+    values = dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
+    assert values["callbot_relay_connections"] == "1"
+    assert values["callbot_relay_users"] == "1"
+    assert values["callbot_relay_calls"] == "0"
+    assert int(values["callbot_relay_messages_total"]) == 2
+    assert values['callbot_relay_errors_total{code="invalid_message"}'] == "1"
+    assert 0 <= float(values["callbot_relay_loop_lag_seconds"]) < 1
+    assert "# TYPE callbot_relay_errors_total counter" in text
+    await alice.close()

@@ -201,7 +201,7 @@ def test_two_instances_share_secret_and_revocations(state_dir: Path) -> None:
         command.close()
 
 
-def test_changed_sees_another_instances_commit_exactly_once(state_dir: Path) -> None:
+def test_changed_sees_every_revocation_exactly_once(state_dir: Path) -> None:
     relay, command = RelayState(state_dir), RelayState(state_dir)
     try:
         assert relay.changed() is False
@@ -209,8 +209,9 @@ def test_changed_sees_another_instances_commit_exactly_once(state_dir: Path) -> 
         assert relay.changed() is True
         assert relay.changed() is False
         assert relay.generation("alice") == 1
-        # its own commits are not "changes by another process"
+        # its own revocations count too: the relay process may revoke through its own state
         relay.revoke("bob")
+        assert relay.changed() is True
         assert relay.changed() is False
         # and the command sees the relay's commit
         assert command.changed() is True
