@@ -4,6 +4,7 @@ from .bot import Bot, Incoming, Subscription
 from .call import Call
 from .config import CallConfig
 from .errors import CallbotError, CallError, InvalidStateError, MediaError
+from .group import GroupInvite, JanusError, Participant, Room
 from .ice import IceConfig
 from .media import Playback, Recording, TrackRecorder
 
@@ -13,12 +14,16 @@ __all__ = [
     "CallConfig",
     "CallError",
     "CallbotError",
+    "GroupInvite",
     "IceConfig",
     "Incoming",
     "InvalidStateError",
+    "JanusError",
     "MediaError",
+    "Participant",
     "Playback",
     "Recording",
+    "Room",
     "Subscription",
     "TrackRecorder",
 ]

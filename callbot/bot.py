@@ -21,7 +21,7 @@ import inspect
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,8 @@ from .call import Call
 from .config import CallConfig
 from .errors import CallbotError, CallError, InvalidStateError
 from .events import Emitter
+from .group.calls import GroupCalls, InviteHandler
+from .group.room import Room, RoomId, RoomKind
 from .ice import IceConfig
 from .identity import IdentityError, IdentityKey, KnownPeers, Trust
 from .signaling.client import RelayClient
@@ -43,6 +45,17 @@ logger = logging.getLogger(__name__)
 
 ENV_SERVER = "CALLBOT_SERVER"
 ENV_TOKEN = "CALLBOT_TOKEN"
+#: Identity settings a bot takes from the environment when not given (`callbot run` sets them).
+ENV_IDENTITY = "CALLBOT_IDENTITY"
+ENV_KNOWN_PEERS = "CALLBOT_KNOWN_PEERS"
+ENV_REQUIRE_SIGNATURES = "CALLBOT_REQUIRE_SIGNATURES"
+ENV_TRUST_ON_FIRST_USE = "CALLBOT_TRUST_ON_FIRST_USE"
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 #: Lifetime of tokens a bot mints for itself (renewed before expiry while it runs).
 SELF_TOKEN_TTL = 24 * 3600.0
 
@@ -146,6 +159,7 @@ class Bot(Emitter):
         video_codec: str = "vp8",
         video_size: tuple[int, int] = (640, 480),
         ice_addresses: list[str] | None = None,
+        always_relay: bool = False,
         config: CallConfig | None = None,
         state_dir: str | Path | None = None,
         on_token_expiring: Callable[[], Awaitable[str]] | None = None,
@@ -153,11 +167,16 @@ class Bot(Emitter):
         known_peers: KnownPeers | str | Path | None = None,
         require_signatures: bool = False,
         trust_on_first_use: bool = False,
+        janus_url: str | None = None,
     ) -> None:
         super().__init__()
         self.user_id = user_id
         self.server = server or os.environ.get(ENV_SERVER) or None
         self.token = token or (os.environ.get(ENV_TOKEN) if self.server else None) or None
+        identity = identity or os.environ.get(ENV_IDENTITY) or None
+        known_peers = known_peers or os.environ.get(ENV_KNOWN_PEERS) or None
+        require_signatures = require_signatures or _env_flag(ENV_REQUIRE_SIGNATURES)
+        trust_on_first_use = trust_on_first_use or _env_flag(ENV_TRUST_ON_FIRST_USE)
         self.identity = IdentityKey.load(identity) if isinstance(identity, str | Path) else identity
         if not isinstance(known_peers, KnownPeers) and (
             known_peers is not None or trust_on_first_use
@@ -171,6 +190,8 @@ class Bot(Emitter):
             video_size=video_size,
             video_codec=video_codec,
         )
+        if always_relay:  # TURN relay candidates only: the peer never learns our addresses
+            self.config = replace(self.config, ice=replace(self.config.ice, relay_only=True))
         if self.identity is not None or known_peers is not None or require_signatures:
             trust = Trust(self.identity, known_peers, require_signatures)  # type: ignore[arg-type]
             self.config = replace(self.config, trust=trust)
@@ -188,6 +209,9 @@ class Bot(Emitter):
         self._relay: Relay | None = None
         self._state: RelayState | None = None
         self._stopped: asyncio.Event | None = None
+        self._groups = GroupCalls(
+            user_id, janus_url, self._call_config, lambda m: self._require_client().send(m)
+        )
 
     def __repr__(self) -> str:
         return f"<Bot {self.user_id} {len(self._calls)} calls>"
@@ -242,6 +266,38 @@ class Bot(Emitter):
     async def _place_for_transfer(self, peer: str, video: bool, metadata: dict[str, Any]) -> Call:
         return await self.call(peer, video=video, metadata=metadata)
 
+    # -- group calls ---------------------------------------------------------------------------
+
+    def on_group_invite(self, handler: InviteHandler) -> InviteHandler:
+        """Decorator: `handler(invite)` runs for every invitation to a group call; the
+        `GroupInvite` has `.room`, `.kind`, `.from_`, `await .accept() -> Room`, `.decline()`."""
+        return self._groups.on_invite(handler)
+
+    async def start_group_call(
+        self, invite: Iterable[str] = (), *, audio_only: bool = False, video: bool = True
+    ) -> Room:
+        """Create a room on Janus (a VideoRoom, or an AudioBridge mixer when `audio_only`),
+        join it (sending video when `video`) and invite the users in `invite` to it."""
+        return await self._groups.start(invite, audio_only=audio_only, video=video)
+
+    async def join_group_call(
+        self, room: RoomId, *, audio_only: bool = False, video: bool = True
+    ) -> Room:
+        """Join an existing room: a VideoRoom, or an AudioBridge when `audio_only`."""
+        kind: RoomKind = "audiobridge" if audio_only else "videoroom"
+        return await self._groups.join(room, kind=kind, video=video)
+
+    @property
+    def active_rooms(self) -> list[Room]:
+        """The group calls this bot is in."""
+        return self._groups.rooms
+
+    @property
+    def janus_url(self) -> str | None:
+        """The Janus that group calls start on: `Bot(janus_url=...)`, `$CALLBOT_JANUS_URL`,
+        or the one the relay announces."""
+        return self._groups.janus_url
+
     # -- presence ------------------------------------------------------------------------------
 
     async def set_presence(self, status: str, text: str | None = None) -> None:
@@ -271,6 +327,7 @@ class Bot(Emitter):
     def _restore_session(self, welcome: dict[str, Any]) -> None:
         """After every (re)connection: show our presence and follow our users again."""
         assert self._client is not None
+        self._groups.relay_janus_url = welcome.get("janus") or None
         if self._my_presence is not None:
             status, text = self._my_presence
             self._client.queue({"type": "presence_set", "status": status, "text": text})
@@ -312,8 +369,9 @@ class Bot(Emitter):
         self.emit("ready")
 
     async def stop(self) -> None:
-        """Hang up every call, disconnect, stop the embedded relay."""
+        """Hang up every call, leave every room, disconnect, stop the embedded relay."""
         await asyncio.gather(*(c.hangup() for c in self.active_calls), return_exceptions=True)
+        await self._groups.stop()
         for task in list(self._tasks):
             task.cancel()
         if self._client is not None:
@@ -434,6 +492,9 @@ class Bot(Emitter):
         kind, call_id = message["type"], message.get("call_id")
         if kind == "call_offer":
             self._spawn(self._ring(message), name=f"incoming-{call_id}")
+            return
+        if kind == "group_invite":
+            self._groups.invited(message)
             return
         if kind == "presence_list":
             states = [s for s in message.get("users", []) if isinstance(s, dict) and "user" in s]

@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol
 
 import av
 import numpy as np
-from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
 from aiortc.sdp import SessionDescription, candidate_from_sdp
@@ -32,16 +32,17 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 from .config import CallConfig
 from .errors import CallbotError, CallError, InvalidStateError, MediaError
 from .events import Emitter
-from .ice import gather_within
 from .identity import IdentityError, KnownPeers
 from .media import dtmf, jitter
-from .media.decoder import AUDIO_FRAME_SAMPLES, AudioFramer, FileDecoder
+from .media.decoder import AUDIO_FRAME_SAMPLES, AudioFramer
+from .media.endpoint import play_audio_file, play_video_file, record
 from .media.generate import dtmf_samples
 from .media.incoming import FrameSubscription, IncomingMedia
 from .media.live import TrackSource
 from .media.playback import Playback
 from .media.recorder import Recording, TrackRecorder
 from .media.tracks import MediaSource, OutgoingAudioTrack, OutgoingVideoTrack
+from .peer import prefer_video_codec, set_local_description
 
 logger = logging.getLogger(__name__)
 
@@ -307,9 +308,7 @@ class Call(Emitter):
         has no audio.
         """
         self._require_live("send_audio_file")
-        playback = Playback(FileDecoder(path, audio=True, loop=loop), on_error=self._media_error)
-        self._audio_out.play(playback)
-        return playback
+        return play_audio_file(path, self._audio_out, loop=loop, on_error=self._media_error)
 
     def send_video_file(self, path: str | Path, loop: bool = False) -> Playback:
         """Play a video file (and its audio track, if any) into the call, scaled to its size."""
@@ -318,12 +317,14 @@ class Call(Emitter):
             raise InvalidStateError(
                 "this call sends no video: place or accept it with video=True", self.id
             )
-        decoder = FileDecoder(path, audio=True, video_size=self.config.video_size, loop=loop)
-        playback = Playback(decoder, on_error=self._media_error)
-        self._video_out.play(playback)
-        if decoder.has_audio:
-            self._audio_out.play(playback)
-        return playback
+        return play_video_file(
+            path,
+            self._audio_out,
+            self._video_out,
+            video_size=self.config.video_size,
+            loop=loop,
+            on_error=self._media_error,
+        )
 
     def record_incoming(
         self, audio_path: str | Path | None = None, video_path: str | Path | None = None
@@ -333,27 +334,15 @@ class Call(Emitter):
         Raises `MediaError` at once for an unwritable path or an unsupported suffix.
         """
         self._require_live("record_incoming")
-        if audio_path is None and video_path is None:
-            raise ValueError("give audio_path, video_path or both")
-        if (
-            audio_path is not None
-            and video_path is not None
-            and (Path(audio_path).resolve() == Path(video_path).resolve())
-        ):
-            raise MediaError(audio_path, "record audio and video to two different files")
-        recorders = [
-            TrackRecorder(
-                path,
-                self._incoming[kind],
-                video_size=self.config.video_size,
-                on_error=self._media_error,
-            )
-            if path is not None
-            else None
-            for kind, path in (("audio", audio_path), ("video", video_path))
-        ]
-        self._recorders.extend(r for r in recorders if r is not None)
-        return Recording(*recorders)
+        recording = record(
+            self._incoming,
+            audio_path,
+            video_path,
+            video_size=self.config.video_size,
+            on_error=self._media_error,
+        )
+        self._recorders.extend(r for r in (recording.audio, recording.video) if r is not None)
+        return recording
 
     def remote_track(self, kind: Kind = "audio") -> FrameSubscription:
         """The peer's `kind` media as a `MediaStreamTrack`, e.g. to play back into a call."""
@@ -606,9 +595,7 @@ class Call(Emitter):
         return pc
 
     def _prefer_codec(self, transceiver: Any) -> None:
-        wanted = {"vp8": "video/VP8", "h264": "video/H264"}[self.config.video_codec]
-        codecs = RTCRtpSender.getCapabilities("video").codecs
-        transceiver.setCodecPreferences([c for c in codecs if c.mimeType in (wanted, "video/rtx")])
+        prefer_video_codec(transceiver, self.config.video_codec)
 
     def _open_channel(self, pc: RTCPeerConnection) -> None:
         channel = pc.createDataChannel(DATA_CHANNEL_LABEL, negotiated=True, id=DATA_CHANNEL_ID)
@@ -623,21 +610,27 @@ class Call(Emitter):
         def receive(payload: str | bytes) -> None:
             self.emit("data", payload)
 
-    async def _describe(self, pc: RTCPeerConnection, kind: str) -> None:
-        description = await (pc.createOffer() if kind == "offer" else pc.createAnswer())
-        await gather_within(self.config.ice, pc.setLocalDescription(description))
+    async def _describe(self, pc: RTCPeerConnection, kind: Literal["offer", "answer"]) -> None:
+        await set_local_description(pc, kind, self.config.ice)
 
     async def _guard(self, step: Any) -> Any:
-        """Run a negotiation step; a failure ends the call `failed` and is re-raised typed."""
+        """Run a negotiation step; a failure ends the call `failed` (telling the peer, once it
+        knows of the call) and is re-raised typed."""
         try:
             return await step
         except CallbotError as exc:
-            await self.fail(exc)
+            await self._give_up(exc)
             raise
         except Exception as exc:
             error = CallError("negotiation_failed", f"{type(exc).__name__}: {exc}", self.id)
-            await self.fail(error)
+            await self._give_up(error)
             raise error from exc
+
+    async def _give_up(self, error: CallbotError) -> None:
+        if self.state == "new":  # no offer went out: nobody to tell
+            await self.fail(error)
+        else:
+            await self.refuse(error)
 
     async def _on_answer(self, message: dict[str, Any]) -> None:
         if self.state != "calling" or self._pc is None:
@@ -868,9 +861,10 @@ class Call(Emitter):
                 self._final_stats = await self.stats()
             await self._pc.close()
         if not self._connected.done():
+            why = f"{reason}: {self.remote_end_reason}" if self.remote_end_reason else reason
             self._connected.set_exception(
                 self._failure
-                or CallError("not_connected", f"call ended ({reason}) before connecting", self.id)
+                or CallError("not_connected", f"call ended ({why}) before connecting", self.id)
             )
             self._connected.exception()  # retrieved: nobody has to await it
         self.emit("ended", reason, self.duration)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -19,8 +20,15 @@ import click
 from .config import CallConfig
 from .console import say, status
 from .errors import CallbotError
-from .ice import IceConfig
+from .ice import ENV_ALWAYS_RELAY, IceConfig
 from .signaling.relay import DEFAULT_HOST, DEFAULT_PORT, WS_PATH
+from .signaling.turn import (
+    DEFAULT_TTL,
+    RelayIceServers,
+    TurnRestAuth,
+    split_urls,
+    stun_servers,
+)
 
 ENV_SERVER = "CALLBOT_SERVER"
 DEFAULT_SERVER = f"ws://{DEFAULT_HOST}:{DEFAULT_PORT}{WS_PATH}"
@@ -54,6 +62,125 @@ def _state_option(func: Any) -> Any:
         help="Relay state (token secret, revocations). Default: $CALLBOT_STATE_DIR, "
         "else ~/.local/state/callbot.",
     )(func)
+
+
+def _trust_options(func: Any) -> Any:
+    """--identity, --known-peers, --require-signatures, --trust-on-first-use: exported to the
+    environment, where every bot of this command (and worker processes) takes them from."""
+    options = [
+        click.option("--identity", envvar="CALLBOT_IDENTITY", metavar="KEY",
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="Sign our offers and answers with this key (`callbot keygen`)."),
+        click.option("--known-peers", envvar="CALLBOT_KNOWN_PEERS", metavar="FILE",
+                     type=click.Path(dir_okay=False),
+                     help="Pinned peer keys, one `user key` per line."),
+        click.option("--require-signatures", is_flag=True, envvar="CALLBOT_REQUIRE_SIGNATURES",
+                     help="Refuse calls whose offer or answer is not signed by a pinned key."),
+        click.option("--trust-on-first-use", is_flag=True, envvar="CALLBOT_TRUST_ON_FIRST_USE",
+                     help="Pin a peer's first key into --known-peers (logged)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _export_trust(
+    identity: str | None, known_peers: str | None, require: bool, first_use: bool
+) -> None:
+    for name, value in (
+        ("CALLBOT_IDENTITY", identity),
+        ("CALLBOT_KNOWN_PEERS", known_peers),
+        ("CALLBOT_REQUIRE_SIGNATURES", "1" if require else None),
+        ("CALLBOT_TRUST_ON_FIRST_USE", "1" if first_use else None),
+    ):
+        if value:
+            os.environ[name] = str(value)
+
+
+def _always_relay_option(func: Any) -> Any:
+    """--always-relay, exported as $CALLBOT_ALWAYS_RELAY, which every bot of the command (and
+    its worker processes) reads through `IceConfig.from_env`."""
+
+    def export(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if value:
+            os.environ[ENV_ALWAYS_RELAY] = "1"
+
+    return click.option(
+        "--always-relay",
+        is_flag=True,
+        expose_value=False,
+        callback=export,
+        help="Relay-only ICE: calls use TURN relay candidates only, so peers never learn this "
+        "host's addresses; needs a relay that hands out a TURN server (docs/howto/turn.md). "
+        f"Default: ${ENV_ALWAYS_RELAY}.",
+    )(func)
+
+
+def _relay_ice_options(func: Any) -> Any:
+    """--stun-url, --turn-url, --turn-secret, --turn-ttl (or their environment variables),
+    handed to the command as one `relay_ice: RelayIceServers` argument."""
+
+    @functools.wraps(func)  # keeps the options already declared below this one
+    def wrapper(
+        *args: Any,
+        stun_urls: tuple[str, ...],
+        turn_urls: tuple[str, ...],
+        turn_secret: str | None,
+        turn_ttl: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        return func(*args, relay_ice=_relay_ice(stun_urls, turn_urls, turn_secret, turn_ttl),
+                    **kwargs)  # fmt: skip
+
+    options = [
+        click.option("--stun-url", "stun_urls", multiple=True, metavar="URL",
+                     envvar="CALLBOT_STUN_URLS",
+                     help="STUN server handed to clients, e.g. stun:stun.example.org:3478 "
+                     "(repeatable; $CALLBOT_STUN_URLS). Default: none."),
+        click.option("--turn-url", "turn_urls", multiple=True, metavar="URL",
+                     envvar="CALLBOT_TURN_URLS",
+                     help="TURN server handed to clients with fresh time-limited credentials, "
+                     "e.g. turn:turn.example.org:3478 (repeatable; $CALLBOT_TURN_URLS). "
+                     "Needs --turn-secret."),
+        click.option("--turn-secret", metavar="SECRET", envvar="CALLBOT_TURN_SECRET",
+                     help="Secret shared with the TURN server (coturn's static-auth-secret). "
+                     "Prefer $CALLBOT_TURN_SECRET: a command line is visible to other users."),
+        click.option("--turn-ttl", metavar="DURATION", envvar="CALLBOT_TURN_TTL",
+                     help="Lifetime of the TURN credentials: 90s, 15m, 1h... "
+                     "($CALLBOT_TURN_TTL). Default: 1h."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def _relay_ice(
+    stun_urls: tuple[str, ...],
+    turn_urls: tuple[str, ...],
+    turn_secret: str | None,
+    turn_ttl: str | None,
+) -> RelayIceServers:
+    """Check the ICE server options of a relay (ClickException naming the problem)."""
+    urls = split_urls(turn_urls)
+    if bool(urls) != bool(turn_secret):
+        raise click.UsageError(
+            "--turn-url and --turn-secret go together ($CALLBOT_TURN_URLS, $CALLBOT_TURN_SECRET)"
+        )
+    try:
+        fixed = stun_servers(split_urls(stun_urls))
+        turn = None
+        if urls and turn_secret:
+            ttl = parse_duration(turn_ttl) if turn_ttl else DEFAULT_TTL
+            turn = TurnRestAuth(tuple(urls), turn_secret, ttl)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    return RelayIceServers(tuple(fixed), turn)
+
+
+def _say_relay_ice(relay_ice: RelayIceServers) -> None:
+    """Tell which ICE servers the relay hands out, when it hands out any."""
+    if relay_ice.fixed or relay_ice.turn:
+        say(f"ICE servers for calls: {relay_ice.describe()}")
 
 
 def _call_config(ice_addresses: tuple[str, ...]) -> CallConfig:
@@ -130,6 +257,9 @@ def main(verbose: int) -> None:
 )
 @_state_option
 @_ice_option
+@_trust_options
+@_relay_ice_options
+@_always_relay_option
 def run(
     bot_file: Path | None,
     as_id: str | None,
@@ -143,6 +273,11 @@ def run(
     softphone_user: str,
     state_dir: Path | None,
     ice_addresses: tuple[str, ...],
+    identity: str | None,
+    known_peers: str | None,
+    require_signatures: bool,
+    trust_on_first_use: bool,
+    relay_ice: RelayIceServers,
 ) -> None:
     """Run the bot(s) defined in BOT_FILE, answering calls through a relay.
 
@@ -159,6 +294,7 @@ def run(
     """
     from . import runner
 
+    _export_trust(identity, known_peers, require_signatures, trust_on_first_use)
     if workers > 1:
         _run_workers(
             bot_file,
@@ -173,6 +309,7 @@ def run(
             softphone_user,
             state_dir,
             ice_addresses,
+            relay_ice,
         )
         return
     if ice_addresses:
@@ -189,6 +326,7 @@ def run(
     def ready(url: str, relay: Any) -> None:
         if relay is not None:
             say(f"relay listening on {url} (state in {relay.state.directory})", "bold")
+            _say_relay_ice(relay_ice)
             _say_softphone_link(relay, softphone_user)
         for bot in bots:
             say(
@@ -207,6 +345,7 @@ def run(
             state_dir=state_dir,
             max_calls=max_calls,
             on_ready=ready,
+            relay_ice=relay_ice,
         )
     )
 
@@ -224,6 +363,7 @@ def _run_workers(
     softphone_user: str,
     state_dir: Path | None,
     ice_addresses: tuple[str, ...],
+    relay_ice: RelayIceServers,
 ) -> None:
     """N worker processes in one pool; this process hosts the relay unless --server."""
     from .signaling.relay import Relay
@@ -232,9 +372,11 @@ def _run_workers(
         relay = None
         url = server
         if url is None:
-            relay = await Relay(host, port, state_dir).start()
+            relay = Relay(host, port, state_dir, ice_servers=relay_ice.fixed, turn=relay_ice.turn)
+            await relay.start()
             url = relay.url
             say(f"relay listening on {url}", "bold")
+            _say_relay_ice(relay_ice)
             _say_softphone_link(relay, softphone_user)
         command = [sys.executable, "-m", "callbot", "run", "--server", url, "--workers", "1"]
         if bot_file is not None:
@@ -288,23 +430,46 @@ def _run_workers(
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to bind.")
 @click.option("--port", default=DEFAULT_PORT, show_default=True, help="Port (WebSocket + HTTP).")
 @_state_option
-def serve(host: str, port: int, state_dir: Path | None) -> None:
+@_relay_ice_options
+@click.option(
+    "--janus",
+    metavar="URL",
+    envvar="CALLBOT_JANUS_URL",
+    help="Janus WebSocket API for group calls (e.g. ws://127.0.0.1:8188), told to every client "
+    "in welcome. Env: CALLBOT_JANUS_URL.",
+)
+def serve(
+    host: str, port: int, state_dir: Path | None, relay_ice: RelayIceServers, janus: str | None
+) -> None:
     """Run the relay (signalling server) alone.
 
     \b
     Example:
       callbot serve --host 127.0.0.1 --port 8765 --state-dir /var/lib/callbot
+      CALLBOT_TURN_SECRET=... callbot serve --turn-url turn:turn.example.org:3478
       callbot token create alice --ttl 1h --state-dir /var/lib/callbot
+      callbot serve --janus ws://127.0.0.1:8188   # group calls (docs/howto/group-calls.md)
     """
     from .signaling.relay import Relay
 
+    if janus is not None and not janus.startswith(("ws://", "wss://")):
+        raise click.BadParameter(
+            "a ws:// or wss:// URL of Janus's WebSocket API", param_hint="--janus"
+        )
+
     async def serve_forever() -> None:
-        relay = await Relay(host, port, state_dir).start()
+        relay = Relay(
+            host, port, state_dir, ice_servers=relay_ice.fixed, turn=relay_ice.turn, janus_url=janus
+        )
+        await relay.start()
         say(
             f"relay listening on {relay.url} (health: {relay.http_url}/healthz; "
             f"state in {relay.state.directory})",
             "bold",
         )
+        _say_relay_ice(relay_ice)
+        if janus is not None:
+            say(f"group calls on Janus at {janus}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -405,6 +570,8 @@ def serve(host: str, port: int, state_dir: Path | None) -> None:
 )
 @_state_option
 @_ice_option
+@_trust_options
+@_always_relay_option
 def call(
     peer: str,
     server: str,
@@ -426,6 +593,10 @@ def call(
     junit: Path | None,
     state_dir: Path | None,
     ice_addresses: tuple[str, ...],
+    identity: str | None,
+    known_peers: str | None,
+    require_signatures: bool,
+    trust_on_first_use: bool,
 ) -> None:
     """Call PEER, play a file, record the reply, report: the CI smoke-test client.
 
@@ -442,6 +613,7 @@ def call(
     from .junit import write_call_report
     from .smoke import CallPlan, place_call
 
+    _export_trust(identity, known_peers, require_signatures, trust_on_first_use)
     plan = CallPlan(
         peer=peer,
         server=server,
@@ -592,3 +764,41 @@ def demo(
             click.echo(f"{key.replace('_', ' ') + ':':<24}{value}")
     if not summary.ok:
         raise SystemExit(1)
+
+
+# -- keygen ---------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument(
+    "path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("~/.config/callbot/identity.key").expanduser(),
+)
+@click.option(
+    "--user",
+    default="ME",
+    show_default=True,
+    help="User id to put in the printed known_peers line.",
+)
+@click.option("--force", is_flag=True, help="Replace an existing key file.")
+def keygen(path: Path, user: str, force: bool) -> None:
+    """Create an Ed25519 identity key (mode 0600) and print its known_peers line.
+
+    Peers pin that line in their known_peers file; with --identity KEY your offers and answers
+    are signed, so a relay that tampers with the media setup is caught.
+
+    \b
+    Example:
+      callbot keygen ~/.config/callbot/greeter.key --user greeter >> peers/known_peers
+      callbot run samples/greeter.py --identity ~/.config/callbot/greeter.key \\
+          --known-peers peers/known_peers --require-signatures
+    """
+    from .identity import IdentityKey
+
+    if path.exists() and not force:
+        raise click.ClickException(f"{path} exists (use --force to replace it)")
+    key = IdentityKey.generate()
+    key.save(path)
+    say(f"identity key written to {path} (mode 0600)")
+    click.echo(f"{user} {key.public_key}")

@@ -9,7 +9,9 @@ which answers from a ContextVar set only while *this call's* candidates are gath
 that never goes through `gather_within` sees aioice's usual answer plus the loopback fallback.
 
 Also here: an explicit (possibly empty) ICE server list, because aiortc silently falls back to a
-public Google STUN server when `iceServers` is None.
+public Google STUN server when `iceServers` is None; and, for relay-only calls, the diagnosis of a
+TURN server that gave no relay candidate (`check_relay_candidates`), because aioice then only
+logs and the call would just hang until its connect timeout.
 """
 
 from __future__ import annotations
@@ -17,19 +19,30 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import ipaddress
+import logging
 import os
+import re
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aioice.ice
+import aioice.stun
+import aioice.turn
 import ifaddr
 from aiortc import RTCConfiguration, RTCIceServer
-from aiortc.rtcconfiguration import RTCIceTransportPolicy
+from aiortc.rtcconfiguration import RTCBundlePolicy, RTCIceTransportPolicy
+from aiortc.rtcicetransport import connection_kwargs
 
 from .errors import CallError
 
 ENV_ADDRESSES = "CALLBOT_ICE_ADDRESSES"
+ENV_ALWAYS_RELAY = "CALLBOT_ALWAYS_RELAY"
+_TRUE = ("1", "true", "yes", "on")
+#: How long the diagnostic TURN allocation may take before the server counts as unreachable.
+PROBE_TIMEOUT = 3.0
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -43,6 +56,7 @@ class IceConfig:
     """Where a call may gather candidates: STUN/TURN servers and a host-address filter.
 
     `addresses=None` means every non-loopback address, or loopback when that is all the host has.
+    `relay_only` gathers TURN relay candidates only, so the peer never learns a host address.
     """
 
     servers: tuple[RTCIceServer, ...] = ()
@@ -54,9 +68,12 @@ class IceConfig:
         cls,
         addresses: Iterable[str] | None = None,
         servers: Iterable[RTCIceServer] = (),
-        relay_only: bool = False,
+        relay_only: bool | None = None,
     ) -> IceConfig:
-        """Build a config; without explicit `addresses`, read `CALLBOT_ICE_ADDRESSES`."""
+        """Build a config; without explicit `addresses`, read `CALLBOT_ICE_ADDRESSES`, and
+        without explicit `relay_only`, `CALLBOT_ALWAYS_RELAY` (1/true/yes/on)."""
+        if relay_only is None:
+            relay_only = os.environ.get(ENV_ALWAYS_RELAY, "").strip().lower() in _TRUE
         if addresses is None:
             raw = os.environ.get(ENV_ADDRESSES, "")
             addresses = [a.strip() for a in raw.split(",") if a.strip()] or None
@@ -68,7 +85,13 @@ class IceConfig:
     def rtc_configuration(self) -> RTCConfiguration:
         """The aiortc configuration: always an explicit server list, never aiortc's default."""
         policy = RTCIceTransportPolicy.RELAY if self.relay_only else RTCIceTransportPolicy.ALL
-        return RTCConfiguration(iceServers=list(self.servers), iceTransportPolicy=policy)
+        # max-bundle: one ICE/DTLS transport for audio, video and data (one TURN allocation,
+        # one socket, one DTLS handshake per call instead of one per media line)
+        return RTCConfiguration(
+            iceServers=list(self.servers),
+            iceTransportPolicy=policy,
+            bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+        )
 
 
 def interface_addresses() -> list[str]:
@@ -103,15 +126,25 @@ aioice.ice.get_host_addresses = _host_addresses
 
 
 async def gather_within(config: IceConfig, gathering: Awaitable[T]) -> T:
-    """Await `gathering` (e.g. `setLocalDescription`) with host candidates limited by `config`."""
-    if not config.relay_only and not select_addresses(interface_addresses(), config.addresses):
-        if asyncio.iscoroutine(gathering):
-            gathering.close()
-        raise CallError(
+    """Await `gathering` (e.g. `setLocalDescription`) with host candidates limited by `config`;
+    a config that can gather nothing fails at once (`no_ice_address`, `no_turn_server`)."""
+    error = None
+    if config.relay_only and _turn_server(config) is None:
+        error = CallError(
+            "no_turn_server",
+            "relay-only ICE (always_relay) needs a TURN server, and none is configured "
+            "(callbot serve --turn-url ... --turn-secret ..., see docs/howto/turn.md)",
+        )
+    elif not config.relay_only and not select_addresses(interface_addresses(), config.addresses):
+        error = CallError(
             "no_ice_address",
             f"none of the ICE addresses {list(config.addresses or ())} is on this host "
             f"(it has {interface_addresses()}); check --ice-address / {ENV_ADDRESSES}",
         )
+    if error is not None:
+        if asyncio.iscoroutine(gathering):
+            gathering.close()
+        raise error
     context = contextvars.copy_context()
     context.run(_allowed.set, config.addresses)
 
@@ -119,3 +152,92 @@ async def gather_within(config: IceConfig, gathering: Awaitable[T]) -> T:
         return await gathering
 
     return await asyncio.create_task(run(), context=context)
+
+
+# -- TURN diagnosis ---------------------------------------------------------------------------
+#
+# When aioice cannot allocate on the TURN server (wrong or expired credentials, server down) it
+# logs at INFO and gathers no relay candidate; a relay-only call then has no candidate at all and
+# would only end at its connect timeout. So after gathering, a relay-only call without a relay
+# candidate allocates once more, with aioice's own TURN client, just to learn why, and fails at
+# once with that reason. The aioice/aiortc internals this relies on, all here:
+# - aiortc.rtcicetransport.connection_kwargs: which TURN server and credentials aiortc hands to
+#   aioice (it uses only the first usable TURN URL);
+# - aioice.turn.create_turn_endpoint: an allocation, as aioice makes it for a relay candidate;
+# - aioice.stun.TransactionFailed (an error response, with its ERROR-CODE) and
+#   aioice.stun.TransactionTimeout (no response).
+
+
+def _turn_server(config: IceConfig) -> dict[str, Any] | None:
+    """aioice's TURN arguments for `config` (turn_server, turn_username...), or None if aiortc
+    would use no TURN server."""
+    try:
+        kwargs = connection_kwargs(list(config.servers))
+    except ValueError:  # a malformed URL: aiortc itself reports it when gathering
+        return None
+    return kwargs if "turn_server" in kwargs else None
+
+
+def _turn_name(turn: dict[str, Any]) -> str:
+    host, port = turn["turn_server"]
+    scheme = "turns" if turn["turn_ssl"] else "turn"
+    return f"{scheme}:{host}:{port}?transport={turn['turn_transport']}"
+
+
+def has_relay_candidate(sdp: str) -> bool:
+    """Whether a session description carries a TURN relay candidate."""
+    return re.search(r"^a=candidate:\S+ \d+ \S+ \d+ \S+ \d+ typ relay\b", sdp, re.M) is not None
+
+
+async def check_relay_candidates(config: IceConfig, sdp: str) -> None:
+    """After gathering `sdp` with `config`: if the TURN server gave no relay candidate, raise why
+    for a relay-only call (`turn_auth_failed`, `turn_unreachable`, `turn_refused`, within
+    PROBE_TIMEOUT), or log it for a call that can still use its host candidates."""
+    turn = _turn_server(config)
+    if turn is None or has_relay_candidate(sdp):
+        return
+    if config.relay_only:
+        raise await probe_turn(turn)
+    logger.warning("no relay candidate from TURN server %s: host candidates only", _turn_name(turn))
+
+
+async def probe_turn(turn: dict[str, Any]) -> CallError:
+    """Allocate on the TURN server described by `turn` (aioice's arguments) and return the
+    CallError that explains why gathering got no relay candidate from it."""
+    name, username = _turn_name(turn), turn["turn_username"]
+    try:
+        transport, _ = await asyncio.wait_for(
+            aioice.turn.create_turn_endpoint(
+                asyncio.DatagramProtocol,
+                server_addr=turn["turn_server"],
+                username=username,
+                password=turn["turn_password"],
+                ssl=turn["turn_ssl"],
+                transport=turn["turn_transport"],
+            ),
+            PROBE_TIMEOUT,
+        )
+    except aioice.stun.TransactionFailed as exc:
+        code, reason = exc.response.attributes.get("ERROR-CODE", (0, "no error code"))
+        if code in (401, 441):  # Unauthorized (after sending credentials), Wrong Credentials
+            return CallError(
+                "turn_auth_failed",
+                f"the TURN server {name} refused the credentials of {username!r} ({code} "
+                f"{reason}): the relay's TURN secret differs from the server's "
+                "static-auth-secret, the credentials expired, or the clocks disagree",
+            )
+        return CallError(
+            "turn_refused", f"the TURN server {name} refused an allocation ({code} {reason})"
+        )
+    except (TimeoutError, aioice.stun.TransactionTimeout):
+        return CallError(
+            "turn_unreachable", f"the TURN server {name} did not answer in {PROBE_TIMEOUT:g} s"
+        )
+    except OSError as exc:  # connection refused (TCP), no such host...
+        return CallError("turn_unreachable", f"cannot reach the TURN server {name}: {exc}")
+    transport.close()  # deletes the allocation
+    return CallError(
+        "turn_failed",
+        f"the TURN server {name} gave no relay candidate while gathering, though it allocates "
+        "now: a transient failure",
+    )

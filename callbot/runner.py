@@ -16,6 +16,7 @@ from .call import Call
 from .console import say
 from .errors import CallbotError
 from .signaling.relay import Relay
+from .signaling.turn import RelayIceServers
 
 
 def load_bots(path: Path | None, as_id: str | None) -> list[Bot]:
@@ -75,11 +76,14 @@ async def run_bots(
     state_dir: Path | None,
     max_calls: int | None,
     on_ready: Callable[[str, Relay | None], None],
+    relay_ice: RelayIceServers | None = None,
 ) -> None:
-    """Start an embedded relay unless `server` is given, start the bots, serve until a signal."""
+    """Start an embedded relay unless `server` is given (handing out `relay_ice`), start the
+    bots, serve until a signal."""
     relay = None
     if server is None:
-        relay = await Relay(host, port, state_dir).start()
+        ice = relay_ice or RelayIceServers()
+        relay = await Relay(host, port, state_dir, ice_servers=ice.fixed, turn=ice.turn).start()
         server = relay.url
     try:
         for bot in bots:

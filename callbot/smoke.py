@@ -154,6 +154,7 @@ async def _place_call(plan: CallPlan, progress: Any = None) -> dict[str, Any]:
         if call.state != "ended":
             await call.hangup()
         report["end_reason"] = call.end_reason
+        report["remote_end_reason"] = call.remote_end_reason
         report["seconds"] = round(call.duration, 2)
         stats = await call.stats()
         report["sent"], report["received"] = stats["sent"], stats["received"]

@@ -249,9 +249,33 @@ def test_token_create_and_revoke(relay_url: str, cli_env: dict[str, str], spawn)
 
 
 def test_every_command_has_an_example_in_its_help(cli_env: dict[str, str]) -> None:
-    for command in (["run"], ["serve"], ["call"], ["demo"], ["token", "create"],
+    for command in (["run"], ["serve"], ["call"], ["demo"], ["keygen"], ["token", "create"],
                     ["token", "revoke"], []):  # fmt: skip
         result = _callbot(cli_env, *command, "--help")
         assert result.returncode == 0
         assert "Example" in result.stdout, command
         assert "callbot " in result.stdout.split("Example", 1)[1], command
+
+
+def test_keygen_and_signed_calls_from_the_command_line(
+    relay_url: str, spawn, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    peers = tmp_path / "known_peers"
+    lines = []
+    for user in ("desk", "caller"):
+        made = _callbot(cli_env, "keygen", str(tmp_path / f"{user}.key"), "--user", user)
+        assert made.returncode == 0, made.stderr
+        assert (tmp_path / f"{user}.key").stat().st_mode & 0o777 == 0o600
+        lines.append(made.stdout.strip())
+    peers.write_text("\n".join(lines) + "\n")
+    again = _callbot(cli_env, "keygen", str(tmp_path / "desk.key"))
+    assert again.returncode == 1 and "exists" in again.stderr
+    trust = ["--known-peers", str(peers), "--require-signatures"]
+    spawn("run", "--as", "desk", "--plugin", "autoaccept", "--server", relay_url,
+          "--identity", str(tmp_path / "desk.key"), *trust).wait_for("bot desk ready")  # fmt: skip
+    signed = _callbot(cli_env, "call", "desk", "--server", relay_url, "--duration", "0.5",
+                      "--identity", str(tmp_path / "caller.key"), *trust)  # fmt: skip
+    assert signed.returncode == 0, signed.stderr
+    unsigned = _callbot(cli_env, "call", "desk", "--server", relay_url, "--duration", "0.5")
+    assert unsigned.returncode == 1
+    assert "unsigned" in unsigned.stderr or "unsigned" in unsigned.stdout

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
+import urllib.parse
+import urllib.request
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,6 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from ..errors import CallbotError
 from ..identity import AuthError
 from .protocol import FATAL_CODES, ProtocolError, decode, encode
+from .turn import credentials_expiry
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +34,36 @@ MAX_BUFFERED = 1000
 BACKOFF_START, BACKOFF_MAX = 0.25, 10.0
 #: Ask for a fresh token this long before the current one expires (or a fifth of its life).
 REFRESH_MARGIN = 300.0
+#: Fetch fresh ICE servers this long before their TURN credentials expire (or at two thirds
+#: of their remaining life), retrying every ICE_RETRY s until it works or the relay welcomes
+#: us again (a welcome carries fresh ones).
+ICE_REFRESH_MARGIN = 300.0
+ICE_RETRY = 5.0
+ICE_CONFIG_PATH = "/api/v1/calls/ice-config"
+
+
+def ice_config_url(ws_url: str) -> str:
+    """The relay's ice-config endpoint next to its WebSocket URL: ws://h:p/ws ->
+    http://h:p/api/v1/calls/ice-config (wss -> https; a path prefix before /ws is kept)."""
+    parts = urllib.parse.urlsplit(ws_url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    path = parts.path.removesuffix("/").removesuffix("/ws") + ICE_CONFIG_PATH
+    return urllib.parse.urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+def fetch_ice_servers(ws_url: str, token: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """GET the ice-config endpoint of the relay at `ws_url` (blocking: run it in a thread).
+    Like the WebSocket, it never goes through an HTTP proxy."""
+    request = urllib.request.Request(
+        ice_config_url(ws_url), headers={"Authorization": f"Bearer {token}"}
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=timeout) as response:
+        body = json.loads(response.read())
+    servers = body.get("ice_servers") if isinstance(body, dict) else None
+    if not isinstance(servers, list):
+        raise ValueError(f"no ice_servers list in the ice-config answer: {body!r}")
+    return servers
 
 
 class SignalingError(CallbotError):
@@ -82,6 +116,7 @@ class RelayClient:
         self._first: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._refresh_task: asyncio.Task[None] | None = None
+        self._ice_task: asyncio.Task[None] | None = None
         self._closing = False
 
     @property
@@ -125,7 +160,7 @@ class RelayClient:
         if self._websocket is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._websocket.close(), 2)
-        for task in (self._refresh_task, self._task):
+        for task in (self._refresh_task, self._ice_task, self._task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -193,6 +228,7 @@ class RelayClient:
     async def _welcome(self, websocket: ClientConnection, message: dict[str, Any]) -> None:
         self.user = message.get("user")
         self.ice_servers = list(message.get("ice_servers") or [])
+        self._schedule_ice_refresh()
         self.expires_at = float(message.get("expires_at", 0))
         self._welcomed.set()
         if self._first is not None and not self._first.done():
@@ -221,6 +257,35 @@ class RelayClient:
             logger.exception("on_token_expiring failed; the session ends when the token expires")
             return
         await self.send({"type": "refresh", "token": self.token})
+
+    def _schedule_ice_refresh(self) -> None:
+        """Arrange to fetch new ICE servers before the TURN credentials we hold expire."""
+        if self._ice_task is not None:
+            self._ice_task.cancel()
+            self._ice_task = None
+        expiry = credentials_expiry(self.ice_servers)
+        if expiry is None:
+            return
+        left = expiry - time.time()
+        # At least ICE_RETRY apart: a relay whose clock lags ours must not make us spin.
+        delay = max(ICE_RETRY if left <= 0 else 0.0, left - min(ICE_REFRESH_MARGIN, left / 3))
+        self._ice_task = asyncio.get_running_loop().create_task(self._refresh_ice(delay))
+
+    async def _refresh_ice(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        while True:
+            try:
+                servers = await asyncio.to_thread(fetch_ice_servers, self.url, self.token)
+                break
+            except (OSError, ValueError) as exc:  # HTTPError (e.g. 401) is an OSError
+                logger.warning("could not refresh the ICE servers from %s: %s", self.url, exc)
+            if self.fatal_error is not None:
+                return
+            await asyncio.sleep(ICE_RETRY)
+        logger.debug("ICE servers refreshed from %s", self.url)
+        self.ice_servers = servers
+        self._ice_task = None
+        self._schedule_ice_refresh()
 
     def _fail(self, error: CallbotError) -> None:
         logger.error("relay refused this client: %s", error)

@@ -69,6 +69,8 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "presence_set": {"status": ((str,), _REQ), "text": ((str, _NONE), _OPT)},
     "presence_subscribe": {"users": ((list,), _REQ)},
     "presence_unsubscribe": {"users": ((list,), _REQ)},
+    "group_invite": {"to": ((str,), _REQ), "room": ((int, str), _REQ), "kind": ((str,), _REQ),
+                     "janus": ((str, _NONE), _OPT)},
 }  # fmt: skip
 
 #: Messages about an established call, forwarded to the other party as they are.
@@ -76,6 +78,9 @@ IN_CALL = frozenset({"ice", "renegotiate", "mediastatus", "hold", "resume", "tra
 #: Messages only the called side may send.
 CALLEE_ONLY = frozenset({"call_ringing", "call_answer", "call_reject"})
 REJECT_REASONS = frozenset({"busy", "decline"})
+#: Janus plugins a `group_invite` may name, and the longest Janus URL it may carry.
+ROOM_KINDS = frozenset({"videoroom", "audiobridge"})
+MAX_URL = 1024
 ROLES = frozenset({"bot", "user"})
 
 
@@ -176,6 +181,8 @@ def _check_values(message: dict[str, Any], call_id: str | None) -> None:
             raise ProtocolError(INVALID_MESSAGE, "presence_set: status is available, away or dnd")
         if len(message.get("text") or "") > MAX_TEXT:
             raise ProtocolError(INVALID_MESSAGE, f"presence_set: text over {MAX_TEXT} characters")
+    elif kind == "group_invite":
+        _check_invite(message)
     elif kind in ("presence_subscribe", "presence_unsubscribe"):
         users = message["users"]
         if len(users) > MAX_WATCHED or not all(
@@ -184,6 +191,19 @@ def _check_values(message: dict[str, Any], call_id: str | None) -> None:
             raise ProtocolError(
                 INVALID_MESSAGE, f"{kind}: users is a list of at most {MAX_WATCHED} user ids"
             )
+
+
+def _check_invite(message: dict[str, Any]) -> None:
+    room, janus = message["room"], message.get("janus")
+    if message["kind"] not in ROOM_KINDS:
+        raise ProtocolError(INVALID_MESSAGE, "group_invite: kind is videoroom or audiobridge")
+    valid_room = 1 <= room < 2**63 if isinstance(room, int) else ID_PATTERN.fullmatch(room)
+    if not valid_room:
+        raise ProtocolError(INVALID_MESSAGE, "group_invite: room is a positive integer or an id")
+    if janus is not None and (len(janus) > MAX_URL or not janus.startswith(("ws://", "wss://"))):
+        raise ProtocolError(
+            INVALID_MESSAGE, f"group_invite: janus is a ws:// or wss:// URL of at most {MAX_URL}"
+        )
 
 
 def error(
@@ -321,8 +341,11 @@ class RelayCore:
         authenticate: Authenticate,
         ice_servers_for: IceServersFor = lambda user: [],
         limits: RelayLimits | None = None,
+        janus_url: str | None = None,
     ) -> None:
         self._authenticate = authenticate
+        #: The Janus (SFU) for group calls that `welcome` announces, if any.
+        self.janus_url = janus_url
         self._ice_servers_for = ice_servers_for
         self.limits = limits or RelayLimits()
         self._sessions: dict[str, _Session] = {}
@@ -480,7 +503,7 @@ class RelayCore:
             Send(session.conn, {
                 "type": "welcome", "user": user, "role": session.role,
                 "session_id": uuid.uuid4().hex, "expires_at": identity.expires_at,
-                "ice_servers": self._ice_servers_for(user),
+                "ice_servers": self._ice_servers_for(user), "janus": self.janus_url,
             })
         ]  # fmt: skip
         for claim in message.get("calls", []):
@@ -529,6 +552,8 @@ class RelayCore:
             return self._refresh(session, message, now)
         if kind.startswith("presence_"):
             return self._presence_message(session, message)
+        if kind == "group_invite":
+            return self._group_invite(session, message)
         if kind == "call_offer":
             return self._offer(session, message, now)
         call = self._calls.get(message["call_id"])
@@ -561,6 +586,16 @@ class RelayCore:
             return []
         states = self._presence.subscribe(session.conn, message["users"])
         return [Send(session.conn, {"type": "presence_list", "users": states})]
+
+    def _group_invite(self, session: _Session, message: dict[str, Any]) -> list[Action]:
+        """To every connection of the invited user but the sender's own; no state is kept."""
+        assert session.user is not None
+        target = message["to"]
+        conns = [c for c in self._by_user.get(target, ()) if c != session.conn]
+        if not conns:
+            raise ProtocolError(USER_OFFLINE, f"{target} is not connected")
+        outgoing = self._forwarded(message, session.user)
+        return [Send(conn, outgoing) for conn in sorted(conns)]
 
     def _calls_of(self, user: str) -> int:
         return len({c for conn in self._by_user.get(user, ()) for c in self._sessions[conn].calls})

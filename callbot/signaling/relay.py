@@ -39,6 +39,7 @@ from .protocol import (
     error,
 )
 from .state import RelayState
+from .turn import TurnRestAuth, credentials_expiry
 
 logger = logging.getLogger(__name__)
 
@@ -159,12 +160,16 @@ class Relay:
         *,
         limits: RelayLimits | None = None,
         ice_servers: Iterable[dict[str, Any]] = (),
+        turn: TurnRestAuth | None = None,
+        janus_url: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.state = RelayState(state_dir)
         self._ice_servers = list(ice_servers)
-        self.core = RelayCore(self._authenticate, lambda user: self._ice_servers, limits)
+        #: TURN servers whose per-user credentials this relay mints (welcome and ice-config).
+        self.turn = turn
+        self.core = RelayCore(self._authenticate, self._ice_servers_for, limits, janus_url)
         self._outboxes: dict[str, _Outbox] = {}
         self.loop_lag = 0.0  # seconds the event loop was late at the last timer tick
         self._server: Server | None = None
@@ -254,6 +259,13 @@ class Relay:
             if outbox is not None:
                 outbox.put(action)
 
+    def _ice_servers_for(self, user: str) -> list[dict[str, Any]]:
+        """The fixed servers, then the TURN servers with credentials minted now for `user`."""
+        servers = list(self._ice_servers)
+        if self.turn is not None:
+            servers.append(self.turn.ice_server(user, time.time()))
+        return servers
+
     def _authenticate(self, token: str, now: float) -> Identity:
         try:
             claims = self.state.verify(token, now)
@@ -317,4 +329,8 @@ class Relay:
             return _json_response(
                 http.HTTPStatus.UNAUTHORIZED, {"error": exc.code, "message": exc.message}
             )
-        return _json_response(http.HTTPStatus.OK, {"user": user, "ice_servers": servers})
+        body: dict[str, Any] = {"user": user, "ice_servers": servers}
+        expires_at = credentials_expiry(servers)
+        if self.turn is not None and expires_at is not None:
+            body.update(ttl=self.turn.ttl, expires_at=expires_at)
+        return _json_response(http.HTTPStatus.OK, body)

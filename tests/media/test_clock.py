@@ -16,7 +16,7 @@ async def test_no_drift_despite_work_between_ticks() -> None:
         time.sleep(0.004)  # work that a sleep-per-tick loop would add to every period
     elapsed = time.monotonic() - start
     # 50 periods of 10 ms: a sleep-after-work loop would take >= 0.7 s
-    assert 0.49 <= elapsed < 0.62
+    assert 0.49 <= elapsed < 0.66
     assert abs(pacer.elapsed - 0.5) < 1e-9
 
 

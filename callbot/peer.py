@@ -1,0 +1,34 @@
+"""Peer-connection steps shared by 1:1 calls (`Call`) and group calls (`callbot.group`).
+
+Both negotiate with aiortc the same way: complete SDP with every candidate gathered inside the
+call's ICE address filter (`gather_within`), and video restricted to the configured codec.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from aiortc import RTCPeerConnection, RTCRtpSender
+
+from .ice import IceConfig, check_relay_candidates, gather_within
+
+#: Video codec names callbot accepts -> aiortc's MIME types.
+VIDEO_MIME_TYPES = {"vp8": "video/VP8", "h264": "video/H264"}
+
+
+def prefer_video_codec(transceiver: Any, codec: str) -> None:
+    """Offer or accept only `codec` ("vp8" or "h264", plus RTX) on a video transceiver."""
+    wanted = VIDEO_MIME_TYPES[codec]
+    codecs = RTCRtpSender.getCapabilities("video").codecs
+    transceiver.setCodecPreferences([c for c in codecs if c.mimeType in (wanted, "video/rtx")])
+
+
+async def set_local_description(
+    pc: RTCPeerConnection, kind: Literal["offer", "answer"], ice: IceConfig
+) -> str:
+    """Create our offer or answer and apply it, gathering candidates only where `ice`
+    allows; returns the complete SDP (candidates included: nothing is trickled)."""
+    description = await (pc.createOffer() if kind == "offer" else pc.createAnswer())
+    await gather_within(ice, pc.setLocalDescription(description))
+    await check_relay_candidates(ice, pc.localDescription.sdp)  # relay-only: why no TURN candidate
+    return pc.localDescription.sdp
