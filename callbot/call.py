@@ -42,7 +42,7 @@ from .media.live import TrackSource
 from .media.playback import Playback
 from .media.recorder import Recording, TrackRecorder
 from .media.tracks import MediaSource, OutgoingAudioTrack, OutgoingVideoTrack
-from .peer import prefer_video_codec, set_local_description
+from .peer import prefer_video_codec, set_local_description, wire_outgoing
 
 logger = logging.getLogger(__name__)
 
@@ -317,6 +317,7 @@ class Call(Emitter):
             raise InvalidStateError(
                 "this call sends no video: place or accept it with video=True", self.id
             )
+        codec = self._codecs.get("video", self.config.video_codec).split("/")[0].lower()
         return play_video_file(
             path,
             self._audio_out,
@@ -324,6 +325,7 @@ class Call(Emitter):
             video_size=self.config.video_size,
             loop=loop,
             on_error=self._media_error,
+            video_codec=codec,
         )
 
     def record_incoming(
@@ -678,11 +680,13 @@ class Call(Emitter):
         negotiated, else listening for in-band tones)."""
         assert self._pc is not None
         self._codecs = _negotiated_codecs(answer_sdp)
+        wire_outgoing(self._pc, answer_sdp, self._audio_out, self._video_out)
         settled = dtmf.negotiated(answer_sdp)
         audio = next((t for t in self._pc.getTransceivers() if t.kind == "audio"), None)
         if settled is None or audio is None:
             return
-        jitter.use_for(audio.receiver)
+        if self._codecs.get("audio", "").lower().startswith("opus"):
+            jitter.use_for(audio.receiver, self._incoming["audio"])
         if settled.event_payload_types:
             dtmf.hook_receiver(audio.receiver, set(settled.event_payload_types), self._on_dtmf)
         if settled.event_payload_type is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from aiortc import RTCPeerConnection, RTCRtpSender
+from aiortc.sdp import SessionDescription
 
 from .ice import IceConfig, check_relay_candidates, gather_within
 
@@ -32,3 +33,17 @@ async def set_local_description(
     await gather_within(ice, pc.setLocalDescription(description))
     await check_relay_candidates(ice, pc.localDescription.sdp)  # relay-only: why no TURN candidate
     return pc.localDescription.sdp
+
+
+def wire_outgoing(pc: RTCPeerConnection, answer_sdp: str, audio_out: Any, video_out: Any) -> None:
+    """Once negotiated: audio leaves as Opus packets only if Opus won, and a video track that
+    goes from passed-through packets back to frames gets aiortc's encoder to start with a
+    keyframe (through `RTCRtpSender._send_keyframe`, the hook aiortc itself uses on a PLI)."""
+    description = SessionDescription.parse(answer_sdp)
+    audio = next((m for m in description.media if m.kind == "audio" and m.rtp.codecs), None)
+    if audio is not None and audio_out is not None:
+        audio_out.opus = audio.rtp.codecs[0].mimeType.lower() == "audio/opus"
+    if video_out is not None:
+        for sender in pc.getSenders():
+            if sender.track is video_out:
+                video_out.keyframe_needed = sender._send_keyframe

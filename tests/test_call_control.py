@@ -239,7 +239,8 @@ async def test_stats_per_direction(make_bot, tone_file) -> None:
     for _ in range(100):  # RTT needs the peer's RTCP receiver report (every ~1 s)
         stats = await alice_call.stats()
         audio = stats["sent"].get("audio", {})
-        if audio.get("rtt") is not None and audio["packets"] > 80:
+        heard = stats["received"].get("audio", {})
+        if audio.get("rtt") is not None and audio["packets"] > 80 and heard["frames"] > 80:
             break
         await asyncio.sleep(0.1)
     assert 0 < stats["sent"]["audio"]["rtt"] < 0.5

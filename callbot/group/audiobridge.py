@@ -17,7 +17,7 @@ from ..errors import InvalidStateError
 from ..media import jitter
 from ..media.decoder import AUDIO_RATE
 from ..media.incoming import IncomingMedia
-from ..peer import set_local_description
+from ..peer import set_local_description, wire_outgoing
 from .janus import JanusError, JanusEvent, JanusHandle
 from .room import Participant, Room
 
@@ -43,7 +43,7 @@ class AudioBridgeRoom(Room):
             )
         pc = self._peer_connection()
         transceiver = pc.addTransceiver(self._audio_out, direction="sendrecv")
-        jitter.use_for(transceiver.receiver)
+        jitter.use_for(transceiver.receiver, self._mix)
         pc.on("track", lambda track: self._on_track(None, self._mix, track))
         offer = await set_local_description(pc, "offer", self.config.ice)
         joined = await handle.send(
@@ -54,6 +54,7 @@ class AudioBridgeRoom(Room):
             raise JanusError(None, "Janus answered join without an SDP answer", "join")
         self._own_id = joined.data.get("id")
         await pc.setRemoteDescription(RTCSessionDescription(joined.jsep["sdp"], "answer"))
+        wire_outgoing(pc, joined.jsep["sdp"], self._audio_out, None)
         await self._wait_connected(pc, "joining the mix")
         self._watch(pc)
         self.state = "joined"

@@ -154,6 +154,7 @@ class Room(Emitter):
             video_size=self.config.video_size,
             loop=loop,
             on_error=self._media_error,
+            video_codec=self.config.video_codec,
         )
 
     def record_incoming(

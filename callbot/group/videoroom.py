@@ -18,7 +18,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from ..errors import CallbotError, CallError, InvalidStateError
 from ..media import jitter
 from ..media.incoming import IncomingMedia
-from ..peer import prefer_video_codec, set_local_description
+from ..peer import prefer_video_codec, set_local_description, wire_outgoing
 from .janus import JanusError, JanusEvent, JanusHandle
 from .room import Participant, Room
 
@@ -70,6 +70,7 @@ class VideoRoom(Room):
         if published.jsep is None:
             raise JanusError(None, "Janus answered publish without an SDP answer", "publish")
         await pc.setRemoteDescription(RTCSessionDescription(published.jsep["sdp"], "answer"))
+        wire_outgoing(pc, published.jsep["sdp"], self._audio_out, self._video_out)
         await self._wait_connected(pc, "publishing")
         self._watch(pc)
         self.state = "joined"
@@ -145,7 +146,7 @@ class VideoRoom(Room):
             await pc.setRemoteDescription(RTCSessionDescription(attached.jsep["sdp"], "offer"))
             for transceiver in pc.getTransceivers():
                 if transceiver.kind == "audio":
-                    jitter.use_for(transceiver.receiver)
+                    jitter.use_for(transceiver.receiver, participant.media["audio"])
             answer = await set_local_description(pc, "answer", self.config.ice)
             await handle.send({"request": "start"}, {"type": "answer", "sdp": answer})
             await self._wait_connected(pc, f"receiving {participant.display}")

@@ -64,3 +64,56 @@ class Pacer:
         if delay > 0:
             await asyncio.sleep(delay)
         return skipped
+
+
+class Ticker:
+    """One clock for every audio track of the process: all wake on the same 20 ms deadlines.
+
+    With a timer per track, N calls cost N timers every 20 ms; here one timer wakes all the
+    waiting tracks in a single loop iteration. A track that could not keep up (the process is
+    overloaded) simply gets the current tick: the ticks it missed are counted by the caller as
+    dropped frames, never queued into lateness. `lag` is how late the last wake-up was: the
+    event loop's lag, as seen from the media's point of view.
+    """
+
+    def __init__(self, period: float = 0.02) -> None:
+        self.period = period
+        self.lag = 0.0
+        self.max_lag = 0.0
+        self._origin: float | None = None
+        self._next: asyncio.Future[int] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def now_index(self) -> int:
+        """The index of the latest tick that is due."""
+        if self._origin is None:
+            self._origin = time.monotonic()
+        return int((time.monotonic() - self._origin) / self.period)
+
+    async def next(self) -> int:
+        """Wait for the next tick; returns its index (ticks are numbered from the origin)."""
+        loop = asyncio.get_running_loop()
+        if self._next is None or self._next.done() or self._loop is not loop:
+            self._loop = loop
+            self._next = loop.create_future()
+            index = self.now_index() + 1
+            assert self._origin is not None
+            loop.call_at(
+                loop.time() + (self._origin + index * self.period - time.monotonic()),
+                self._fire,
+                index,
+            )
+        return await asyncio.shield(self._next)
+
+    def _fire(self, index: int) -> None:
+        assert self._origin is not None
+        late = time.monotonic() - (self._origin + index * self.period)
+        self.lag = max(0.0, late)
+        self.max_lag = max(self.max_lag, self.lag)
+        future, self._next = self._next, None
+        if future is not None and not future.done():
+            future.set_result(max(index, self.now_index()))
+
+
+#: The audio clock of this process.
+AUDIO_TICKER = Ticker()

@@ -175,6 +175,8 @@ class FileDecoder:
         self._bad_packets = 0
         self.passes = 0
         self.finished = False
+        #: Seconds one pass of the file lasts (audio and video together), after the first pass.
+        self.pass_length: float | None = None
 
     @property
     def has_audio(self) -> bool:
@@ -273,7 +275,7 @@ class FileDecoder:
         relative = max(0.0, relative)
         self._pass_video_end = max(self._pass_video_end, relative + self._source_frame_time)
         at = self._pass_offset + relative
-        if at + 1e-6 < self._next_video:
+        if at + 0.25 / self.fps < self._next_video:  # (timestamps are rounded, e.g. to 1 ms)
             return  # above the output frame rate: dropped before the costly scaling
         self._next_video = max(self._next_video + 1 / self.fps, at)
         assert self.video_size is not None
@@ -293,6 +295,8 @@ class FileDecoder:
         pass_samples = self._framer.written - self._pass_start
         pass_length = max(pass_samples / AUDIO_RATE, self._pass_video_end)
         self._check_complete(pass_length)
+        if self.pass_length is None:
+            self.pass_length = pass_length
         if self._audio is not None and self._video is not None:
             # Pad audio to the pass length so the next pass starts in sync with the video.
             self._take_audio(

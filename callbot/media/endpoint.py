@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..errors import MediaError
-from .decoder import FileDecoder
+from .feeds import open_feed
 from .incoming import IncomingMedia
 from .playback import Playback
 from .recorder import Recording, TrackRecorder
@@ -25,7 +25,7 @@ def play_audio_file(
 ) -> Playback:
     """Play a file's audio on `audio_out`, replacing what it played. Raises `MediaError`
     before anything is sent if the file is missing, empty, corrupt or has no audio."""
-    playback = Playback(FileDecoder(path, audio=True, loop=loop), on_error=on_error)
+    playback = Playback(open_feed(path, loop=loop, encoded=audio_out.opus), on_error=on_error)
     audio_out.play(playback)
     return playback
 
@@ -38,13 +38,15 @@ def play_video_file(
     video_size: tuple[int, int],
     loop: bool,
     on_error: ErrorHandler,
+    video_codec: str = "vp8",
 ) -> Playback:
     """Play a file's video (scaled to `video_size`) on `video_out` and its soundtrack, if
-    it has one, on `audio_out`."""
-    decoder = FileDecoder(path, audio=True, video_size=video_size, loop=loop)
-    playback = Playback(decoder, on_error=on_error)
+    it has one, on `audio_out`. Uses the shared encoding when the call sends VP8 and Opus."""
+    encoded = audio_out.opus and video_codec == "vp8"
+    feed = open_feed(path, video_size=video_size, loop=loop, encoded=encoded)
+    playback = Playback(feed, on_error=on_error)
     video_out.play(playback)
-    if decoder.has_audio:
+    if feed.has_audio:
         audio_out.play(playback)
     return playback
 

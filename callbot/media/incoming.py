@@ -1,9 +1,11 @@
-"""The call's incoming side: one reader per remote track, fanning frames out to sinks.
+"""The call's incoming side: one hub per kind of remote media, fanning it out to sinks.
 
-aiortc queues received frames without bound until someone calls `recv()`, so every remote
-track is read for the whole call by `IncomingMedia`, whether or not anything listens. Sinks
-(recorders, frame iterators, tracks handed to users) each get every frame; a slow consumer
-loses its own oldest frames, counted, never everybody's memory.
+Video arrives as frames from aiortc's decoder, read for the whole call by `IncomingMedia` (aiortc
+queues them without bound until someone reads). Audio arrives as Opus packets straight from the
+receive buffer (jitter.py): packet sinks (recorders storing Opus as is) take them untouched, and
+they are decoded, once, only while some frame sink needs samples. Sinks (recorders, frame
+iterators, tracks handed to users) each get everything; a slow consumer loses its own oldest
+frames, counted, never everybody's memory.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from . import opus
+
 logger = logging.getLogger(__name__)
 
 Frame = av.AudioFrame | av.VideoFrame
@@ -28,6 +32,14 @@ class FrameSink(Protocol):
     """Receives every frame of one incoming kind, then `end()` once."""
 
     def write(self, frame: Frame) -> None: ...
+
+    def end(self) -> None: ...
+
+
+class PacketSink(Protocol):
+    """Receives every Opus packet (payload, 48 kHz timestamp) of incoming audio, then `end()`."""
+
+    def write_packet(self, payload: bytes, pts: int) -> None: ...
 
     def end(self) -> None: ...
 
@@ -42,8 +54,50 @@ class IncomingMedia:
         #: While set, sinks get silence (audio) or nothing (video): deafened or on hold.
         self.silenced = False
         self._sinks: list[FrameSink] = []
+        self._packet_sinks: list[PacketSink] = []
         self._task: asyncio.Task[None] | None = None
         self._ended = False
+
+    @property
+    def wants_frames(self) -> bool:
+        """Whether anyone needs decoded frames (else received audio is never decoded)."""
+        return bool(self._sinks)
+
+    def packet(self, payload: bytes, pts: int) -> None:
+        """An Opus packet arrived (from the receive buffer), stamped in 48 kHz units."""
+        self.frames += 1
+        self.last_frame_at = time.monotonic()
+        if self.silenced:
+            payload = opus.silent_payload()
+        for sink in list(self._packet_sinks):
+            try:
+                sink.write_packet(payload, pts)
+            except Exception:  # one broken sink must not starve the others
+                logger.exception("%s packet sink %r failed; removing it", self.kind, sink)
+                self.remove_packet_sink(sink)
+
+    def deliver(self, frame: Frame) -> None:
+        """A decoded frame for the frame sinks (silence while deafened or held)."""
+        if self.silenced:
+            if not isinstance(frame, av.AudioFrame):
+                return
+            frame = _silence_of(frame)
+        for sink in list(self._sinks):
+            try:
+                sink.write(frame)
+            except Exception:  # one broken sink must not starve the others
+                logger.exception("%s sink %r failed; removing it", self.kind, sink)
+                self.remove_sink(sink)
+
+    def add_packet_sink(self, sink: PacketSink) -> None:
+        if self._ended:
+            sink.end()
+        else:
+            self._packet_sinks.append(sink)
+
+    def remove_packet_sink(self, sink: PacketSink) -> None:
+        with contextlib.suppress(ValueError):
+            self._packet_sinks.remove(sink)
 
     @property
     def attached(self) -> bool:
@@ -91,16 +145,7 @@ class IncomingMedia:
                 frame = await track.recv()
                 self.frames += 1
                 self.last_frame_at = time.monotonic()
-                if self.silenced:
-                    if not isinstance(frame, av.AudioFrame):
-                        continue
-                    frame = _silence_of(frame)
-                for sink in list(self._sinks):
-                    try:
-                        sink.write(frame)
-                    except Exception:  # one broken sink must not starve the others
-                        logger.exception("%s sink %r failed; removing it", self.kind, sink)
-                        self.remove_sink(sink)
+                self.deliver(frame)
         except MediaStreamError:
             pass
         finally:
@@ -111,7 +156,8 @@ class IncomingMedia:
             return
         self._ended = True
         sinks, self._sinks = self._sinks, []
-        for sink in sinks:
+        packet_sinks, self._packet_sinks = self._packet_sinks, []
+        for sink in [*sinks, *packet_sinks]:
             sink.end()
 
 

@@ -1,34 +1,42 @@
-"""An audio receive buffer that forwards packets as they come, replacing aiortc's.
+"""The audio receive path: packets go to the call's hub as they come, replacing aiortc's.
 
-aiortc 1.16 gives every audio receiver `JitterBuffer(capacity=16, prefetch=4)`: it holds 4 frames
-(80 ms) before releasing any, and after a single lost packet it stalls until 16 more have arrived,
-then throws good ones away to catch up, so 5 % packet loss turns into several times that much
-missing audio plus bursts of delay. A bot plays to no sound card and needs no playout smoothing
-(recordings and frame consumers place audio by its timestamp), so this buffer hands each packet
-to the decoder as soon as it is the newest in sequence, skips lost ones at once and drops late
-or duplicate ones. `use_for()` is the single place that swaps it in.
+aiortc 1.16 gives every audio receiver `JitterBuffer(capacity=16, prefetch=4)` and a decoder
+thread: it holds 4 frames (80 ms) before releasing any; after a single lost packet it stalls
+until 16 more have arrived, then throws good ones away, so 5 % packet loss turns into several
+times that much missing audio; and every packet is decoded in a thread, then handed back to the
+event loop. A bot plays to no sound card and needs no playout smoothing (recordings and frame
+consumers place audio by its timestamp), so this buffer hands each packet to the call's
+`IncomingMedia` as soon as it is the newest in sequence, skips lost ones at once, drops late or
+duplicate ones, and decodes (inline, ~30 us) only while someone needs samples. aiortc's
+decoder thread is never fed. `use_for()` is the single place that swaps it in.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtcrtpreceiver import TimestampMapper
+
+from .incoming import IncomingMedia
+from .opus import OpusDecoder
 
 HALF_SEQUENCE_SPACE = 1 << 15
 
 
 class AudioJitterBuffer:
-    """`add(packet) -> (pli_needed, frame or None)`, the interface aiortc's receiver calls."""
+    """`add(packet) -> (pli_needed, frame for aiortc's decoder or None)`, as aiortc calls it."""
 
     capacity = 16
 
-    def __init__(self) -> None:
+    def __init__(self, hub: IncomingMedia) -> None:
+        self._hub = hub
         self._last: int | None = None
+        self._timestamps = TimestampMapper()
+        self._decoder: OpusDecoder | None = None
         self.skipped = 0  # packets never received (lost)
         self.dropped = 0  # packets received too late or twice
 
-    def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
+    def add(self, packet: Any) -> tuple[bool, None]:
         sequence = packet.sequence_number
         if self._last is not None:
             ahead = (sequence - self._last) % (1 << 16)
@@ -37,11 +45,19 @@ class AudioJitterBuffer:
                 return False, None
             self.skipped += ahead - 1
         self._last = sequence
-        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
+        pts = self._timestamps.map(packet.timestamp)
+        payload = packet._data
+        self._hub.packet(payload, pts)
+        if self._hub.wants_frames:
+            if self._decoder is None:
+                self._decoder = OpusDecoder()
+            for frame in self._decoder.decode(payload, pts):
+                self._hub.deliver(frame)
+        return False, None
 
 
-def use_for(receiver: Any) -> AudioJitterBuffer:
-    """Give an aiortc audio `RTCRtpReceiver` this buffer (before media arrives)."""
-    buffer = AudioJitterBuffer()
+def use_for(receiver: Any, hub: IncomingMedia) -> AudioJitterBuffer:
+    """Route an aiortc audio `RTCRtpReceiver`'s packets to `hub` (before media arrives)."""
+    buffer = AudioJitterBuffer(hub)
     receiver._RTCRtpReceiver__jitter_buffer = buffer
     return buffer

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any, Literal
@@ -13,18 +12,12 @@ from typing import Any, Literal
 import av
 
 from ..errors import MediaError
-from .decoder import AUDIO_FRAME_SAMPLES, AUDIO_RATE, DecodedChunk, FileDecoder
-from .pool import DECODE_POOL
+from .decoder import AUDIO_FRAME_SAMPLES, AUDIO_RATE
+from .feeds import AudioItem, FileFeed, PromptFeed, VideoItem
 
 logger = logging.getLogger(__name__)
 
 PlaybackResult = Literal["finished", "stopped", "error", "ended"]
-
-#: Decoded ahead at the start (synchronously, so bad files fail before anything is sent).
-PRIME_SECONDS = 0.1
-#: Read-ahead bounds: refill below LOW_WATER, decode CHUNK more each time.
-LOW_WATER = 0.4
-CHUNK = 0.4
 
 AUDIO_FRAME_SECONDS = AUDIO_FRAME_SAMPLES / AUDIO_RATE
 
@@ -34,41 +27,35 @@ class Playback:
 
     Awaitable: `await pb` returns how it ended ("finished", "stopped", "error" or "ended" when
     the call ended first); `pb.done` is the same result as a future; `pb.stop()` ends it now;
-    `pb.position` is the seconds played so far (it keeps growing across loops). Decoding runs
-    on the shared decode pool at most `LOW_WATER + CHUNK` seconds ahead of what is sent.
+    `pb.position` is the seconds played so far (it keeps growing across loops); `pb.error`
+    holds the `MediaError` of a file that turned out corrupt.
     """
 
     def __init__(
         self,
-        decoder: FileDecoder,
+        feed: PromptFeed | FileFeed,
         *,
         on_error: Callable[[MediaError], None] | None = None,
     ) -> None:
-        self._decoder = decoder
+        self._feed = feed
         self._on_error = on_error
         self._loop = asyncio.get_running_loop()
         self.done: asyncio.Future[PlaybackResult] = self._loop.create_future()
         self.error: MediaError | None = None
-        self._audio: deque[av.AudioFrame] = deque()
-        self._video: deque[tuple[float, av.VideoFrame]] = deque()
         self._active = {
-            kind
-            for kind, has in (("audio", decoder.has_audio), ("video", decoder.has_video))
-            if has
+            kind for kind, has in (("audio", feed.has_audio), ("video", feed.has_video)) if has
         }
-        self._refill: asyncio.Future[DecodedChunk] | None = None
         self._started: float | None = None
         self._audio_sent = 0
-        self._video_end = 0.0
         self._final_position: float | None = None
         self.underruns = 0
-        self._ingest(decoder.read(PRIME_SECONDS))
+        feed.on_error = self._failed
 
     # -- public ------------------------------------------------------------------------------
 
     @property
     def path(self) -> Path:
-        return self._decoder.path
+        return self._feed.path
 
     @property
     def kinds(self) -> frozenset[str]:
@@ -77,7 +64,12 @@ class Playback:
 
     @property
     def fps(self) -> float:
-        return self._decoder.fps
+        return self._feed.fps
+
+    @property
+    def last_frame(self) -> av.VideoFrame | None:
+        """The picture to keep showing once the video is over."""
+        return self._feed.last_frame
 
     @property
     def position(self) -> float:
@@ -99,34 +91,29 @@ class Playback:
 
     # -- consumed by the outgoing tracks -----------------------------------------------------
 
-    def next_audio(self) -> av.AudioFrame | None:
+    def next_audio(self) -> AudioItem | None:
         """The next 20 ms of audio (None between the end of the file and its release)."""
         if "audio" not in self._active:
             return None
         self._start_clock()
-        frame = self._audio.popleft() if self._audio else None
-        if frame is not None:
+        item = self._feed.next_audio()
+        if item is not None:
             self._audio_sent += 1
-        elif self._decoder.finished and self._refill is None:
-            self.release("audio", "finished")
+        elif self._feed.audio_ended():
+            self.release("audio", "error" if self.error else "finished")
         else:
             self.underruns += 1
-        self._maybe_refill()
-        return frame
+        return item
 
-    def video_frame(self, now: float) -> av.VideoFrame | None:
-        """The newest frame due at monotonic time `now`, or None when none is newly due."""
+    def video_frame(self, now: float) -> VideoItem | None:
+        """What is newly due at monotonic time `now`: the newest frame, or the next packet."""
         if "video" not in self._active:
             return None
-        elapsed = self._media_time(now)
-        frame = None
-        while self._video and self._video[0][0] <= elapsed:
-            _, frame = self._video.popleft()
-        drained = not self._video and self._decoder.finished and self._refill is None
-        if drained and elapsed >= self._video_end:
-            self.release("video", "finished")
-        self._maybe_refill()
-        return frame
+        media_time = self._media_time(now)
+        item = self._feed.video_due(media_time)
+        if item is None and self._feed.video_ended(media_time):
+            self.release("video", "error" if self.error else "finished")
+        return item
 
     def release(self, kind: str, result: PlaybackResult = "stopped") -> None:
         """A track stops taking `kind` from this playback; the last release completes it."""
@@ -139,56 +126,27 @@ class Playback:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _start_clock(self) -> None:
+    def _start_clock(self, now: float | None = None) -> None:
         if self._started is None:
-            self._started = time.monotonic()
+            self._started = time.monotonic() if now is None else now
 
     def _media_time(self, now: float) -> float:
         """How far into the file playback is. While audio plays, the audio sent is the clock,
         so a stall delays audio and video alike instead of dropping content or desyncing."""
-        self._start_clock()
+        self._start_clock(now)
         if "audio" in self._active:
             return self._audio_sent * AUDIO_FRAME_SECONDS
         assert self._started is not None
         return now - self._started
 
-    def _buffered(self) -> float:
-        if "audio" in self._active:
-            return len(self._audio) * AUDIO_FRAME_SECONDS
-        if self._video:
-            return self._video[-1][0] - self._media_time(time.monotonic())
-        return 0.0
-
-    def _maybe_refill(self) -> None:
-        if self._refill is not None or self._decoder.finished or self.done.done():
+    def _failed(self, error: MediaError) -> None:
+        if self.error is not None or self.done.done():
             return
-        if self._buffered() >= LOW_WATER:
-            return
-        self._refill = self._loop.run_in_executor(DECODE_POOL, self._decoder.read, CHUNK)
-        self._refill.add_done_callback(self._refilled)
-
-    def _refilled(self, future: asyncio.Future[DecodedChunk]) -> None:
-        self._refill = None
-        if self.done.done():
-            self._decoder.close()
-            return
-        error = future.exception()
-        if error is None:
-            self._ingest(future.result())
-            return
-        if not isinstance(error, MediaError):
-            error = MediaError(self.path, f"decoding failed ({error!r})")
         self.error = error
         logger.warning("playback of %s failed: %s", self.path, error)
         self._finish("error")
         if self._on_error is not None:
             self._on_error(error)
-
-    def _ingest(self, chunk: DecodedChunk) -> None:
-        self._audio.extend(chunk.audio)
-        self._video.extend(chunk.video)
-        if chunk.video:
-            self._video_end = chunk.video[-1][0] + 1 / (self._decoder.fps or 30)
 
     def _finish(self, result: PlaybackResult) -> None:
         if self.done.done():
@@ -196,7 +154,4 @@ class Playback:
         self._final_position = self.position
         self._active.clear()
         self.done.set_result(result)
-        self._audio.clear()
-        self._video.clear()
-        if self._refill is None:
-            self._decoder.close()
+        self._feed.close()

@@ -22,49 +22,89 @@ import av
 import numpy as np
 
 from ..errors import MediaError
+from . import opus
 from .incoming import Frame, IncomingMedia
 from .pool import WRITE_POOL
-from .writers import FrameWriter, open_writer
+from .writers import FrameWriter, OpusItem, OpusPacketWriter, open_writer
 
 logger = logging.getLogger(__name__)
 
 #: Frames waiting for the writer before new ones are dropped (~10 s of audio or video).
 MAX_PENDING = 500
+#: Frames handed to the write pool together, and the longest a smaller batch waits (seconds).
+BATCH, BATCH_WAIT = 10, 0.2
 #: A jump in received timestamps longer than the wall-clock pause plus this is not silence.
 GAP_SLACK = 0.5
 
 
-class AudioTimeline:
-    """Restamps received audio onto one continuous timeline, filling gaps with silence."""
+class _Gaps:
+    """Where each piece of received audio falls on a continuous timeline: the silence owed
+    before it (a lost packet, a pause of the sender), bounded by the wall-clock time that really
+    passed (a sender restarting its timestamps is no pause), or None for a duplicate."""
 
     def __init__(self) -> None:
-        self._next: float | None = None  # media time where the next frame should start
+        self._next: float | None = None  # media time where the next piece should start
         self._last_wall = 0.0
+
+    def before(self, start: float | None, duration: float) -> float | None:
+        now = time.monotonic()
+        gap = 0.0
+        if self._next is not None and start is not None:
+            gap = min(start - self._next, now - self._last_wall + GAP_SLACK)
+            if gap < -duration:
+                self._last_wall = now
+                return None
+        base = start if start is not None else (self._next or 0.0)
+        self._next = base + duration
+        self._last_wall = now
+        return gap if gap >= duration / 2 else 0.0
+
+
+class AudioTimeline:
+    """Restamps received audio frames onto one continuous timeline, filling gaps with
+    silence."""
+
+    def __init__(self) -> None:
+        self._gaps = _Gaps()
         self._samples = 0  # samples issued so far: the output pts
 
     def place(self, frame: av.AudioFrame) -> list[av.AudioFrame]:
         rate = frame.sample_rate
-        start = float(frame.pts * frame.time_base) if frame.pts is not None else self._next
-        now = time.monotonic()
-        out: list[av.AudioFrame] = []
-        if self._next is not None and start is not None:
-            gap = start - self._next
-            gap = min(gap, now - self._last_wall + GAP_SLACK)
-            if gap >= 0.5 / rate * frame.samples:
-                out.append(self._stamp(_silence_like(frame, round(gap * rate))))
-            elif gap < -frame.samples / rate:
-                self._last_wall = now
-                return out  # a duplicate: already covered
-        self._next = (start or 0.0) + frame.samples / rate
-        self._last_wall = now
-        out.append(self._stamp(frame))
-        return out
+        start = float(frame.pts * frame.time_base) if frame.pts is not None else None
+        gap = self._gaps.before(start, frame.samples / rate)
+        if gap is None:
+            return []  # a duplicate: already covered
+        out = [self._stamp(_silence_like(frame, round(gap * rate)))] if gap else []
+        return [*out, self._stamp(frame)]
 
     def _stamp(self, frame: av.AudioFrame) -> av.AudioFrame:
         frame.pts = round(self._samples * 48000 / frame.sample_rate)
         frame.time_base = fractions.Fraction(1, 48000)
         self._samples += frame.samples
         return frame
+
+
+class PacketTimeline:
+    """The same for Opus packets stored as they are: gaps become ready silent packets."""
+
+    def __init__(self) -> None:
+        self._gaps = _Gaps()
+        self._samples = 0
+
+    def place(self, payload: bytes, pts: int) -> list[OpusItem]:
+        samples = opus.packet_samples(payload) or opus.FRAME_SAMPLES
+        gap = self._gaps.before(pts / opus.RATE, samples / opus.RATE)
+        if gap is None:
+            return []
+        silent = [opus.silent_payload()] * round(gap / 0.02)
+        return [self._stamp(p, opus.FRAME_SAMPLES) for p in silent] + [
+            self._stamp(payload, samples)
+        ]
+
+    def _stamp(self, payload: bytes, samples: int) -> OpusItem:
+        item = OpusItem(payload, self._samples, samples)
+        self._samples += samples
+        return item
 
 
 def _silence_like(frame: av.AudioFrame, samples: int) -> av.AudioFrame:
@@ -119,13 +159,20 @@ class TrackRecorder:
         self._writer: FrameWriter = open_writer(self.path, self.kind, video_size)
         self._source = source
         self._on_error = on_error
-        self._timeline = AudioTimeline() if self.kind == "audio" else VideoTimeline()
         self._loop = asyncio.get_running_loop()
-        self._pending: deque[Frame] = deque()
+        self._pending: deque[Frame | OpusItem] = deque()
         self._job: asyncio.Future[None] | None = None
         self._stopping = False
         self._stopped: asyncio.Future[None] = self._loop.create_future()
-        source.add_sink(self)
+        self._timer: asyncio.TimerHandle | None = None
+        #: Opus received is stored as it is (no decoding) when the file is an Opus container
+        self.passthrough = isinstance(self._writer, OpusPacketWriter)
+        if self.passthrough:
+            self._packets = PacketTimeline()
+            source.add_packet_sink(self)
+        else:
+            self._timeline = AudioTimeline() if self.kind == "audio" else VideoTimeline()
+            source.add_sink(self)
 
     @property
     def stopped(self) -> bool:
@@ -133,14 +180,29 @@ class TrackRecorder:
 
     # FrameSink
     def write(self, frame: Frame) -> None:
-        if self._stopping:
+        if not self._stopping:
+            self.frames += 1
+            self._queue(self._timeline.place(frame))  # type: ignore[arg-type]
+
+    # PacketSink
+    def write_packet(self, payload: bytes, pts: int) -> None:
+        if not self._stopping:
+            self.frames += 1
+            self._queue(self._packets.place(payload, pts))
+
+    def _queue(self, items: list[Any]) -> None:
+        if self.passthrough:  # storing packets as they are is cheap: done here, no hand-off
+            try:
+                for item in items:
+                    self._writer.write(item)
+            except Exception as exc:
+                self._give_up(exc)
             return
-        self.frames += 1
-        for placed in self._timeline.place(frame):  # type: ignore[arg-type]
+        for item in items:
             if len(self._pending) >= MAX_PENDING:
                 self.dropped += 1
                 continue
-            self._pending.append(placed)
+            self._pending.append(item)
         self._kick()
 
     def end(self) -> None:
@@ -151,6 +213,7 @@ class TrackRecorder:
         if not self._stopping:
             self._stopping = True
             self._source.remove_sink(self)
+            self._source.remove_packet_sink(self)
             self._kick()
         return self._stopped
 
@@ -159,15 +222,24 @@ class TrackRecorder:
 
     # -- the writer job ----------------------------------------------------------------------
 
-    def _kick(self) -> None:
+    def _kick(self, now: bool = False) -> None:
+        """Hand the pending frames to the write pool: in batches (a hand-off per frame costs
+        more than writing it), or at once when `now` or stopping."""
         if self._job is not None or self._stopped.done():
             return
-        if self._pending:
+        if self._pending and (now or self._stopping or len(self._pending) >= BATCH):
             self._job = self._loop.run_in_executor(WRITE_POOL, self._write_pending)
             self._job.add_done_callback(self._written)
+        elif self._pending:
+            if self._timer is None:  # a small batch still goes out within BATCH_WAIT
+                self._timer = self._loop.call_later(BATCH_WAIT, self._flush_small_batch)
         elif self._stopping:
             self._job = self._loop.run_in_executor(WRITE_POOL, self._writer.close)
             self._job.add_done_callback(self._closed)
+
+    def _flush_small_batch(self) -> None:
+        self._timer = None
+        self._kick(now=True)
 
     def _write_pending(self) -> None:
         while self._pending:
@@ -179,11 +251,17 @@ class TrackRecorder:
         if error is None:
             self._kick()
             return
+        self._give_up(error)
+
+    def _give_up(self, error: BaseException) -> None:
+        """A write failed (disk full...): report it, stop, and still close the file so what
+        was written stays playable."""
         self._record_error(error)
         self._stopping = True
         self._pending.clear()
         self._source.remove_sink(self)
-        self._kick()  # still close the file: what was written stays playable
+        self._source.remove_packet_sink(self)
+        self._kick()
 
     def _closed(self, job: asyncio.Future[None]) -> None:
         self._job = None

@@ -11,8 +11,9 @@ from __future__ import annotations
 import fractions
 import time
 import wave
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import av
 import av.error
@@ -61,11 +62,20 @@ VIDEO_SUFFIXES = frozenset(_VIDEO_CODECS)
 
 
 class FrameWriter(Protocol):
-    """Writes one track's frames to a file; `close()` finalises it."""
+    """Writes one track's frames (or Opus packets) to a file; `close()` finalises it."""
 
-    def write(self, frame: av.AudioFrame | av.VideoFrame) -> None: ...
+    def write(self, frame: Any) -> None: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class OpusItem:
+    """A received Opus packet placed on a recording's timeline (48 kHz units)."""
+
+    payload: bytes
+    pts: int
+    samples: int
 
 
 def open_writer(path: Path, kind: str, default_size: tuple[int, int]) -> FrameWriter:
@@ -82,6 +92,8 @@ def open_writer(path: Path, kind: str, default_size: tuple[int, int]) -> FrameWr
         path.parent.mkdir(parents=True, exist_ok=True)
         if suffix == ".wav":
             return WavWriter(path)
+        if kind == "audio" and _AUDIO_CODECS[suffix] == "libopus":
+            return OpusPacketWriter(path)
         return ContainerWriter(path, kind, default_size)
     except (OSError, av.error.FFmpegError) as exc:
         raise MediaError(path, f"cannot write ({getattr(exc, 'strerror', None) or exc})") from exc
@@ -116,6 +128,44 @@ class WavWriter:
             self._wave.close()
         finally:
             self._file.close()
+
+
+class OpusPacketWriter:
+    """Ogg, WebM or Matroska holding the received Opus packets as they are: no decoding, no
+    encoding. (The stream's encoder is opened only to write the Opus header; never used.)
+
+    Written through a small unbuffered I/O buffer instead of a flush per packet: a write call
+    every ~2 KB (a third of a second of Opus) keeps a killed recording nearly whole for a
+    fraction of the system calls.
+    """
+
+    def __init__(self, path: Path) -> None:
+        muxer, options = _CONTAINERS[path.suffix.lower()]
+        self._file = path.open("wb", buffering=0)
+        self._container = av.open(
+            self._file, mode="w", format=muxer, buffer_size=OPUS_IO_BUFFER,
+            container_options=options,
+        )  # fmt: skip
+        self._stream = self._container.add_stream("libopus", rate=AUDIO_RATE, layout="stereo")
+        self._stream.time_base = _OPUS_TIME_BASE
+
+    def write(self, item: OpusItem) -> None:
+        packet = av.Packet(item.payload)
+        packet.pts = packet.dts = item.pts
+        packet.duration = item.samples
+        packet.time_base = _OPUS_TIME_BASE
+        packet.stream = self._stream
+        self._container.mux(packet)
+
+    def close(self) -> None:
+        try:
+            self._container.close()
+        finally:
+            self._file.close()
+
+
+_OPUS_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
+OPUS_IO_BUFFER = 2048
 
 
 class ContainerWriter:

@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from ..errors import CallbotError
 from ..identity import AuthError
-from .protocol import FATAL_CODES, ProtocolError, decode, encode
+from .protocol import ProtocolError, decode, encode
 from .turn import credentials_expiry
 
 logger = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class RelayClient:
             elif kind == "refreshed":
                 self.expires_at = float(message.get("expires_at", self.expires_at))
                 self._schedule_refresh()
-            elif kind == "error" and message.get("code") in FATAL_CODES:
+            elif kind == "error" and message.get("fatal") is True:
                 self._fail(_fatal_error(message["code"], message.get("message", "")))
                 return
             else:

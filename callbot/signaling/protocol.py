@@ -252,11 +252,11 @@ class RelayLimits:
 
     hello_timeout: float = 10.0
     ring_timeout: float = 60.0
-    rate: float = 30.0  # messages per second per connection, sustained
-    burst: float = 60.0
+    rate: float = 200.0  # messages per second per connection, sustained (a busy bot: ~4 per call)
+    burst: float = 1000.0
     connections_per_user: int = 32
     max_connections: int = 10_000  # open connections on the whole relay
-    calls_per_user: int = 100  # calls a user may have ringing or up at once
+    calls_per_user: int = 1000  # calls a user may have ringing or up at once
     absent_grace: float = 120.0  # how long a call waits for a vanished party to come back
     pending_per_party: int = 64  # messages kept for an absent party
     remembered_ended: int = 10_000  # ended call ids remembered to answer late claims at once
