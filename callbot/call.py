@@ -34,6 +34,7 @@ from .errors import CallbotError, CallError, InvalidStateError, MediaError
 from .events import Emitter
 from .identity import IdentityError, KnownPeers
 from .media import dtmf, jitter
+from .media.clock import AUDIO_TICKER
 from .media.decoder import AUDIO_FRAME_SAMPLES, AudioFramer
 from .media.endpoint import play_audio_file, play_video_file, record
 from .media.generate import dtmf_samples
@@ -497,12 +498,17 @@ class Call(Emitter):
             raise CallError("data_queue_full", "data channel not open and queue full", self.id)
 
     async def stats(self) -> dict[str, Any]:
-        """Per direction and kind: codec, packets, bytes (sent), loss, jitter (s), RTT (s);
-        plus totals of the transport (packets and bytes each way). Kept after the end."""
+        """Per direction and kind: codec, packets, bytes (sent), loss, jitter (s), RTT (s),
+        audio slots dropped because the process fell behind; totals of the transport (packets
+        and bytes each way); and the process's media clock lag (s: last, p99 of the last 10 s).
+        Kept after the end."""
         if self._final_stats is not None:
             return self._final_stats
         result: dict[str, Any] = {"duration": self.duration, "sent": {}, "received": {},
-                                  "transport": {}}  # fmt: skip
+                                  "transport": {}, "process": {
+                                      "loop_lag": AUDIO_TICKER.lag,
+                                      "loop_lag_p99": AUDIO_TICKER.lag_percentile(99),
+                                  }}  # fmt: skip
         if self._pc is None:
             return result
         report = await self._pc.getStats()
@@ -517,6 +523,8 @@ class Call(Emitter):
                 result["sent"].setdefault(kind, {}).update(
                     codec=self._codecs.get(kind), packets=stat.packetsSent, bytes=stat.bytesSent
                 )
+                if kind == "audio":
+                    result["sent"]["audio"]["dropped"] = self._audio_out.dropped
             elif stat.type == "remote-inbound-rtp":
                 result["sent"].setdefault(kind, {}).update(
                     rtt=stat.roundTripTime, packets_lost=stat.packetsLost

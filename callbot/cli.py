@@ -240,11 +240,15 @@ def main(verbose: int) -> None:
 )
 @click.option(
     "--workers",
-    default=1,
-    show_default=True,
+    default=lambda: os.cpu_count() or 1,
+    show_default="one per core",
+    envvar="CALLBOT_WORKERS",
     type=click.IntRange(1, 64),
-    help="Processes in this bot's pool.",
+    help="Processes in this bot's pool (each bot's state is per process).",
 )
+@click.option(
+    "--worker-of", type=int, hidden=True
+)  # set by the pool's supervisor, see _run_workers
 @click.option("--max-calls", type=click.IntRange(1), help="Calls per worker before it is busy.")
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Embedded relay address.")
 @click.option("--port", default=DEFAULT_PORT, show_default=True, help="Embedded relay port.")
@@ -267,6 +271,7 @@ def run(
     token: str | None,
     plugin_specs: tuple[str, ...],
     workers: int,
+    worker_of: int | None,
     max_calls: int | None,
     host: str,
     port: int,
@@ -312,6 +317,8 @@ def run(
             relay_ice,
         )
         return
+    if worker_of is not None:
+        _end_with_supervisor(worker_of)
     if ice_addresses:
         os.environ["CALLBOT_ICE_ADDRESSES"] = ",".join(ice_addresses)
     _call_config(ice_addresses)  # validates the addresses
@@ -378,7 +385,8 @@ def _run_workers(
             say(f"relay listening on {url}", "bold")
             _say_relay_ice(relay_ice)
             _say_softphone_link(relay, softphone_user)
-        command = [sys.executable, "-m", "callbot", "run", "--server", url, "--workers", "1"]
+        command = [sys.executable, "-m", "callbot", "run", "--server", url, "--workers", "1",
+                   "--worker-of", str(os.getpid())]  # fmt: skip
         if bot_file is not None:
             command.insert(4, str(bot_file))
         for flag, value in (
@@ -421,6 +429,18 @@ def _run_workers(
             raise CallbotError(f"a worker exited with status {failed[0]}")
 
     _run(supervise())
+
+
+def _end_with_supervisor(supervisor: int) -> None:
+    """A pool worker gets SIGTERM when its supervisor dies, even by SIGKILL (Linux), so no
+    orphaned worker goes on answering calls; elsewhere it only checks once at start."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != supervisor:  # it died before the line above took effect
+        raise SystemExit(1)
 
 
 # -- serve ----------------------------------------------------------------------------------------

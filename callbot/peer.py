@@ -12,6 +12,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.sdp import SessionDescription
 
 from .ice import IceConfig, check_relay_candidates, gather_within
+from .media import fastpath
 
 #: Video codec names callbot accepts -> aiortc's MIME types.
 VIDEO_MIME_TYPES = {"vp8": "video/VP8", "h264": "video/H264"}
@@ -36,14 +37,16 @@ async def set_local_description(
 
 
 def wire_outgoing(pc: RTCPeerConnection, answer_sdp: str, audio_out: Any, video_out: Any) -> None:
-    """Once negotiated: audio leaves as Opus packets only if Opus won, and a video track that
-    goes from passed-through packets back to frames gets aiortc's encoder to start with a
-    keyframe (through `RTCRtpSender._send_keyframe`, the hook aiortc itself uses on a PLI)."""
+    """Once negotiated: audio leaves as Opus packets only if Opus won (then on the fast path,
+    see media/fastpath.py), and a video track that goes from passed-through packets back to
+    frames gets aiortc's encoder to start with a keyframe (through
+    `RTCRtpSender._send_keyframe`, the hook aiortc itself uses on a PLI)."""
     description = SessionDescription.parse(answer_sdp)
     audio = next((m for m in description.media if m.kind == "audio" and m.rtp.codecs), None)
     if audio is not None and audio_out is not None:
         audio_out.opus = audio.rtp.codecs[0].mimeType.lower() == "audio/opus"
-    if video_out is not None:
-        for sender in pc.getSenders():
-            if sender.track is video_out:
-                video_out.keyframe_needed = sender._send_keyframe
+    for sender in pc.getSenders():
+        if sender.track is video_out and video_out is not None:
+            video_out.keyframe_needed = sender._send_keyframe
+        elif sender.track is audio_out and audio_out is not None and audio_out.opus:
+            fastpath.send_audio(sender, audio_out)

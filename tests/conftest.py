@@ -12,6 +12,8 @@ import pytest
 
 # Tests use loopback only, whatever other interfaces this host has (see DEVELOPERS.md).
 os.environ.setdefault("CALLBOT_ICE_ADDRESSES", "127.0.0.1")
+# One process per `callbot run` unless a test asks for a pool (the default is one per core).
+os.environ.setdefault("CALLBOT_WORKERS", "1")
 
 from callbot.bot import Bot
 from callbot.call import Call

@@ -4,6 +4,7 @@ switching, presence, stats."""
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from pathlib import Path
 
 from callbot import Bot, Call, Incoming
@@ -232,7 +233,7 @@ async def test_presence(make_bot) -> None:
     assert statuses == ["away", "on_call", "away", "offline"]
 
 
-async def test_stats_per_direction(make_bot, tone_file) -> None:
+async def test_stats_per_direction(make_bot, tone_file, relay) -> None:
     alice_call, _ = await _connected_pair(make_bot, tone_file(".wav", 440.0, seconds=1.0))
     alice_call.send_audio_file(tone_file(".wav", 660.0, seconds=1.0), loop=True)
     stats: dict = {}
@@ -250,6 +251,13 @@ async def test_stats_per_direction(make_bot, tone_file) -> None:
     assert received["codec"] == "opus/48000/2" and received["packets"] > 80
     assert received["frames"] > 80 and 0 <= received["jitter"] < 0.1
     assert stats["transport"]["bytes_received"] > 1000
+    assert isinstance(stats["sent"]["audio"]["dropped"], int)
+    assert 0 <= stats["process"]["loop_lag"] <= stats["process"]["loop_lag_p99"] + 1
+    # the process's media clock is also on the relay's /metrics (bots and relay share it)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    text = (await asyncio.to_thread(opener.open, f"{relay.http_url}/metrics", None, 5)).read()
+    assert b"callbot_media_clock_lag_seconds " in text
+    assert b"callbot_audio_slots_dropped_total " in text
     await alice_call.hangup()
     final = await alice_call.stats()  # kept after the end
     assert final["sent"]["audio"]["packets"] >= stats["sent"]["audio"]["packets"]

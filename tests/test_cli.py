@@ -212,13 +212,18 @@ def test_bad_plugins_are_clear_errors(cli_env: dict[str, str], plugin: str, mess
     assert message in result.stderr
 
 
-def test_workers_flag_runs_a_pool(spawn, cli_env: dict[str, str]) -> None:
+@pytest.mark.parametrize("flag", [["--workers", "2"], []], ids=["flag", "default"])
+def test_workers_flag_runs_a_pool(spawn, cli_env: dict[str, str], flag: list[str]) -> None:
+    """`--workers N` runs N processes; without it (and CALLBOT_WORKERS), one per core."""
+    cli_env.pop("CALLBOT_WORKERS", None)
+    count = int(flag[1]) if flag else os.cpu_count() or 1
+    if count == 1:
+        pytest.skip("a one-core machine runs a single process by default")
     port = _free_port()
-    supervisor = spawn("run", "--as", "duo", "--plugin", "echo", "--workers", "2",
-                       "--port", str(port))  # fmt: skip
-    supervisor.wait_for(r"started 2 workers")
+    supervisor = spawn("run", "--as", "duo", "--plugin", "echo", *flag, "--port", str(port))
+    supervisor.wait_for(rf"started {count} workers")
     deadline = time.monotonic() + 30
-    while len(re.findall(r"bot duo ready", supervisor.output())) < 2:
+    while len(re.findall(r"bot duo ready", supervisor.output())) < count:
         assert time.monotonic() < deadline, supervisor.output()
         time.sleep(0.1)
     result = _callbot(cli_env, "call", "duo", "--server", f"ws://127.0.0.1:{port}/ws",
@@ -226,6 +231,37 @@ def test_workers_flag_runs_a_pool(spawn, cli_env: dict[str, str]) -> None:
     assert result.returncode == 0, result.stderr
     supervisor.stop()
     assert supervisor.popen.returncode == 0, supervisor.output()
+
+
+def test_pool_workers_end_when_the_supervisor_is_killed(spawn, cli_env: dict[str, str]) -> None:
+    supervisor = spawn("run", "--as", "trio", "--plugin", "echo", "--workers", "2",
+                       "--port", str(_free_port()))  # fmt: skip
+    pids = [
+        int(p) for p in supervisor.wait_for(r"started 2 workers: pids \[(\d+), (\d+)\]").groups()
+    ]
+    deadline = time.monotonic() + 30
+    while len(re.findall(r"bot trio ready", supervisor.output())) < 2:
+        assert time.monotonic() < deadline, supervisor.output()
+        time.sleep(0.1)
+    supervisor.popen.kill()  # SIGKILL: no chance to stop its workers itself
+    supervisor.popen.wait()
+    deadline = time.monotonic() + 15
+    try:
+        while any(_alive(pid) for pid in pids):
+            assert time.monotonic() < deadline, "a worker outlived its supervisor"
+            time.sleep(0.1)
+    finally:
+        for pid in pids:  # the workers this test started, if the assertion above failed
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def test_token_create_and_revoke(relay_url: str, cli_env: dict[str, str], spawn) -> None:

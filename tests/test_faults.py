@@ -40,7 +40,7 @@ async def test_peer_process_killed_mid_call(relay: Relay, tmp_path: Path) -> Non
     log = (tmp_path / "victim.log").open("w")
     victim = subprocess.Popen(
         [sys.executable, "-m", "callbot", "run", "--as", "victim", "--server", relay.url,
-         "--plugin", "autoaccept", "--plugin", f"prompt:file={tone},loop=true"],
+         "--workers", "1", "--plugin", "autoaccept", "--plugin", f"prompt:file={tone},loop=true"],
         stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
     )  # fmt: skip
     alice = Bot("alice", server=relay.url, token=relay.mint("alice"), role="user")

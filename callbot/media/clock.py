@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 
 #: Further behind than this, a pacer skips the missed ticks instead of sending them in a burst.
 MAX_LAG = 0.1
+#: A ticker's caller less late than this gets the missed tick at once (sent a little late)
+#: rather than dropped: a few milliseconds of event-loop lag must not cost audio.
+CATCH_UP = 0.06
 
 
 class Pacer:
@@ -71,15 +75,20 @@ class Ticker:
 
     With a timer per track, N calls cost N timers every 20 ms; here one timer wakes all the
     waiting tracks in a single loop iteration. A track that could not keep up (the process is
-    overloaded) simply gets the current tick: the ticks it missed are counted by the caller as
-    dropped frames, never queued into lateness. `lag` is how late the last wake-up was: the
-    event loop's lag, as seen from the media's point of view.
+    overloaded) simply gets the current tick: the ticks it missed are counted as dropped
+    frames (`dropped`, all tracks together), never queued into lateness. `lag` is how late the
+    last wake-up was: the event loop's lag, as seen from the media's point of view.
     """
+
+    #: Wake-ups kept for `lag_percentile` (10 s of ticks).
+    LAG_WINDOW = 500
 
     def __init__(self, period: float = 0.02) -> None:
         self.period = period
         self.lag = 0.0
         self.max_lag = 0.0
+        self.dropped = 0
+        self._lags: deque[float] = deque(maxlen=self.LAG_WINDOW)
         self._origin: float | None = None
         self._next: asyncio.Future[int] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -90,8 +99,21 @@ class Ticker:
             self._origin = time.monotonic()
         return int((time.monotonic() - self._origin) / self.period)
 
-    async def next(self) -> int:
-        """Wait for the next tick; returns its index (ticks are numbered from the origin)."""
+    async def next(self, previous: int | None = None) -> int:
+        """Wait for the next tick; returns its index (ticks are numbered from the origin).
+
+        `previous` is the tick the caller handled last. A caller back after the following tick
+        was due (work or a stall in between) gets it at once if it is less than `CATCH_UP`
+        late, else the current tick (the ones in between are dropped); either way the lateness
+        counts as lag.
+        """
+        if previous is not None and self._origin is not None:
+            due = previous + 1
+            behind = time.monotonic() - (self._origin + due * self.period)
+            if behind > 0:
+                self._record(behind)
+                await asyncio.sleep(0)  # let the loop breathe between back-to-back ticks
+                return due if behind < CATCH_UP else max(due, self.now_index())
         loop = asyncio.get_running_loop()
         if self._next is None or self._next.done() or self._loop is not loop:
             self._loop = loop
@@ -105,11 +127,21 @@ class Ticker:
             )
         return await asyncio.shield(self._next)
 
+    def lag_percentile(self, percent: float) -> float:
+        """The `percent`-th percentile of the lag over the last ~10 s of ticks (0 if idle)."""
+        if not self._lags:
+            return 0.0
+        ordered = sorted(self._lags)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * percent / 100))]
+
+    def _record(self, lag: float) -> None:
+        self.lag = lag
+        self.max_lag = max(self.max_lag, lag)
+        self._lags.append(lag)
+
     def _fire(self, index: int) -> None:
         assert self._origin is not None
-        late = time.monotonic() - (self._origin + index * self.period)
-        self.lag = max(0.0, late)
-        self.max_lag = max(self.max_lag, self.lag)
+        self._record(max(0.0, time.monotonic() - (self._origin + index * self.period)))
         future, self._next = self._next, None
         if future is not None and not future.done():
             future.set_result(max(index, self.now_index()))

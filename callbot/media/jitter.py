@@ -8,7 +8,9 @@ event loop. A bot plays to no sound card and needs no playout smoothing (recordi
 consumers place audio by its timestamp), so this buffer hands each packet to the call's
 `IncomingMedia` as soon as it is the newest in sequence, skips lost ones at once, drops late or
 duplicate ones, and decodes (inline, ~30 us) only while someone needs samples. aiortc's
-decoder thread is never fed. `use_for()` is the single place that swaps it in.
+decoder thread is never fed. `use_for()` is the single place that swaps it in. Once the first
+packet has come through aiortc (so the receiver's transport and SSRC are settled), the rest
+are handed over where they arrive, by fastpath.py.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from aiortc.rtcrtpreceiver import TimestampMapper
 
+from . import fastpath
 from .incoming import IncomingMedia
 from .opus import OpusDecoder
 
@@ -28,8 +31,9 @@ class AudioJitterBuffer:
 
     capacity = 16
 
-    def __init__(self, hub: IncomingMedia) -> None:
+    def __init__(self, hub: IncomingMedia, receiver: Any = None) -> None:
         self._hub = hub
+        self._receiver = receiver  # handed to the fast path at the first packet
         self._last: int | None = None
         self._timestamps = TimestampMapper()
         self._decoder: OpusDecoder | None = None
@@ -37,6 +41,10 @@ class AudioJitterBuffer:
         self.dropped = 0  # packets received too late or twice
 
     def add(self, packet: Any) -> tuple[bool, None]:
+        if self._receiver is not None:
+            receiver, self._receiver = self._receiver, None
+            if fastpath.enabled():
+                fastpath.receive_inline(receiver, packet.payload_type, self)
         sequence = packet.sequence_number
         if self._last is not None:
             ahead = (sequence - self._last) % (1 << 16)
@@ -58,6 +66,6 @@ class AudioJitterBuffer:
 
 def use_for(receiver: Any, hub: IncomingMedia) -> AudioJitterBuffer:
     """Route an aiortc audio `RTCRtpReceiver`'s packets to `hub` (before media arrives)."""
-    buffer = AudioJitterBuffer(hub)
+    buffer = AudioJitterBuffer(hub, receiver)
     receiver._RTCRtpReceiver__jitter_buffer = buffer
     return buffer

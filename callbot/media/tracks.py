@@ -118,25 +118,36 @@ class OutgoingAudioTrack(_OutgoingTrack):
 
     async def recv(self) -> av.Packet | av.AudioFrame:
         self._check_live()
-        tick = await self._ticker.next()
-        if self._first_tick is None:
-            self._first_tick = tick
-        elif self._last_tick is not None and tick > self._last_tick + 1:
-            self.dropped += tick - self._last_tick - 1
-        self._last_tick = tick
-        pts = (tick - self._first_tick) * AUDIO_FRAME_SAMPLES
-        item = self._next_insert()  # inserted frames (DTMF) go out even when muted
-        if item is None:
-            item = self._from_source()
-        return self._as_packet(item, pts) if self.opus else self._as_frame(item, pts)
+        tick = await self._ticker.next(self._last_tick)
+        if self.opus:
+            return opus.packet(*self.next_payload(tick))
+        return self._as_frame(*self._next_item(tick))
 
-    def _as_packet(self, item: AudioItem | None, pts: int) -> av.Packet:
+    def next_payload(self, tick: int) -> tuple[bytes, int]:
+        """The Opus payload for the clock's `tick` and its timestamp (48 kHz, from the track's
+        first tick). `recv()` uses it; so does the fast sender, which drives every call's
+        audio from one loop over the shared clock."""
+        self._check_live()
+        item, pts = self._next_item(tick)
         if isinstance(item, av.AudioFrame):
             if self._encoder is None:
                 self._encoder = opus.OpusEncoder()
             payloads = self._encoder.encode(item)
             item = payloads[0] if payloads else None
-        return opus.packet(item if item is not None else opus.silent_payload(), pts)
+        return (item if item is not None else opus.silent_payload()), pts
+
+    def _next_item(self, tick: int) -> tuple[AudioItem | None, int]:
+        if self._first_tick is None:
+            self._first_tick = tick
+        elif self._last_tick is not None and tick > self._last_tick + 1:
+            self.dropped += tick - self._last_tick - 1
+            self._ticker.dropped += tick - self._last_tick - 1
+        self._last_tick = tick
+        pts = (tick - self._first_tick) * AUDIO_FRAME_SAMPLES
+        item = self._next_insert()  # inserted frames (DTMF) go out even when muted
+        if item is None:
+            item = self._from_source()
+        return item, pts
 
     def _as_frame(self, item: AudioItem | None, pts: int) -> av.AudioFrame:
         if isinstance(item, bytes):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..media.clock import AUDIO_TICKER
 from .protocol import ERROR_CODES, RelayCore
 
 
@@ -48,4 +49,17 @@ def metrics_text(core: RelayCore, loop_lag: float) -> str:
         "How late the relay's event loop ran its last 250 ms timer.",
         [("", loop_lag)],
     )
+    if AUDIO_TICKER.max_lag or AUDIO_TICKER.dropped:  # bots run in this process (callbot run)
+        metric(
+            "callbot_media_clock_lag_seconds",
+            "gauge",
+            "How late this process's 20 ms audio clock ran: p99 over the last 10 s.",
+            [("", AUDIO_TICKER.lag_percentile(99))],
+        )
+        metric(
+            "callbot_audio_slots_dropped_total",
+            "counter",
+            "20 ms audio slots skipped because the process fell behind (all calls).",
+            [("", AUDIO_TICKER.dropped)],
+        )
     return "\n".join(lines) + "\n"

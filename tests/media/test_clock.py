@@ -1,10 +1,11 @@
-"""Pacer: absolute deadlines (no drift) and no burst after a stall."""
+"""Pacer: absolute deadlines (no drift) and no burst after a stall. Ticker: a little lag costs
+no audio, a stall drops what it must and says so."""
 
 from __future__ import annotations
 
 import time
 
-from callbot.media.clock import MAX_LAG, Pacer
+from callbot.media.clock import CATCH_UP, MAX_LAG, Pacer, Ticker
 
 
 async def test_no_drift_despite_work_between_ticks() -> None:
@@ -43,3 +44,18 @@ async def test_period_change_keeps_media_time_continuous() -> None:
     pacer.set_period(0.02)
     await pacer.tick()
     assert abs(pacer.elapsed - 0.12) < 1e-9
+
+
+async def test_ticker_catches_up_a_little_lag_and_drops_after_a_stall() -> None:
+    ticker = Ticker(0.02)
+    first = await ticker.next()
+    time.sleep(0.03)  # work that overruns the next deadline by ~10 ms
+    assert await ticker.next(first) == first + 1  # sent late, not dropped
+    assert ticker.lag >= 0.005
+    second = first + 1
+    time.sleep(CATCH_UP + 0.1)  # a stall
+    third = await ticker.next(second)
+    assert third >= second + int((CATCH_UP + 0.1) / 0.02)  # the missed ticks are skipped
+    assert ticker.lag_percentile(100) >= CATCH_UP + 0.05
+    fourth = await ticker.next(third)
+    assert fourth == third + 1  # then paced again

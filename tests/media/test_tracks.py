@@ -13,6 +13,7 @@ import numpy as np
 
 from callbot.media import analysis, generate, opus
 from callbot.media.cache import PROMPTS
+from callbot.media.clock import AUDIO_TICKER
 from callbot.media.decoder import FileDecoder
 from callbot.media.feeds import FileFeed, open_feed
 from callbot.media.playback import Playback
@@ -25,6 +26,7 @@ def _decoded(packets: list[av.Packet]) -> list[av.AudioFrame]:
 
 
 async def test_audio_after_a_stall_no_burst_no_lost_content(tmp_path: Path) -> None:
+    dropped_before = AUDIO_TICKER.dropped
     track = OutgoingAudioTrack()
     playback = Playback(open_feed(generate.write_tone(tmp_path / "t.wav", 440, 3.0)))
     track.play(playback)
@@ -39,6 +41,8 @@ async def test_audio_after_a_stall_no_burst_no_lost_content(tmp_path: Path) -> N
     jumps = [b - a for (_, a), (_, b) in itertools.pairwise(stamps)]
     assert max(jumps) >= 0.2 * 48000  # timestamps follow the wall clock across the stall
     assert track.dropped >= 10  # the skipped 20 ms slots are counted
+    assert AUDIO_TICKER.dropped - dropped_before == track.dropped  # and for the process
+    assert AUDIO_TICKER.lag_percentile(100) >= 0.2  # the clock saw the event loop stall
     assert playback.position == 40 * 0.02  # no content was dropped to catch up
     track.stop()
 

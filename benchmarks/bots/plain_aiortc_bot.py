@@ -1,0 +1,87 @@
+"""The baseline of density.py: the same bot written with plain aiortc, as its docs show.
+
+Each call gets a `MediaPlayer` looping the prompt and a `MediaRecorder` writing what arrives
+to .ogg: a decode and encode per call, two threads per call. Only signalling (callbot's relay
+client) and the loopback-only ICE filter are callbot's; the media path is aiortc's own.
+
+Usage: plain_aiortc_bot.py RELAY_URL TOKEN (BENCH_* variables as for callbot_bot.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _botstats import StatsWriter
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaPlayer, MediaRecorder
+
+from callbot.ice import IceConfig, gather_within
+from callbot.signaling.client import RelayClient
+
+ICE = IceConfig(addresses=("127.0.0.1",))
+
+
+class PlainBot:
+    def __init__(self, url: str, token: str) -> None:
+        self.calls: dict[str, tuple[RTCPeerConnection, MediaPlayer, MediaRecorder]] = {}
+        self.stats = StatsWriter(lambda: {"dropped": None, "calls": len(self.calls)})
+        self.client = RelayClient(url, token, on_message=self.on_message, role="bot")
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    def on_message(self, message: dict[str, Any]) -> None:
+        kind, call_id = message.get("type"), message.get("call_id")
+        if kind == "call_offer":
+            self._spawn(self.answer(call_id, message["sdp"]))
+        elif kind == "hangup" and call_id in self.calls:
+            self._spawn(self.close(call_id))
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def answer(self, call_id: str, offer: str) -> None:
+        await self.client.send({"type": "call_ringing", "call_id": call_id})
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # never a public STUN server
+        player = MediaPlayer(str(self.stats.prompt), loop=True)
+        recorder = MediaRecorder(str(self.stats.recordings / f"{call_id}.ogg"))
+        self.calls[call_id] = (pc, player, recorder)
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            if track.kind == "audio":
+                recorder.addTrack(track)
+
+        await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        pc.addTrack(player.audio)
+        await gather_within(ICE, pc.setLocalDescription(await pc.createAnswer()))
+        await recorder.start()
+        await self.client.send(
+            {"type": "call_answer", "call_id": call_id, "sdp": pc.localDescription.sdp}
+        )
+
+    async def close(self, call_id: str) -> None:
+        pc, player, recorder = self.calls.pop(call_id)
+        await recorder.stop()
+        player.audio.stop()
+        await pc.close()
+
+    async def run(self) -> None:
+        self.stats.ensure_started()
+        await self.client.connect()
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        for call_id in list(self.calls):
+            await self.close(call_id)
+        await self.client.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(PlainBot(sys.argv[1], sys.argv[2]).run())
