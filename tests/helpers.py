@@ -22,19 +22,35 @@ async def collect_frames(
     return out
 
 
-def drop_outgoing_rtp(call: object, fraction: float, seed: int = 7) -> None:
-    """Simulate packet loss: drop `fraction` of the RTP packets `call` sends (RTCP is kept)."""
-    import random
+class LossyTransport:
+    """Wraps a UDP transport and drops a share of the RTP it sends (STUN, DTLS, RTCP kept)."""
 
-    transport = next(t for t in call.peer_connection.getTransceivers() if t.kind == "audio")
-    dtls = transport.sender.transport
-    original = dtls._send_rtp
-    rng = random.Random(seed)
+    def __init__(self, transport: object, fraction: float, seed: int) -> None:
+        import random
 
-    async def lossy(data: bytes) -> None:
-        is_rtcp = len(data) > 1 and 192 <= data[1] <= 223
-        if not is_rtcp and rng.random() < fraction:
+        self._transport = transport
+        self._fraction = fraction
+        self._rng = random.Random(seed)
+        self.dropped = 0
+
+    def sendto(self, data: bytes, addr: object = None) -> None:
+        is_rtp = len(data) >= 12 and 127 < data[0] < 192 and not 192 <= data[1] <= 223
+        if is_rtp and self._rng.random() < self._fraction:
+            self.dropped += 1
             return
-        await original(data)
+        self._transport.sendto(data, addr)
 
-    dtls._send_rtp = lossy
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._transport, name)
+
+
+def drop_outgoing_rtp(call: object, fraction: float, seed: int = 7) -> list[LossyTransport]:
+    """Simulate packet loss: drop `fraction` of the RTP packets `call` sends, at its sockets
+    (below aiortc and callbot's fast path alike). Returns the wrappers, which count drops."""
+    transceiver = next(t for t in call.peer_connection.getTransceivers() if t.kind == "audio")
+    connection = transceiver.sender.transport.transport._connection  # aioice's Connection
+    lossy = []
+    for protocol in connection._protocols:
+        protocol.transport = LossyTransport(protocol.transport, fraction, seed + len(lossy))
+        lossy.append(protocol.transport)
+    return lossy

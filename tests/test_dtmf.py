@@ -48,12 +48,12 @@ async def test_keys_survive_five_percent_loss(mode: str) -> None:
     config = CallConfig(dtmf=mode)
     caller, callee = await connect_direct(caller_config=config, callee_config=config)
     try:
-        drop_outgoing_rtp(caller, 0.05, seed=11)
-        drop_outgoing_rtp(callee, 0.05, seed=23)
+        lossy = drop_outgoing_rtp(caller, 0.05, seed=11) + drop_outgoing_rtp(callee, 0.05, seed=23)
         await caller.send_dtmf(ALL_KEYS)
         assert await _wait_for(callee, len(ALL_KEYS)) == ALL_KEYS
         await callee.send_dtmf("#*9876")
         assert await _wait_for(caller, 6) == "#*9876"
+        assert sum(t.dropped for t in lossy) >= 5  # packets really were lost on the way (~14)
     finally:
         await caller.hangup()
 

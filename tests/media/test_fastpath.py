@@ -1,0 +1,76 @@
+"""The fast Opus path (media/fastpath.py) against aiortc's own: same media, same statistics."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from callbot.media import analysis, fastpath
+from callbot.signaling.direct import connect_direct
+
+pytestmark = pytest.mark.skipif(
+    not fastpath.supported(), reason="fast path written for aiortc 1.16 / aioice 0.13"
+)
+
+
+def _hooks(call) -> tuple[bool, bool]:
+    """Whether `call`'s audio is sent by the shared pump and received inline."""
+    transceiver = next(t for t in call.peer_connection.getTransceivers() if t.kind == "audio")
+    pumped = any(
+        stream.sender is transceiver.sender
+        for pump in fastpath._PUMPS.values()
+        for stream in pump._streams
+    )
+    connection = transceiver.receiver.transport.transport._connection
+    return pumped, bool(getattr(connection, "_callbot_inline", None))
+
+
+async def _tone_both_ways(tmp_path: Path, tone_file) -> dict:
+    caller, callee = await connect_direct()
+    try:
+        at_callee = callee.record_incoming(audio_path=tmp_path / "at-callee.wav")
+        at_caller = caller.record_incoming(audio_path=tmp_path / "at-caller.wav")
+        low, high = tone_file(".wav", 440.0, seconds=3.0), tone_file(".wav", 1000.0, seconds=3.0)
+        played = await asyncio.gather(caller.send_audio_file(low), callee.send_audio_file(high))
+        assert played == ["finished", "finished"]
+        hooks = (_hooks(caller), _hooks(callee))
+        stats = None
+        for _ in range(50):  # RTCP reports go out about once a second
+            stats = await caller.stats()
+            if stats["sent"]["audio"].get("rtt") is not None:
+                break
+            await asyncio.sleep(0.1)
+        received = (await callee.stats())["received"]["audio"]
+        await asyncio.gather(at_callee.stop(), at_caller.stop())
+    finally:
+        await caller.hangup()
+    for name, hz in (("at-callee.wav", 440.0), ("at-caller.wav", 1000.0)):
+        clip = analysis.load_audio(tmp_path / name)
+        assert abs(analysis.dominant_frequency(clip) - hz) <= 5
+        assert abs(analysis.active_seconds(clip) - 3.0) <= 0.1
+    return {"hooks": hooks, "sent": stats["sent"]["audio"], "received": received}
+
+
+async def test_fast_path_carries_audio_and_keeps_rtcp_statistics(
+    tmp_path: Path, tone_file
+) -> None:
+    assert fastpath.enabled()
+    result = await _tone_both_ways(tmp_path, tone_file)
+    assert result["hooks"] == ((True, True), (True, True))
+    # counters the fast path keeps for aiortc: sender reports, receiver reports, getStats()
+    assert result["sent"]["packets"] >= 150
+    assert 0 < result["sent"]["rtt"] < 0.5
+    assert result["received"]["packets"] >= 150
+    assert result["received"]["packets_lost"] == 0
+
+
+async def test_aiortc_path_when_turned_off(
+    tmp_path: Path, tone_file, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CALLBOT_FASTPATH", "0")
+    assert not fastpath.enabled()
+    result = await _tone_both_ways(tmp_path, tone_file)
+    assert result["hooks"] == ((False, False), (False, False))
+    assert result["sent"]["packets"] >= 150 and result["received"]["packets"] >= 150
