@@ -1,11 +1,15 @@
 """What the benchmark bots report to density.py: a JSON file per process, rewritten twice a
-second (calls, audio slots dropped, event-loop lag p99 over the measurement window)."""
+second (calls, audio slots dropped, event-loop lag p99 and the longest garbage collection over
+the measurement window)."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
+import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,17 @@ class StatsWriter:
         self._figures = figures
         self._probe = LagProbe()
         self._task: asyncio.Task[None] | None = None
+        self._collections: deque[tuple[float, int, float]] = deque(maxlen=10_000)
+        self._collecting = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        """Times every collection (generation, pause) to tell GC stalls from others."""
+        now = time.perf_counter()
+        if phase == "start":
+            self._collecting = now
+        else:
+            self._collections.append((time.monotonic(), info["generation"], now - self._collecting))
 
     def ensure_started(self) -> None:
         if self._task is None:
@@ -31,7 +46,14 @@ class StatsWriter:
     async def _run(self) -> None:
         while True:
             lags = self._probe.recent(self._window)
-            figures = {"lag_p99": percentile(lags, 99), "lag_max": max(lags, default=0.0)}
+            since = time.monotonic() - self._window
+            pauses = [(g, d) for at, g, d in self._collections if at >= since]
+            figures = {
+                "lag_p99": percentile(lags, 99),
+                "lag_max": max(lags, default=0.0),
+                "gc_max": max((d for _, d in pauses), default=0.0),
+                "gc_full": sum(g == 2 for g, _ in pauses),
+            }
             figures.update(self._figures())
             temporary = self._path.with_suffix(".tmp")
             temporary.write_text(json.dumps(figures))

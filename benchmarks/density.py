@@ -8,7 +8,8 @@ N, after a warm-up, over a measurement window:
 - bot CPU per call (% of one core) and in total (cores), RSS per call (MB);
 - receive lateness p50/p99 (ms): how much later than its media time each packet from the bot
   arrives at the callers, relative to the earliest one of its call;
-- drift (ms per minute, the worst call): lateness growing over the window;
+- drift (ms per minute, the worst call): lateness growing over the window (median lateness
+  of its last quarter against its first);
 - gaps (share of the bot's packets never received) and audio slots the bot dropped;
 - the bot's event-loop lag p99 (ms).
 
@@ -139,6 +140,10 @@ class Harness:
             await self._drive(point, bot, env)
             figures = [json.loads(p.read_text()) for p in stats.glob("*.json")]
             point.lag_p99_ms = max(f["lag_p99"] for f in figures) * 1000
+            gc_max = max(f.get("gc_max", 0.0) for f in figures) * 1000
+            if gc_max > 20:
+                full = sum(f.get("gc_full", 0) for f in figures)
+                point.notes.append(f"longest GC pause {gc_max:.0f} ms ({full} full collections)")
         finally:
             bot.send_signal(signal.SIGTERM)
             try:
@@ -363,7 +368,7 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--callbot", default="25,50,100,150,200", help="call counts (callbot)")
+    parser.add_argument("--callbot", default="10,25,50,100,150,200", help="call counts (callbot)")
     parser.add_argument("--aiortc", default="10,20,30,40", help="call counts (plain aiortc)")
     parser.add_argument("--workers2", default="300", help="call counts with --workers 2")
     parser.add_argument("--seconds", type=float, default=20.0, help="measurement window")

@@ -37,6 +37,16 @@ class Arrivals:
         pass
 
 
+def drift_per_minute(arrived: np.ndarray, offsets: np.ndarray) -> float:
+    """How fast lateness grows (s per minute): the median offset of the last quarter of the
+    window minus that of the first, over the time between them. Medians, so that one stall
+    or burst (load noise, not drift) does not pass for a trend as it would in a line fit."""
+    quarter = len(arrived) // 4
+    first, last = slice(0, quarter), slice(len(arrived) - quarter, None)
+    span = np.median(arrived[last]) - np.median(arrived[first])
+    return float((np.median(offsets[last]) - np.median(offsets[first])) / span * 60)
+
+
 def analyse(sinks: list[Arrivals], seconds: float) -> dict[str, float]:
     """Lateness, drift and gaps of what arrived, over all calls."""
     lateness: list[float] = []
@@ -51,7 +61,7 @@ def analyse(sinks: list[Arrivals], seconds: float) -> dict[str, float]:
         media = np.array(sink.pts) / RATE
         offsets = arrived - media  # constant for a stream that arrives in real time
         lateness.extend((offsets - offsets.min()).tolist())
-        drifts.append(np.polyfit(arrived - arrived[0], offsets, 1)[0] * 60)  # s per minute
+        drifts.append(drift_per_minute(arrived, offsets))
         span = (max(sink.pts) - min(sink.pts)) // 960 + 1
         expected += span
         missing += span - len(set(sink.pts))

@@ -9,8 +9,9 @@ from collections import deque
 #: Further behind than this, a pacer skips the missed ticks instead of sending them in a burst.
 MAX_LAG = 0.1
 #: A ticker's caller less late than this gets the missed tick at once (sent a little late)
-#: rather than dropped: a few milliseconds of event-loop lag must not cost audio.
-CATCH_UP = 0.06
+#: rather than dropped: a short stall (a busy core, a garbage collection) must not cost audio,
+#: and receivers' jitter buffers absorb 100 ms; a longer one drops ticks instead of queueing.
+CATCH_UP = 0.1
 
 
 class Pacer:
@@ -141,10 +142,11 @@ class Ticker:
 
     def _fire(self, index: int) -> None:
         assert self._origin is not None
-        self._record(max(0.0, time.monotonic() - (self._origin + index * self.period)))
+        late = max(0.0, time.monotonic() - (self._origin + index * self.period))
+        self._record(late)
         future, self._next = self._next, None
-        if future is not None and not future.done():
-            future.set_result(max(index, self.now_index()))
+        if future is not None and not future.done():  # a timer a little late still gets its tick
+            future.set_result(index if late < CATCH_UP else max(index, self.now_index()))
 
 
 #: The audio clock of this process.

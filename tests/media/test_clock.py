@@ -3,6 +3,7 @@ no audio, a stall drops what it must and says so."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from callbot.media.clock import CATCH_UP, MAX_LAG, Pacer, Ticker
@@ -59,3 +60,13 @@ async def test_ticker_catches_up_a_little_lag_and_drops_after_a_stall() -> None:
     assert ticker.lag_percentile(100) >= CATCH_UP + 0.05
     fourth = await ticker.next(third)
     assert fourth == third + 1  # then paced again
+
+
+async def test_a_timer_that_fires_late_still_gives_its_tick() -> None:
+    ticker = Ticker(0.02)
+    await ticker.next()
+    waiter = asyncio.ensure_future(ticker.next())
+    await asyncio.sleep(0)  # the waiter sets its timer for the next tick
+    due = ticker.now_index() + 1
+    time.sleep(0.05)  # the loop is busy past that tick's deadline and the one after
+    assert await waiter == due  # the late tick is handed out, not skipped

@@ -53,9 +53,7 @@ async def _tone_both_ways(tmp_path: Path, tone_file) -> dict:
     return {"hooks": hooks, "sent": stats["sent"]["audio"], "received": received}
 
 
-async def test_fast_path_carries_audio_and_keeps_rtcp_statistics(
-    tmp_path: Path, tone_file
-) -> None:
+async def test_fast_path_carries_audio_and_keeps_rtcp_statistics(tmp_path: Path, tone_file) -> None:
     assert fastpath.enabled()
     result = await _tone_both_ways(tmp_path, tone_file)
     assert result["hooks"] == ((True, True), (True, True))
