@@ -46,7 +46,9 @@ async def start_bot(relay: Relay) -> subprocess.Popen[bytes]:
         "--server", relay.url, "--token", relay.mint(BOT), "--workers", "1",
         "--ice-address", "127.0.0.1",
     ]  # fmt: skip
-    bot = subprocess.Popen(command, cwd=HERE.parent, stdout=subprocess.DEVNULL)
+    log = Path(tempfile.gettempdir()) / "callbot-setup-bench.log"  # the bot's own output
+    with log.open("wb") as out:
+        bot = subprocess.Popen(command, cwd=HERE.parent, stdout=out, stderr=out)
     probe = Bot("setup-probe", server=relay.url, token=relay.mint("setup-probe"), role="user")
     await probe.start()
     try:
