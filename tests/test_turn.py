@@ -42,7 +42,7 @@ from callbot.signaling.turn import (
     stun_servers,
 )
 
-from helpers import collect_frames
+from helpers import collect_frames, missing_peer
 
 SECRET = "callbot-test-secret"
 RELAY_PORTS = (49160, 49199)  # coturn's relay port range (fixed, small)
@@ -118,7 +118,7 @@ def coturn_command(port: int, directory: Path) -> list[str]:
 def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coturn]:
     """A coturn on 127.0.0.1 (free port) for this module, stopped by its PID at the end."""
     if shutil.which("turnserver") is None:
-        pytest.skip("coturn is not installed (apt-get install coturn): no TURN server to test")
+        missing_peer("coturn is not installed (apt-get install coturn): no TURN server to test")
     directory = tmp_path_factory.mktemp("coturn")
     port = _free_port()
     log_path = directory / "turnserver.log"

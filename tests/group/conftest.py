@@ -18,6 +18,8 @@ from callbot import Bot
 from callbot.media import generate
 from callbot.signaling.relay import Relay
 
+from helpers import missing_peer
+
 VIDEO_SIZE = (320, 240)
 
 
@@ -29,7 +31,7 @@ def janus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JanusServer]:
         ensure_janus_address()
         server.start()
     except Unavailable as exc:
-        pytest.skip(f"no Janus for the group-call tests: {exc}")
+        missing_peer(f"no Janus for the group-call tests (apt-get install janus): {exc}")
     try:
         yield server
     finally:

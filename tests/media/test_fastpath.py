@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,18 @@ import pytest
 from callbot.media import analysis, fastpath
 from callbot.signaling.direct import connect_direct
 
-pytestmark = pytest.mark.skipif(
-    not fastpath.supported(), reason="fast path written for aiortc 1.16 / aioice 0.13"
-)
+
+@pytest.fixture(autouse=True)
+def fast_path_available() -> None:
+    """The fast path is callbot's density lever: without it these tests fail, they don't skip,
+    so an aiortc/aioice upgrade cannot quietly take it away. Opt out explicitly (a port to a
+    new aiortc in progress) with CALLBOT_TEST_WITHOUT_FASTPATH=1."""
+    if fastpath.supported():
+        return
+    reason = "the fast path needs aiortc 1.16 / aioice 0.13 (pinned in pyproject.toml)"
+    if os.environ.get("CALLBOT_TEST_WITHOUT_FASTPATH") == "1":
+        pytest.skip(reason)
+    pytest.fail(reason)
 
 
 def _hooks(call) -> tuple[bool, bool]:

@@ -20,6 +20,8 @@ from softphone_page import CHROMIUM, MIC_HZ, PHONE_VIEWPORT, TIMEOUT_MS, Softpho
 from callbot.media import generate
 from callbot.signaling.relay import Relay
 
+from helpers import missing_peer
+
 expect.set_options(timeout=TIMEOUT_MS)
 
 
@@ -34,7 +36,9 @@ def fake_mic(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def browser(tmp_path: Path, fake_mic: Path) -> AsyncIterator[BrowserContext]:
     """A fresh headless Chromium (own profile dir), closed after the test."""
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"the browser tests need Debian's chromium at {CHROMIUM}")
+        missing_peer(
+            f"the browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)"
+        )
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
             tmp_path / "chromium-profile",
