@@ -15,7 +15,7 @@ import numpy as np
 from playwright.async_api import expect
 from softphone_page import HZ_TOLERANCE, MIC_HZ, remote_peak, wait_until
 
-from callbot import Bot, Call, Incoming
+from callbot import Bot, Call, CallConfig, Incoming
 from callbot.media import analysis, generate
 from callbot.signaling.relay import Relay
 from callbot.signaling.state import RelayState
@@ -371,17 +371,19 @@ async def test_chromium_insert_dtmf_reaches_the_bot_as_digits(browser, softphone
 async def test_no_media_path_is_said_within_bounds_and_cleared_by_the_next_call(
     softphone, make_bot, monkeypatch
 ) -> None:
-    """A bot behind a firewall that drops every datagram reaching its ICE sockets: no media
-    path exists. The page says so on its own, well before the bot's 30 s connect timeout,
-    and the next call starts without that stale notice."""
+    """Bots behind a firewall that drops every datagram reaching their ICE sockets: no media
+    path exists. The page says so on its own, well before the bot's 30 s connect timeout, or
+    when a bot gives up first; the next call starts without those stale notices."""
     bot = make_bot("walled")
+    impatient = make_bot("quick", config=CallConfig(connect_timeout=3.0))
     answered: list[Call] = []
 
-    @bot.on_incoming
     async def take(incoming: Incoming) -> None:
         answered.append(await incoming.accept())
 
-    await bot.start()
+    for each in (bot, impatient):
+        each.on_incoming(take)
+        await each.start()
     receive = aioice.ice.StunProtocol.datagram_received
     firewall = {"up": True}
 
@@ -405,9 +407,15 @@ async def test_no_media_path_is_said_within_bounds_and_cleared_by_the_next_call(
     assert await answered[0].wait_ended(10) == "remote_hangup"
     assert answered[0].remote_end_reason == "failed"
 
+    await phone.dial("quick")  # the bot gives up after 3 s and says "failed"
+    await expect(log).to_have_text(
+        "Call with quick ended: No media path to quick: their network checks (ICE) failed."
+    )  # the first call's notice is gone
+    assert await answered[1].wait_ended(5) == "failed"
+
     firewall["up"] = False
     await phone.dial("walled")
     await phone.wait_status("Connected")
     assert "No media path" not in await log.inner_text()
     await phone.page.get_by_role("button", name="Hang up").click()
-    assert await answered[1].wait_ended(10) == "remote_hangup"
+    assert await answered[2].wait_ended(10) == "remote_hangup"
