@@ -120,6 +120,9 @@ class Call(Emitter):
         self.received_dtmf = ""
         self._dtmf_queue: asyncio.Queue[str] = asyncio.Queue()
         self._rfc4733: dtmf.Rfc4733Sender | None = None
+        self._key_presses = dtmf.KeyPresses(self._on_dtmf)
+        self._tone_listener: dtmf.InbandDtmfListener | None = None
+        self.on("new_listener", self._listener_added)
         self._signaling = signaling
         self._place_call = place_call
         self.local_user = local_user
@@ -435,6 +438,7 @@ class Call(Emitter):
 
     async def read_dtmf(self, timeout: float | None = None) -> str | None:
         """The next DTMF key received (in order), or None if none came within `timeout`."""
+        self._listen_for_tones()
         try:
             return await asyncio.wait_for(self._dtmf_queue.get(), timeout)
         except TimeoutError:
@@ -696,9 +700,10 @@ class Call(Emitter):
         if self._codecs.get("audio", "").lower().startswith("opus"):
             jitter.use_for(audio.receiver, self._incoming["audio"])
         if settled.event_payload_types:
-            dtmf.hook_receiver(audio.receiver, set(settled.event_payload_types), self._on_dtmf)
+            events = set(settled.event_payload_types)
+            dtmf.hook_receiver(audio.receiver, events, self._key_presses.event)
         if settled.event_payload_type is None:
-            self._incoming["audio"].add_sink(dtmf.InbandDtmfListener(self._on_dtmf))
+            self._listen_for_tones()
             return
         self._rfc4733 = dtmf.Rfc4733Sender(
             audio.sender._ssrc,
@@ -707,6 +712,18 @@ class Call(Emitter):
             settled.clock_rate,
         )
         dtmf.hook_sender(audio.sender.transport, self._rfc4733)
+
+    def _listener_added(self, event: str, _handler: Any) -> None:
+        if event == "dtmf":
+            self._listen_for_tones()
+
+    def _listen_for_tones(self) -> None:
+        """Detect in-band DTMF in what we receive, from now on (once per call). Always done
+        without telephone-events; with them, only once someone listens for keys (a `dtmf`
+        handler, `read_dtmf`): it costs decoding audio that is otherwise left undecoded."""
+        if self._tone_listener is None:
+            self._tone_listener = dtmf.InbandDtmfListener(self._key_presses.tone)
+            self._incoming["audio"].add_sink(self._tone_listener)
 
     def _on_dtmf(self, digit: str) -> None:
         self.received_dtmf += digit

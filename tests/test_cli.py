@@ -116,6 +116,22 @@ def test_serve_run_and_call_echo_as_a_user_would(
     assert recorded["level_dbfs"] > -30
 
 
+def test_ivr_sample_follows_keys_played_by_callbot_call(
+    relay_url: str, spawn, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """samples/ivr_bot.py's docstring: keys in a wav, played by `callbot call` (callbot to
+    callbot negotiates RFC 4733, the keys are tones in the audio); 9 makes the IVR hang up."""
+    spawn("run", "samples/ivr_bot.py", "--server", relay_url).wait_for("bot desk ready")
+    keys = tmp_path / "keys.wav"
+    made = _callbot(cli_env, "media", "dtmf", str(keys), "--digits", "9")
+    assert made.returncode == 0, made.stderr
+    result = _callbot(cli_env, "call", "desk", "--server", relay_url, "--play", str(keys),
+                      "--duration", "10", "--json")  # fmt: skip
+    report = json.loads(result.stdout)
+    assert report["connected"] and report["end_reason"] == "remote_hangup", report
+    assert report["seconds"] < 5  # the IVR hung up on the key, not our 10 s
+
+
 def test_call_to_nobody_fails_with_a_reason(relay_url: str, cli_env: dict[str, str]) -> None:
     result = _callbot(cli_env, "call", "nobody", "--server", relay_url, "--json")
     assert result.returncode == 1

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from callbot import CallConfig, InvalidStateError
+from callbot.media import generate
+from callbot.media.dtmf import KeyPresses
 from callbot.signaling.direct import connect_direct
 
 from helpers import drop_outgoing_rtp
@@ -80,3 +83,67 @@ async def test_bad_keys_and_states() -> None:
     with pytest.raises(InvalidStateError):
         await caller.send_dtmf("1")
     assert await callee.read_dtmf(0.1) is None
+
+
+async def test_keys_played_as_audio_are_heard_where_telephone_events_are_negotiated(
+    tmp_path: Path,
+) -> None:
+    """A callbot caller plays a recording of keys (callbot to callbot negotiates RFC 4733):
+    the callee still gets each key, in order, once."""
+    keys = generate.write_dtmf(tmp_path / "keys.wav", "19#*0", duration=0.12, gap=0.1)
+    caller, callee = await connect_direct()
+    events: list[str] = []
+    callee.on("dtmf", events.append)
+    try:
+        assert caller.dtmf_mode == callee.dtmf_mode == "rfc4733"
+        await caller.send_audio_file(keys)
+        assert await _wait_for(callee, 5) == "19#*0"
+        await asyncio.sleep(0.5)  # nothing more comes (no key reported twice)
+        assert "".join(events) == callee.received_dtmf == "19#*0"
+    finally:
+        await caller.hangup()
+
+
+async def test_a_key_sent_both_as_event_and_as_tone_is_one_key_press(tmp_path: Path) -> None:
+    """Each key is sent as a telephone-event while the same key plays as audio: one `dtmf`
+    event per press, a key pressed again later counts again, and read_dtmf alone listens."""
+    caller, callee = await connect_direct()
+    events: list[str] = []
+    callee.on("dtmf", events.append)
+    try:
+        for index, digit in enumerate("55#"):
+            tone = generate.write_dtmf(tmp_path / f"key-{index}.wav", digit, duration=0.3)
+            playing = caller.send_audio_file(tone)  # 0.2 s of silence, then 0.3 s of tone
+            await caller.send_dtmf(digit)  # 100 ms: it replaces the audio meanwhile
+            await playing
+            await asyncio.sleep(KeyPresses.PAIR_WINDOW + 0.3)
+        assert "".join(events) == callee.received_dtmf == "55#"
+    finally:
+        await caller.hangup()
+
+
+async def test_read_dtmf_listens_for_tones_too(tmp_path: Path) -> None:
+    caller, callee = await connect_direct()
+    try:
+        reading = asyncio.ensure_future(callee.read_dtmf(10))
+        await asyncio.sleep(0.1)
+        await caller.send_audio_file(generate.write_dtmf(tmp_path / "7.wav", "7"))
+        assert await reading == "7"
+    finally:
+        await caller.hangup()
+
+
+def test_key_presses_pair_each_report_once() -> None:
+    now = [0.0]
+    heard: list[str] = []
+    presses = KeyPresses(heard.append, clock=lambda: now[0])
+    presses.event("1")
+    presses.event("2")
+    now[0] = 0.3
+    presses.tone("1")  # the first press, heard late as tones
+    presses.tone("2")
+    presses.tone("3")  # only as tones
+    now[0] = 2.0
+    presses.event("3")  # too late to be the same press
+    presses.tone("3")  # pairs with that event
+    assert heard == ["1", "2", "3", "3"]

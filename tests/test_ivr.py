@@ -133,6 +133,20 @@ async def test_barge_in_and_type_ahead(make_bot, menu_file: Path, tmp_path: Path
     assert paths == [["main", "sales"]]
 
 
+async def test_keys_played_as_audio_drive_the_menu(
+    make_bot, menu_file: Path, tmp_path: Path
+) -> None:
+    """`callbot call desk --play keys.wav` (samples/ivr_bot.py): the keys are tones in the
+    audio although both ends negotiated telephone-events, and the menu follows them."""
+    _, paths = await _ivr_bot(make_bot, menu_file, tmp_path)
+    call, _ = await _caller(make_bot)
+    assert call.dtmf_mode == "rfc4733"
+    keys = generate.write_dtmf(tmp_path / "keys.wav", "1#", duration=0.12, gap=0.3)
+    call.send_audio_file(keys)
+    assert await call.wait_ended(10) == "remote_hangup"
+    assert paths == [["main", "sales"]]
+
+
 async def test_transfer_action(make_bot, menu_file: Path, tmp_path: Path) -> None:
     operator = make_bot("operator")
     answered: list[Call] = []

@@ -3,7 +3,9 @@
 One peer connection, audio both ways: we send our audio, Janus sends back the mix of every
 other participant. So there is one incoming stream for the whole room (record it with
 `room.record_incoming(audio_path=...)`), and participants are known from the plugin's
-`participants` and `leaving` notifications only.
+`participants` notifications (each says whether their peer connection is up: `setup`, what
+we report as publishing) and `leaving` / `kicked`. Janus removes a participant whose media
+ends, so here `unpublished` only ever comes just before `left`.
 """
 
 from __future__ import annotations
@@ -82,13 +84,16 @@ class AudioBridgeRoom(Room):
             self._fail(JanusError(None, f"room {self.id} was destroyed"), "destroyed")
             return
         self._participants_seen(data)
-        gone = data.get("leaving")
-        if gone is not None:
-            self._remove_participant(gone)
+        for key in ("leaving", "kicked"):
+            gone = data.get(key)
+            if gone is not None and gone != "ok":
+                self._remove_participant(gone)
 
     def _participants_seen(self, data: dict[str, Any], *, announce: bool = True) -> None:
         for info in data.get("participants") or []:
-            if info.get("id") is not None and info["id"] != self._own_id:
-                self._add_participant(
-                    Participant(info["id"], str(info.get("display", ""))), announce=announce
-                )
+            if info.get("id") is None or info["id"] == self._own_id:
+                continue
+            participant = Participant(info["id"], str(info.get("display", "")))
+            self._add_participant(participant, announce=announce)
+            if info.get("setup"):
+                self._published(self._participants[info["id"]], announce=announce)

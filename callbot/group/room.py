@@ -6,10 +6,12 @@ what arrives comes per participant (VideoRoom: one subscription per publisher) o
 and `audiobridge.py`; this module holds what both share: the outgoing tracks, the participant
 list and its events, the peer connections' lifecycle and the teardown.
 
-Events: `joined(participant)` and `left(participant)` for participants who come and go after
-we joined (those already there are in `room.participants` when joining returns),
-`track(participant, kind, track)` when media from a participant arrives (participant is None
-for the AudioBridge mix), `ended(reason)`, `error(CallbotError)`.
+Events, for what happens after we joined (who was already there is in `room.participants`
+when joining returns): `joined(participant)` when someone enters the room, `published(
+participant)` when their media starts and `unpublished(participant)` when it stops (they may
+stay, receiving), `left(participant)` when they leave (after `unpublished` if they were still
+publishing); `track(participant, kind, track)` when media from a participant arrives
+(participant is None for the AudioBridge mix), `ended(reason)`, `error(CallbotError)`.
 """
 
 from __future__ import annotations
@@ -46,13 +48,17 @@ class Participant:
         self.display = display
         #: False once the participant has left.
         self.present = True
+        #: Whether they send media into the room now (VideoRoom: published; AudioBridge: their
+        #: peer connection is up).
+        self.publishing = False
         #: What they send, per kind, when the room receives them separately (VideoRoom).
         self.media: dict[str, IncomingMedia] = {}
         #: The codec of each kind they publish, as Janus reports it (VideoRoom), e.g. "vp8".
         self.codecs: dict[str, str] = {}
 
     def __repr__(self) -> str:
-        return f"<Participant {self.id} {self.display!r}{'' if self.present else ' left'}>"
+        state = ("" if self.publishing else " not publishing") if self.present else " left"
+        return f"<Participant {self.id} {self.display!r}{state}>"
 
 
 class Room(Emitter):
@@ -114,15 +120,20 @@ class Room(Emitter):
         return next((p for p in self.participants if p.display == display), None)
 
     async def wait_for_participants(
-        self, *displays: str, timeout: float = 30.0
+        self, *displays: str, timeout: float = 30.0, publishing: bool = True
     ) -> list[Participant]:
-        """Wait until someone is present under each of `displays`; returns them in order.
-        Raises `TimeoutError` naming who is missing, `InvalidStateError` if the room ends."""
+        """Wait until someone is present under each of `displays` and, unless `publishing` is
+        False, sends media; returns them in order. Raises `TimeoutError` naming who is
+        missing, `InvalidStateError` if the room ends."""
+
+        def ready(display: str) -> Participant | None:
+            found = self.participant(display)
+            return found if found is not None and (found.publishing or not publishing) else None
 
         async def present() -> list[Participant]:
             while True:
                 changed = self._changed
-                found = [self.participant(d) for d in displays]
+                found = [ready(d) for d in displays]
                 if all(found):
                     return found  # type: ignore[return-value]
                 if self.state == "ended":
@@ -132,8 +143,10 @@ class Room(Emitter):
         try:
             return await asyncio.wait_for(present(), timeout)
         except TimeoutError:
-            missing = [d for d in displays if self.participant(d) is None]
-            raise TimeoutError(f"{missing} not in room {self.id} after {timeout:g} s") from None
+            missing = [d for d in displays if ready(d) is None]
+            what = "publishing" if publishing else "present"
+            message = f"{missing} not {what} in room {self.id} after {timeout:g} s"
+            raise TimeoutError(message) from None
 
     # -- media -----------------------------------------------------------------------------------
 
@@ -231,13 +244,39 @@ class Room(Emitter):
             self.emit("joined", participant)
         return True
 
+    def _published(self, participant: Participant, *, announce: bool = True) -> bool:
+        """`participant` now sends media: emit `published` (False if it already did)."""
+        if participant.publishing or not participant.present:
+            return False
+        participant.publishing = True
+        self._notify()
+        if announce:
+            self.emit("published", participant)
+        return True
+
+    def _unpublished(self, participant_id: Any) -> Participant | None:
+        """Their media stopped (they may stay): end what came from them, emit `unpublished`."""
+        participant = self._participants.get(participant_id)
+        if participant is None or not participant.present or not participant.publishing:
+            return None
+        participant.publishing = False
+        participant.codecs = {}
+        for kind, source in list(participant.media.items()):
+            self._spawn(source.close())  # ends its recordings and frame iterators
+            participant.media[kind] = IncomingMedia(kind)  # for when they publish again
+        self._notify()
+        self.emit("unpublished", participant)
+        return participant
+
     def _remove_participant(self, participant_id: Any) -> Participant | None:
+        """They left the room: `unpublished` first if they still published, then `left`."""
+        self._unpublished(participant_id)
         participant = self._participants.get(participant_id)
         if participant is None or not participant.present:
             return None
         participant.present = False
         for source in participant.media.values():
-            self._spawn(source.close())  # ends its recordings and frame iterators
+            self._spawn(source.close())
         self._notify()
         self.emit("left", participant)
         return participant

@@ -3,8 +3,9 @@
 We join as a publisher and send our audio (and video) on one peer connection, sendonly. For
 each other publisher we open a subscription: a second handle whose peer connection Janus
 offers and we answer, receiving that participant's audio and video separately, so they can
-be recorded one by one. Janus announces publishers when their media is up (`publishers`) and
-their departure (`leaving` / `unpublished`).
+be recorded one by one. Janus announces who enters (`joining`, in rooms created with
+`notify_joining`, as ours are), publishers when their media is up (`publishers`), media that
+stops (`unpublished`: they are still in the room) and departures (`leaving`, `kicked`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class VideoRoom(Room):
                     "request": "create",
                     "room": self.id,
                     "publishers": MAX_PUBLISHERS,
+                    "notify_joining": True,  # so those who only watch are known too
                     "audiocodec": "opus",
                     "videocodec": self.config.video_codec,
                 }
@@ -74,6 +76,8 @@ class VideoRoom(Room):
         await self._wait_connected(pc, "publishing")
         self._watch(pc)
         self.state = "joined"
+        for info in joined.data.get("attendees") or []:
+            self._participant_seen(info, announce=False)
         for info in joined.data.get("publishers") or []:
             self._publisher_seen(info, announce=False)
 
@@ -99,25 +103,43 @@ class VideoRoom(Room):
         if data.get("videoroom") == "destroyed":
             self._fail(JanusError(None, f"room {self.id} was destroyed"), "destroyed")
             return
+        if isinstance(data.get("joining"), dict):
+            self._participant_seen(data["joining"])
         for info in data.get("publishers") or []:
             self._publisher_seen(info)
-        for key in ("leaving", "unpublished"):
+        stopped = data.get("unpublished")
+        if stopped is not None and stopped != "ok" and self._unpublished(stopped):
+            self._unsubscribe(stopped)
+        for key in ("leaving", "kicked"):
             gone = data.get(key)
             if gone is not None and gone != "ok" and self._remove_participant(gone):
-                self._spawn(self._unsubscribe(gone))
+                self._unsubscribe(gone)
 
-    def _publisher_seen(self, info: dict[str, Any], *, announce: bool = True) -> None:
+    def _participant_seen(
+        self, info: dict[str, Any], *, announce: bool = True
+    ) -> Participant | None:
+        """Someone in the room (published or not): the participant, None if it is us."""
         feed = info.get("id")
         if feed is None or feed == self._own_id:
-            return
+            return None
+        known = self._participants.get(feed)
+        if known is not None and known.present:
+            return known
         participant = Participant(feed, str(info.get("display", "")))
         participant.media = {"audio": IncomingMedia("audio"), "video": IncomingMedia("video")}
+        self._add_participant(participant, announce=announce)
+        return participant
+
+    def _publisher_seen(self, info: dict[str, Any], *, announce: bool = True) -> None:
+        participant = self._participant_seen(info, announce=announce)
+        if participant is None or participant.publishing:
+            return
         participant.codecs = {
             stream["type"]: stream["codec"]
             for stream in info.get("streams") or []
             if stream.get("type") in participant.media and "codec" in stream
         }
-        if self._add_participant(participant, announce=announce):
+        if self._published(participant, announce=announce):
             self._spawn(self._subscribe(participant))
 
     # -- subscriptions ---------------------------------------------------------------------------
@@ -153,14 +175,17 @@ class VideoRoom(Room):
         except Exception as exc:
             if isinstance(exc, JanusError) and exc.code == NO_SUCH_FEED:
                 logger.debug("room %s: %s left before we could receive them", self.id, participant)
-            elif participant.present and self.state == "joined":
+            elif participant.publishing and self.state == "joined":
                 error = exc if isinstance(exc, CallbotError) else CallError("failed", repr(exc))
                 logger.warning("room %s: no media from %s: %s", self.id, participant, error)
                 self.emit("error", error)
 
-    async def _unsubscribe(self, feed: Any) -> None:
+    def _unsubscribe(self, feed: Any) -> None:
+        """Drop the subscription to `feed` now (they may publish again), close it meanwhile."""
         subscription = self._subscriptions.pop(feed, None)
         if subscription is not None:
-            handle, pc = subscription
-            await handle.detach()
-            await pc.close()
+            self._spawn(self._close_subscription(*subscription))
+
+    async def _close_subscription(self, handle: JanusHandle, pc: RTCPeerConnection) -> None:
+        await handle.detach()
+        await pc.close()

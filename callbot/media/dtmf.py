@@ -1,5 +1,5 @@
 """DTMF for calls: RFC 4733 telephone-events where both ends negotiate them, in-band tones
-otherwise; both kinds end up as the same `dtmf(digit)` events.
+otherwise; both kinds end up as the same `dtmf(digit)` events, once per key press.
 
 RFC 4733 (https://www.rfc-editor.org/rfc/rfc4733) sends key presses as RTP packets of a
 "telephone-event" payload type inside the audio stream. aiortc 1.16 does not support it: it
@@ -15,13 +15,15 @@ deals with that, without editing SDP text anywhere:
 - `hook_receiver()` takes telephone-event packets out of the audio receiver's input before
   aiortc would drop them, and reports each event once (RFC 4733 section 2.5.1.3 redundancy);
 - `InbandDtmfListener` runs the Goertzel detector of `analysis` on received audio when the peer
-  sends plain tones.
+  sends plain tones (a peer may play keys as audio even where telephone-events are negotiated);
+- `KeyPresses` merges the two paths so a key that arrives both ways is reported once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -289,6 +291,47 @@ class InbandDtmfListener:
 
     def end(self) -> None:
         return None
+
+
+class KeyPresses:
+    """Reports each key press once when it comes both as a telephone-event and as tones.
+
+    A gateway may pass the tones through in the audio and signal them as events too, so a
+    key can arrive both ways. A key on one path is the same press as an unpaired report of
+    that key on the other path at most `PAIR_WINDOW` seconds older (tones are found later
+    than the event: the detector needs ~60 ms of tone, and a repeated key needs a gap).
+    """
+
+    PAIR_WINDOW = 1.0
+
+    def __init__(
+        self, on_digit: Callable[[str], None], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._on_digit = on_digit
+        self._clock = clock
+        #: Keys reported from each path and not yet paired with the other: (digit, when).
+        self._unpaired: dict[str, deque[tuple[str, float]]] = {"event": deque(), "tone": deque()}
+
+    def event(self, digit: str) -> None:
+        """A key from an RFC 4733 telephone-event."""
+        self._heard("event", "tone", digit)
+
+    def tone(self, digit: str) -> None:
+        """A key detected in the received audio."""
+        self._heard("tone", "event", digit)
+
+    def _heard(self, path: str, other_path: str, digit: str) -> None:
+        now = self._clock()
+        mine, other = self._unpaired[path], self._unpaired[other_path]
+        for queue in (mine, other):
+            while queue and now - queue[0][1] > self.PAIR_WINDOW:
+                queue.popleft()
+        match = next((entry for entry in other if entry[0] == digit), None)
+        if match is not None:
+            other.remove(match)  # the same press, already reported from the other path
+            return
+        mine.append((digit, now))
+        self._on_digit(digit)
 
 
 assert set(EVENT_KEYS) == set("".join(DTMF_KEYS))

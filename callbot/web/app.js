@@ -144,6 +144,7 @@ async function answer(video) {
 function show(newCall) {
   call = newCall;
   alerting = false;
+  ui.notices.replaceChildren(); // what ended earlier calls is stale now
   ui.callPeer.textContent = call.peer;
   ui.peerNote.textContent = ui.tonesSent.textContent = "";
   ui.duration.textContent = formatDuration(0);

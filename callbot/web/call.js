@@ -3,12 +3,18 @@
 
 const MAX_EARLY_CANDIDATES = 100;
 const IN_CALL = new Set(["connected", "held"]);
+// How long a media path (ICE, then DTLS) may take before the call ends "failed": on a LAN or
+// through TURN it takes a second or two; the browser alone would wait about 30 s.
+export const CONNECT_TIMEOUT_MS = 15_000;
 
 // States: new -> calling (we dial) | ringing (we are called) -> connecting -> connected <-> held
 // -> ended. Events: "state" {state}, "ringing" (the peer is alerted), "track" {track},
-// "mediastatus" {audioMuted, videoMuted}, "data" {payload}, "ended" {reason, remoteReason, error}.
-// End reasons: hangup, declined, remote_hangup (remoteReason: the peer's or the relay's reason),
-// rejected:busy, rejected:decline, failed (no media path), error ({code, message}).
+// "mediastatus" {audioMuted, videoMuted}, "data" {payload},
+// "ended" {reason, remoteReason, error, cause, connected}. End reasons: hangup, declined,
+// remote_hangup (remoteReason: the peer's or the relay's reason), rejected:busy,
+// rejected:decline, failed (no media path; cause "ice": the browser's ICE checks failed,
+// "timeout": none worked within CONNECT_TIMEOUT_MS), error ({code, message}). `connected`:
+// whether media ever flowed.
 export class Call extends EventTarget {
   state = "new";
   heldBy = new Set(); // "local", "remote"
@@ -28,6 +34,7 @@ export class Call extends EventTarget {
   #steps = Promise.resolve(); // negotiation steps and incoming messages run one at a time
   #connectedAt = null;
   #endedAt = null;
+  #connectTimer = null;
 
   // send(message) delivers one protocol message to the relay; the call adds call_id and to.
   // offer: the SDP of an incoming call (then the call starts ringing).
@@ -215,7 +222,12 @@ export class Call extends EventTarget {
         this.#connectedAt = performance.now();
         this.#setState("connected");
       } else if (pc.connectionState === "failed" && this.isLive) {
-        this.#end("failed", {notify: "failed"});
+        this.#end("failed", {cause: "ice", notify: "failed"});
+      }
+    };
+    pc.oniceconnectionstatechange = () => {
+      if (pc.iceConnectionState === "failed" && this.isLive) {
+        this.#end("failed", {cause: "ice", notify: "failed"});
       }
     };
     return pc;
@@ -296,18 +308,23 @@ export class Call extends EventTarget {
   #setState(state) {
     if (state === this.state) return;
     this.state = state;
+    clearTimeout(this.#connectTimer);
+    if (state === "connecting") {
+      this.#connectTimer = setTimeout(
+        () => this.#end("failed", {cause: "timeout", notify: "failed"}), CONNECT_TIMEOUT_MS);
+    }
     this.#emit("state", {state});
   }
 
   // notify: the hangup reason to send the peer, if the relay knows the call.
-  #end(reason, {remoteReason = null, error = null, notify = null} = {}) {
+  #end(reason, {remoteReason = null, error = null, cause = null, notify = null} = {}) {
     if (!this.isLive) return;
     if (notify && this.#known) this.#signal({type: "hangup", reason: notify});
     this.#endedAt = performance.now();
     this.#setState("ended");
     this.#pc?.close();
     stopTracks(this.#localStream);
-    this.#emit("ended", {reason, remoteReason, error});
+    this.#emit("ended", {reason, remoteReason, error, cause, connected: this.#connectedAt !== null});
   }
 
   #emit(type, detail) {

@@ -1,5 +1,7 @@
 // What the relay, the browser and the peer report, in words for the person using the page.
 
+import {CONNECT_TIMEOUT_MS} from "./call.js";
+
 const NEW_TOKEN = "Get a new one with: callbot token create YOUR-NAME";
 
 const ERRORS = {
@@ -50,16 +52,27 @@ export function describeError({code, message}, peer = "The other party") {
   return `${words} (${code}${detail ? `: ${detail}` : ""})`;
 }
 
+// Why no media path to the peer could be made: the browser's ICE checks failed, none
+// worked in time, or the peer gave up first (it sends "failed" before media ever flowed).
+const NO_MEDIA_PATH = {
+  ice: "the network checks (ICE) failed. A firewall may block UDP, or a TURN server is needed.",
+  timeout: `no network route (ICE) worked within ${CONNECT_TIMEOUT_MS / 1000} s.`,
+  remote: "their network checks (ICE) failed.",
+};
+
 // Why a call ended, from Call's "ended" event.
-export function describeEnd({reason, remoteReason, error}, peer) {
+export function describeEnd({reason, remoteReason, error, cause, connected}, peer) {
+  const noPath = (why) => `No media path to ${peer}: ${NO_MEDIA_PATH[why] ?? NO_MEDIA_PATH.ice}`;
   switch (reason) {
     case "hangup": return "You hung up.";
     case "declined": return `You did not take the call from ${peer}.`;
     case "rejected:busy": return `${peer} is busy.`;
     case "rejected:decline": return `${peer} declined the call.`;
-    case "failed": return `No media connection could be made with ${peer}.`;
+    case "failed": return noPath(cause);
     case "error": return describeError(error, peer);
-    default: return HANGUPS[remoteReason]?.(peer) ?? `${peer} ended the call (${remoteReason}).`;
+    default:
+      if (remoteReason === "failed" && !connected) return noPath("remote");
+      return HANGUPS[remoteReason]?.(peer) ?? `${peer} ended the call (${remoteReason}).`;
   }
 }
 

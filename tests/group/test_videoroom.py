@@ -6,11 +6,18 @@ import asyncio
 from pathlib import Path
 
 import av
+import pytest
+from aiortc import AudioStreamTrack, RTCPeerConnection, RTCSessionDescription
 from group_helpers import MEDIA_TIMEOUT, RECORD_FRAMES, accept_invites, until
+from janus_server import JANUS_ADDRESS
 
 from callbot import Participant
+from callbot.group import videoroom
+from callbot.group.janus import JanusSession
+from callbot.ice import IceConfig
 from callbot.media import analysis
 from callbot.media.recorder import Recording
+from callbot.peer import set_local_description
 
 
 def _video_frames(path: Path) -> list[av.VideoFrame]:
@@ -70,3 +77,56 @@ async def test_each_participant_is_recorded_apart(group_bot, media, tmp_path: Pa
 
 async def _count(frames) -> int:
     return sum([1 async for _ in frames])
+
+
+async def _publish_silence(handle, ice: IceConfig) -> RTCPeerConnection:
+    """Publish audio (aiortc's silence track) on a raw VideoRoom handle, as a browser would."""
+    pc = RTCPeerConnection(ice.rtc_configuration())
+    pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
+    offer = await set_local_description(pc, "offer", ice)
+    published = await handle.send({"request": "publish"}, {"type": "offer", "sdp": offer})
+    await pc.setRemoteDescription(RTCSessionDescription(published.jsep["sdp"], "answer"))
+    return pc
+
+
+async def test_membership_events_follow_joins_and_media_apart(group_bot, janus) -> None:
+    """Someone who joins without publishing is `joined`; publishing and unpublishing are
+    `published` / `unpublished` (they stay in the room); only leaving is `left`."""
+    alice = await group_bot("alice")
+    room = await alice.start_group_call(video=False)
+    seen: list[tuple[str, str]] = []
+    for name in ("joined", "published", "unpublished", "left"):
+        room.on(name, lambda p, name=name: seen.append((name, p.display)))
+
+    session = await JanusSession.open(janus.url)
+    pc = None
+    try:
+        handle = await session.attach(videoroom.PLUGIN)
+        await handle.send(
+            {"request": "join", "ptype": "publisher", "room": room.id, "display": "watcher"}
+        )
+        await until(lambda: seen)
+        (watcher,) = room.participants
+        assert seen == [("joined", "watcher")] and not watcher.publishing
+        with pytest.raises(TimeoutError, match="not publishing"):
+            await room.wait_for_participants("watcher", timeout=0.5)
+
+        pc = await _publish_silence(handle, IceConfig(addresses=[JANUS_ADDRESS]))
+        assert await room.wait_for_participants("watcher", timeout=MEDIA_TIMEOUT) == [watcher]
+        assert seen[-1] == ("published", "watcher")
+        heard = room.audio_frames(watcher)
+        await asyncio.wait_for(heard.__anext__(), MEDIA_TIMEOUT)  # we receive them
+
+        await handle.send({"request": "unpublish"})
+        await until(lambda: len(seen) == 3)
+        assert seen[-1] == ("unpublished", "watcher")
+        assert room.participants == [watcher] and not watcher.publishing
+        await asyncio.wait_for(_count(heard), MEDIA_TIMEOUT)  # ends: their media stopped
+
+        await handle.send({"request": "leave"})
+        await until(lambda: len(seen) == 4)
+        assert seen[-1] == ("left", "watcher") and room.participants == []
+    finally:
+        await session.close()
+        if pc is not None:
+            await pc.close()

@@ -6,14 +6,16 @@ Each test prints what it measured (shown with `pytest -s`).
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
+import aioice.ice
 import numpy as np
 from playwright.async_api import expect
 from softphone_page import HZ_TOLERANCE, MIC_HZ, remote_peak, wait_until
 
-from callbot import Bot, Call, Incoming
+from callbot import Bot, Call, CallConfig, Incoming
 from callbot.media import analysis, generate
 from callbot.signaling.relay import Relay
 from callbot.signaling.state import RelayState
@@ -21,6 +23,8 @@ from callbot.signaling.state import RelayState
 from helpers import collect_frames
 
 PROMPT_HZ = 1000.0
+#: The page's own limit for finding a media path (CONNECT_TIMEOUT_MS in callbot/web/call.js).
+CONNECT_TIMEOUT_S = 15
 #: The page's two level meters (0..1 for -60..0 dBFS).
 LEVELS_JS = """() => ({mic: document.getElementById("mic-level").value,
                      peer: document.getElementById("peer-level").value})"""
@@ -362,3 +366,56 @@ async def test_chromium_insert_dtmf_reaches_the_bot_as_digits(browser, softphone
     frames = call.audio_frames()
     heard = await collect_frames(frames, 1.0)
     assert analysis.has_tone(heard, MIC_HZ, min_db=-30)
+
+
+async def test_no_media_path_is_said_within_bounds_and_cleared_by_the_next_call(
+    softphone, make_bot, monkeypatch
+) -> None:
+    """Bots behind a firewall that drops every datagram reaching their ICE sockets: no media
+    path exists. The page says so on its own, well before the bot's 30 s connect timeout, or
+    when a bot gives up first; the next call starts without those stale notices."""
+    bot = make_bot("walled")
+    impatient = make_bot("quick", config=CallConfig(connect_timeout=3.0))
+    answered: list[Call] = []
+
+    async def take(incoming: Incoming) -> None:
+        answered.append(await incoming.accept())
+
+    for each in (bot, impatient):
+        each.on_incoming(take)
+        await each.start()
+    receive = aioice.ice.StunProtocol.datagram_received
+    firewall = {"up": True}
+
+    def maybe_drop(protocol: Any, data: bytes, addr: Any) -> None:
+        if not firewall["up"]:
+            receive(protocol, data, addr)
+
+    monkeypatch.setattr(aioice.ice.StunProtocol, "datagram_received", maybe_drop)
+    phone = await softphone("you")
+    log = phone.page.get_by_role("log")
+    started = time.monotonic()
+    await phone.dial("walled")
+    await phone.wait_status("Connecting…")
+    await expect(log).to_contain_text(
+        re.compile(r"Call with walled ended: No media path to walled: .*\(ICE\)"),
+        timeout=CONNECT_TIMEOUT_S * 1000 + 8_000,
+    )
+    waited = time.monotonic() - started
+    print(f"\nno media path shown after {waited:.1f} s: {await log.inner_text()}")
+    assert waited < 25
+    assert await answered[0].wait_ended(10) == "remote_hangup"
+    assert answered[0].remote_end_reason == "failed"
+
+    await phone.dial("quick")  # the bot gives up after 3 s and says "failed"
+    await expect(log).to_have_text(
+        "Call with quick ended: No media path to quick: their network checks (ICE) failed."
+    )  # the first call's notice is gone
+    assert await answered[1].wait_ended(5) == "failed"
+
+    firewall["up"] = False
+    await phone.dial("walled")
+    await phone.wait_status("Connected")
+    assert "No media path" not in await log.inner_text()
+    await phone.page.get_by_role("button", name="Hang up").click()
+    assert await answered[2].wait_ended(10) == "remote_hangup"
