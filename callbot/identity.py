@@ -7,7 +7,8 @@ token issued before, at once.
 
 Identity keys (Ed25519, `callbot keygen`) sign each offer and answer over the call id, both
 parties and the SDP's DTLS fingerprints; peers check them against pinned keys, so a relay that
-swaps certificates to intercept media is caught.
+swaps certificates to intercept media is caught. A peer whose key is pinned must sign: a relay
+that strips the signature (and terminates DTLS itself) is refused as `unsigned`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from .errors import CallbotError
+from .safe import printable
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +108,9 @@ def verify_token(
 # -- identity keys: signed offers and answers ---------------------------------------------------
 
 SIGNATURE_VERSION = "callbot-call-signature/1"
+#: Call ids remembered per signer to refuse a replayed offer or answer.
+REPLAY_WINDOW = 4096
+_PINNABLE_USER = re.compile(r"[A-Za-z0-9_.@:+-]{1,128}")  # the relay's user ids
 
 
 class IdentityError(CallbotError):
@@ -181,14 +188,17 @@ class IdentityKey:
 class KnownPeers:
     """Pinned public keys, one `user base64-key` per line of a text file (`#` comments).
 
-    With `trust_on_first_use`, the first key seen for a user without one is pinned (and
-    logged); otherwise unknown users are not trusted.
+    A user with a pinned key must sign every offer and answer. With `trust_on_first_use`, the
+    key of a user without one is pinned (and logged) once its first signature verifies;
+    otherwise unknown users are not trusted. The call ids each signer used last are kept
+    (`REPLAY_WINDOW` per signer): a signed description seen again is refused as `replayed`.
     """
 
     def __init__(self, path: str | Path | None = None, trust_on_first_use: bool = False) -> None:
         self.path = Path(path) if path is not None else None
         self.trust_on_first_use = trust_on_first_use
         self.keys: dict[str, str] = {}
+        self._used: dict[str, OrderedDict[str, None]] = {}
         if self.path is not None and self.path.exists():
             for number, line in enumerate(self.path.read_text().splitlines(), 1):
                 line = line.split("#", 1)[0].strip()
@@ -208,32 +218,67 @@ class KnownPeers:
 
     def check(self, user: str, sig: Any, call_id: str, caller: str, callee: str, sdp: str,
               require: bool) -> bool:  # fmt: skip
-        """Verify `user`'s signature; True if verified, False if acceptable unverified."""
-        if not isinstance(sig, dict) or not isinstance(sig.get("sig"), str):
-            if require:
-                raise IdentityError("unsigned", f"{user} sent an unsigned description")
-            return False
+        """Verify `user`'s signature; True if verified, False if acceptable unverified.
+
+        Raises `IdentityError`: `unsigned` (no signature from a pinned user, or at all when
+        `require`), `unknown_peer`, `identity_mismatch` or `replayed`."""
         pinned = self.keys.get(user)
-        if pinned is None:
-            if self.trust_on_first_use and isinstance(sig.get("key"), str):
-                logger.warning("trusting %s's key on first use: %s", user, sig["key"])
-                self.pin(user, sig["key"])
-                pinned = sig["key"]
-            elif require:
-                raise IdentityError("unknown_peer", f"no pinned key for {user}")
-            else:
-                return False
-        if sig.get("key") not in (None, pinned):
-            raise IdentityError("identity_mismatch", f"{user} signed with an unknown key")
-        try:
-            public = Ed25519PublicKey.from_public_bytes(base64.b64decode(pinned))
-            public.verify(base64.b64decode(sig["sig"]), signed_text(call_id, caller, callee, sdp))
-        except (InvalidSignature, ValueError) as exc:
-            raise IdentityError(
-                "identity_mismatch",
-                f"{user}'s signature does not match this call (tampered SDP or key): {exc!r}",
-            ) from None
+        if not isinstance(sig, dict) or not isinstance(sig.get("sig"), str):
+            if pinned is not None or require:
+                raise IdentityError("unsigned", f"{printable(user)} sent an unsigned description")
+            return False
+        offered = sig.get("key")
+        first_use = pinned is None and self.trust_on_first_use and _pinnable(user, offered)
+        if pinned is None and not first_use:
+            if require:
+                raise IdentityError("unknown_peer", f"no pinned key for {printable(user)}")
+            return False
+        key = offered if first_use else pinned
+        if offered not in (None, key):
+            raise IdentityError("identity_mismatch", f"{printable(user)} signed with another key")
+        _verify(user, key, sig["sig"], signed_text(call_id, caller, callee, sdp))
+        self._use(user, call_id)
+        if first_use:  # only now: a forged first signature must not pin the forger's key
+            logger.warning("trusting %s's key on first use: %s", printable(user), printable(key))
+            self.pin(user, key)
         return True
+
+    def _use(self, user: str, call_id: str) -> None:
+        """Remember that `user` signed for `call_id`; refuse a second time (a replay)."""
+        used = self._used.setdefault(user, OrderedDict())
+        if call_id in used:
+            raise IdentityError(
+                "replayed", f"{printable(user)}'s signature for call {printable(call_id)} was "
+                "already used (a replayed offer or answer)"
+            )  # fmt: skip
+        used[call_id] = None
+        if len(used) > REPLAY_WINDOW:
+            used.popitem(last=False)
+
+
+def _pinnable(user: str, key: Any) -> bool:
+    """Whether `user key` can be one line of a known_peers file: a plain user id and a key in
+    canonical base64 of 32 bytes (so a hostile id or key cannot add lines to the file)."""
+    if not isinstance(key, str) or not _PINNABLE_USER.fullmatch(user):
+        return False
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except ValueError:
+        return False
+    return len(raw) == 32 and base64.b64encode(raw).decode() == key
+
+
+def _verify(user: str, key: str, signature: str, text: bytes) -> None:
+    """Check an Ed25519 `signature` (base64) of `text` by `key` (base64 raw public key)."""
+    try:
+        public = Ed25519PublicKey.from_public_bytes(base64.b64decode(key))
+        public.verify(base64.b64decode(signature), text)
+    except (InvalidSignature, ValueError) as exc:
+        raise IdentityError(
+            "identity_mismatch",
+            f"{printable(user)}'s signature does not match this call (tampered SDP or key): "
+            f"{exc!r}",
+        ) from None
 
 
 @dataclass(frozen=True)
