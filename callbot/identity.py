@@ -23,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import jwt
 from cryptography.exceptions import InvalidSignature
@@ -228,12 +228,15 @@ class KnownPeers:
                 raise IdentityError("unsigned", f"{printable(user)} sent an unsigned description")
             return False
         offered = sig.get("key")
-        first_use = pinned is None and self.trust_on_first_use and _pinnable(user, offered)
-        if pinned is None and not first_use:
-            if require:
-                raise IdentityError("unknown_peer", f"no pinned key for {printable(user)}")
+        if pinned is not None:
+            key = pinned
+        elif self.trust_on_first_use and _pinnable(offered, user):
+            key = offered
+        elif require:
+            raise IdentityError("unknown_peer", f"no pinned key for {printable(user)}")
+        else:
             return False
-        key = offered if first_use else pinned
+        first_use = pinned is None
         if offered not in (None, key):
             raise IdentityError("identity_mismatch", f"{printable(user)} signed with another key")
         _verify(user, key, sig["sig"], signed_text(call_id, caller, callee, sdp))
@@ -256,7 +259,7 @@ class KnownPeers:
             used.popitem(last=False)
 
 
-def _pinnable(user: str, key: Any) -> bool:
+def _pinnable(key: Any, user: str) -> TypeGuard[str]:
     """Whether `user key` can be one line of a known_peers file: a plain user id and a key in
     canonical base64 of 32 bytes (so a hostile id or key cannot add lines to the file)."""
     if not isinstance(key, str) or not _PINNABLE_USER.fullmatch(user):

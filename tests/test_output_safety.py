@@ -17,7 +17,7 @@ import pytest
 
 from callbot import Bot, Incoming
 from callbot.console import say
-from callbot.safe import printable
+from callbot.safe import SafeFormatter, printable
 from callbot.signaling import protocol
 from callbot.signaling.protocol import Send, validate
 from callbot.signaling.relay import Relay
@@ -46,6 +46,19 @@ def test_say_writes_one_escaped_line(capsys: pytest.CaptureFixture[str]) -> None
     say(f"call c1 with {EVIL} connected", "green")
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and not _forged(err)
+
+
+def test_cli_log_lines_are_one_printable_line() -> None:
+    """The CLI's log formatter escapes any message (a plugin's too); tracebacks keep lines."""
+    formatter = SafeFormatter("%(levelname)s %(message)s")
+    record = logging.LogRecord("plugin", logging.WARNING, "f", 1, "peer said %s", (EVIL,), None)
+    line = formatter.format(record)
+    assert line == "WARNING peer said x\\n::error file=a::owned\\x1b[31m\\x07"
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    assert "Traceback" in formatter.format(record).splitlines()[1]
 
 
 def test_relay_forwards_only_plain_hangup_reasons() -> None:
