@@ -14,6 +14,7 @@ that strips the signature (and terminates DTLS itself) is refused as `unsigned`.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import os
 import re
@@ -108,7 +109,7 @@ def verify_token(
 # -- identity keys: signed offers and answers ---------------------------------------------------
 
 SIGNATURE_VERSION = "callbot-call-signature/1"
-#: Call ids remembered per signer to refuse a replayed offer or answer.
+#: Signed descriptions remembered per signer to refuse a replayed offer or answer.
 REPLAY_WINDOW = 4096
 _PINNABLE_USER = re.compile(r"[A-Za-z0-9_.@:+-]{1,128}")  # the relay's user ids
 
@@ -190,15 +191,16 @@ class KnownPeers:
 
     A user with a pinned key must sign every offer and answer. With `trust_on_first_use`, the
     key of a user without one is pinned (and logged) once its first signature verifies;
-    otherwise unknown users are not trusted. The call ids each signer used last are kept
-    (`REPLAY_WINDOW` per signer): a signed description seen again is refused as `replayed`.
+    otherwise unknown users are not trusted. What each signer signed last is remembered
+    (`REPLAY_WINDOW` per signer): a signed description seen again is refused as `replayed`
+    (so each bot needs its own `KnownPeers`, as `Bot(known_peers=PATH)` makes).
     """
 
     def __init__(self, path: str | Path | None = None, trust_on_first_use: bool = False) -> None:
         self.path = Path(path) if path is not None else None
         self.trust_on_first_use = trust_on_first_use
         self.keys: dict[str, str] = {}
-        self._used: dict[str, OrderedDict[str, None]] = {}
+        self._used: dict[str, OrderedDict[bytes, None]] = {}
         if self.path is not None and self.path.exists():
             for number, line in enumerate(self.path.read_text().splitlines(), 1):
                 line = line.split("#", 1)[0].strip()
@@ -239,22 +241,25 @@ class KnownPeers:
         first_use = pinned is None
         if offered not in (None, key):
             raise IdentityError("identity_mismatch", f"{printable(user)} signed with another key")
-        _verify(user, key, sig["sig"], signed_text(call_id, caller, callee, sdp))
-        self._use(user, call_id)
+        text = signed_text(call_id, caller, callee, sdp)
+        _verify(user, key, sig["sig"], text)
+        self._use(user, call_id, text)
         if first_use:  # only now: a forged first signature must not pin the forger's key
             logger.warning("trusting %s's key on first use: %s", printable(user), printable(key))
             self.pin(user, key)
         return True
 
-    def _use(self, user: str, call_id: str) -> None:
-        """Remember that `user` signed for `call_id`; refuse a second time (a replay)."""
+    def _use(self, user: str, call_id: str, text: bytes) -> None:
+        """Remember what `user` signed (call, parties, fingerprints: an offer and its answer
+        differ); refuse the same a second time (a replay)."""
         used = self._used.setdefault(user, OrderedDict())
-        if call_id in used:
+        digest = hashlib.sha256(text).digest()
+        if digest in used:
             raise IdentityError(
                 "replayed", f"{printable(user)}'s signature for call {printable(call_id)} was "
                 "already used (a replayed offer or answer)"
             )  # fmt: skip
-        used[call_id] = None
+        used[digest] = None
         if len(used) > REPLAY_WINDOW:
             used.popitem(last=False)
 

@@ -265,3 +265,18 @@ async def test_replayed_offer_is_refused(relay: Relay, keys) -> None:
             await asyncio.sleep(0.05)
         assert [getattr(e, "code", None) for e in errors] == ["replayed"]
         assert len(answered) == 1
+
+
+def test_replay_memory_is_per_description(tmp_path: Path) -> None:
+    """The same signed description twice is refused, however its signature is re-encoded; an
+    offer and its answer (other fingerprints) by the same user are not a replay."""
+    key = IdentityKey.generate()
+    peers = KnownPeers(tmp_path / "kp")
+    peers.pin("me", key.public_key)
+    offer, answer = "a=fingerprint:sha-256 01:02\r\n", "a=fingerprint:sha-256 03:04\r\n"
+    sig = key.sign("c1", "me", "me", offer)
+    assert peers.check("me", sig, "c1", "me", "me", offer, True)
+    assert peers.check("me", key.sign("c1", "me", "me", answer), "c1", "me", "me", answer, True)
+    for again in (sig, {**sig, "sig": sig["sig"] + "!"}):
+        with pytest.raises(IdentityError, match="replayed"):
+            peers.check("me", again, "c1", "me", "me", offer, True)
