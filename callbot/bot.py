@@ -37,6 +37,7 @@ from .group.calls import GroupCalls, InviteHandler
 from .group.room import Room, RoomId, RoomKind
 from .ice import IceConfig
 from .identity import IdentityError, IdentityKey, KnownPeers, Trust
+from .safe import printable
 from .signaling.client import RelayClient
 from .signaling.relay import DEFAULT_HOST, DEFAULT_PORT, Relay
 from .signaling.state import RelayState
@@ -513,10 +514,11 @@ class Bot(Emitter):
                 error = CallError(code, str(message.get("message", "")), call.id)
                 self._spawn(call.fail(error, "failed"))
             else:
-                logger.warning("relay error: %s: %s", message.get("code"), message.get("message"))
+                text = printable(f"{message.get('code')}: {message.get('message')}")
+                logger.warning("relay error: %s", text)
             return
         if call is None:
-            logger.debug("message %s for unknown call %s ignored", kind, call_id)
+            logger.debug("message %r for unknown call %r ignored", kind, call_id)
             return
         self._inboxes[call.id].put_nowait(message)
 
@@ -544,7 +546,7 @@ class Bot(Emitter):
         try:
             call.verify_offer()
         except IdentityError as exc:
-            logger.warning("call %s from %s refused: %s", call.id, caller, exc)
+            logger.warning("call %s refused: %s", printable(call.id), printable(exc))
             await call.refuse(exc)
             return
         if replaced is not None:  # the far end of an attended transfer: take it over at once

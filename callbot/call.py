@@ -44,6 +44,7 @@ from .media.playback import Playback
 from .media.recorder import Recording, TrackRecorder
 from .media.tracks import MediaSource, OutgoingAudioTrack, OutgoingVideoTrack
 from .peer import prefer_video_codec, set_local_description, wire_outgoing
+from .safe import printable
 
 logger = logging.getLogger(__name__)
 
@@ -504,11 +505,12 @@ class Call(Emitter):
     async def stats(self) -> dict[str, Any]:
         """Per direction and kind: codec, packets, bytes (sent), loss, jitter (s), RTT (s),
         audio slots dropped because the process fell behind; totals of the transport (packets
-        and bytes each way); and the process's media clock lag (s: last, p99 of the last 10 s).
-        Kept after the end."""
+        and bytes each way); the process's media clock lag (s: last, p99 of the last 10 s); and
+        `peer_verified` (the peer's signature checked on its pinned key). Kept after the end."""
         if self._final_stats is not None:
             return self._final_stats
-        result: dict[str, Any] = {"duration": self.duration, "sent": {}, "received": {},
+        result: dict[str, Any] = {"duration": self.duration, "peer_verified": self.peer_verified,
+                                  "sent": {}, "received": {},
                                   "transport": {}, "process": {
                                       "loop_lag": AUDIO_TICKER.lag,
                                       "loop_lag_p99": AUDIO_TICKER.lag_percentile(99),
@@ -567,7 +569,7 @@ class Call(Emitter):
             await self._on_remote_candidate(message)
         elif kind == "hangup":
             reason = message.get("reason")
-            self.remote_end_reason = reason if isinstance(reason, str) else None
+            self.remote_end_reason = printable(reason, 64) if isinstance(reason, str) else None
             await self._end("transferred" if reason == "transferred" else "remote_hangup")
         elif kind == "transfer" and self.state in ("connected", "held"):
             self.emit("transfer", str(message["target"]), message.get("replaces"))

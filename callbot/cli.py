@@ -21,6 +21,7 @@ from .config import CallConfig
 from .console import say, status
 from .errors import CallbotError
 from .ice import ENV_ALWAYS_RELAY, IceConfig
+from .safe import SafeFormatter
 from .signaling.relay import DEFAULT_HOST, DEFAULT_PORT, WS_PATH
 from .signaling.turn import (
     DEFAULT_TTL,
@@ -220,7 +221,9 @@ def main(verbose: int) -> None:
       callbot call greeter --play samples/tone-440.wav --record reply.wav --json
     """
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()  # one printable line per record: remote strings escaped
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 # -- run ------------------------------------------------------------------------------------------
@@ -588,6 +591,11 @@ def serve(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write a JUnit XML report: a testcase for the call and one per expectation.",
 )
+@click.option(
+    "--require-verified",
+    is_flag=True,
+    help="Fail unless the peer's answer was signed by its pinned key (--known-peers).",
+)
 @_state_option
 @_ice_option
 @_trust_options
@@ -611,6 +619,7 @@ def call(
     expect_video_frames: int | None,
     expect_speech: bool,
     junit: Path | None,
+    require_verified: bool,
     state_dir: Path | None,
     ice_addresses: tuple[str, ...],
     identity: str | None,
@@ -621,8 +630,9 @@ def call(
     """Call PEER, play a file, record the reply, report: the CI smoke-test client.
 
     Exits 0 only if the call connected and ended normally (either side hung up) and every
-    --expect-* holds (checked on --record/--record-video, or on a temporary recording);
-    otherwise exits 1 with a one-line reason.
+    --expect-* holds (checked on --record/--record-video, or on a temporary recording),
+    and with --require-verified the peer's signature verified; otherwise exits 1 with a
+    one-line reason.
 
     \b
     Example:
@@ -650,6 +660,7 @@ def call(
         config=_call_config(ice_addresses),
         state_dir=state_dir,
         expect=from_options(expect_tones, expect_dtmf, expect_video_frames, expect_speech),
+        require_verified=require_verified,
     )
     try:
         with status(f"calling {peer}…") as progress:
@@ -670,9 +681,11 @@ def call(
 
 
 def _print_report(report: dict[str, Any]) -> None:
+    remote = report.get("remote_end_reason")
     say(
-        f"connected: {report['connected']}  ended: {report.get('end_reason')}  "
-        f"seconds: {report.get('seconds')}"
+        f"connected: {report['connected']}  ended: {report.get('end_reason')}"
+        + (f" ({remote})" if remote else "")
+        + f"  seconds: {report.get('seconds')}  peer verified: {report.get('peer_verified')}"
     )
     for kind, entry in report.get("received", {}).items():
         say(f"received {kind}: {entry.get('packets')} packets, {entry.get('frames')} frames")

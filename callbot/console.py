@@ -1,4 +1,7 @@
-"""Human-facing output of the CLI: styled on a terminal (rich), plain text when piped."""
+"""Human-facing output of the CLI: styled on a terminal (rich), plain text when piped.
+
+Every line goes through `printable`: messages quote remote strings (reasons, ids), which must
+not break the line or reach the terminal as escape sequences."""
 
 from __future__ import annotations
 
@@ -7,11 +10,14 @@ import sys
 from rich.console import Console
 from rich.markup import escape
 
+from .safe import printable
+
 _err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def say(message: str, style: str = "") -> None:
     """A progress line on stderr (stdout stays clean for --json and tokens)."""
+    message = printable(message, limit=None)
     if _err.is_terminal and style:
         _err.print(f"[{style}]{escape(message)}[/]")
     else:
@@ -25,7 +31,7 @@ def is_terminal() -> bool:
 def status(message: str):  # type: ignore[no-untyped-def]
     """A live status line (spinner) on a terminal; a plain line otherwise."""
     if _err.is_terminal:
-        return _err.status(escape(message))
+        return _err.status(escape(printable(message, limit=None)))
     say(message)
     return _NullStatus()
 

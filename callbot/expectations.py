@@ -648,7 +648,7 @@ def failure_reason(report: dict[str, Any]) -> str | None:
         return f"call to {peer} ended: {report.get('error') or report.get('end_reason')}"
     failed = [e for e in report.get("expectations", []) if not e["ok"]]
     if not failed:
-        return f"call to {peer} failed"
+        return f"call to {peer} failed" + (f": {report['error']}" if report.get("error") else "")
     head = "expectation failed" if len(failed) == 1 else f"{len(failed)} expectations failed"
     return f"{head}: " + "; ".join(f"{e['name']}: {e['message']}" for e in failed)
 

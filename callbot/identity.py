@@ -7,20 +7,24 @@ token issued before, at once.
 
 Identity keys (Ed25519, `callbot keygen`) sign each offer and answer over the call id, both
 parties and the SDP's DTLS fingerprints; peers check them against pinned keys, so a relay that
-swaps certificates to intercept media is caught.
+swaps certificates to intercept media is caught. A peer whose key is pinned must sign: a relay
+that strips the signature (and terminates DTLS itself) is refused as `unsigned`.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import os
+import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import jwt
 from cryptography.exceptions import InvalidSignature
@@ -31,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from .errors import CallbotError
+from .safe import printable
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +109,9 @@ def verify_token(
 # -- identity keys: signed offers and answers ---------------------------------------------------
 
 SIGNATURE_VERSION = "callbot-call-signature/1"
+#: Signed descriptions remembered per signer to refuse a replayed offer or answer.
+REPLAY_WINDOW = 4096
+_PINNABLE_USER = re.compile(r"[A-Za-z0-9_.@:+-]{1,128}")  # the relay's user ids
 
 
 class IdentityError(CallbotError):
@@ -181,14 +189,18 @@ class IdentityKey:
 class KnownPeers:
     """Pinned public keys, one `user base64-key` per line of a text file (`#` comments).
 
-    With `trust_on_first_use`, the first key seen for a user without one is pinned (and
-    logged); otherwise unknown users are not trusted.
+    A user with a pinned key must sign every offer and answer. With `trust_on_first_use`, the
+    key of a user without one is pinned (and logged) once its first signature verifies;
+    otherwise unknown users are not trusted. What each signer signed last is remembered
+    (`REPLAY_WINDOW` per signer): a signed description seen again is refused as `replayed`
+    (so each bot needs its own `KnownPeers`, as `Bot(known_peers=PATH)` makes).
     """
 
     def __init__(self, path: str | Path | None = None, trust_on_first_use: bool = False) -> None:
         self.path = Path(path) if path is not None else None
         self.trust_on_first_use = trust_on_first_use
         self.keys: dict[str, str] = {}
+        self._used: dict[str, OrderedDict[bytes, None]] = {}
         if self.path is not None and self.path.exists():
             for number, line in enumerate(self.path.read_text().splitlines(), 1):
                 line = line.split("#", 1)[0].strip()
@@ -208,32 +220,73 @@ class KnownPeers:
 
     def check(self, user: str, sig: Any, call_id: str, caller: str, callee: str, sdp: str,
               require: bool) -> bool:  # fmt: skip
-        """Verify `user`'s signature; True if verified, False if acceptable unverified."""
-        if not isinstance(sig, dict) or not isinstance(sig.get("sig"), str):
-            if require:
-                raise IdentityError("unsigned", f"{user} sent an unsigned description")
-            return False
+        """Verify `user`'s signature; True if verified, False if acceptable unverified.
+
+        Raises `IdentityError`: `unsigned` (no signature from a pinned user, or at all when
+        `require`), `unknown_peer`, `identity_mismatch` or `replayed`."""
         pinned = self.keys.get(user)
-        if pinned is None:
-            if self.trust_on_first_use and isinstance(sig.get("key"), str):
-                logger.warning("trusting %s's key on first use: %s", user, sig["key"])
-                self.pin(user, sig["key"])
-                pinned = sig["key"]
-            elif require:
-                raise IdentityError("unknown_peer", f"no pinned key for {user}")
-            else:
-                return False
-        if sig.get("key") not in (None, pinned):
-            raise IdentityError("identity_mismatch", f"{user} signed with an unknown key")
-        try:
-            public = Ed25519PublicKey.from_public_bytes(base64.b64decode(pinned))
-            public.verify(base64.b64decode(sig["sig"]), signed_text(call_id, caller, callee, sdp))
-        except (InvalidSignature, ValueError) as exc:
-            raise IdentityError(
-                "identity_mismatch",
-                f"{user}'s signature does not match this call (tampered SDP or key): {exc!r}",
-            ) from None
+        if not isinstance(sig, dict) or not isinstance(sig.get("sig"), str):
+            if pinned is not None or require:
+                raise IdentityError("unsigned", f"{printable(user)} sent an unsigned description")
+            return False
+        offered = sig.get("key")
+        if pinned is not None:
+            key = pinned
+        elif self.trust_on_first_use and _pinnable(offered, user):
+            key = offered
+        elif require:
+            raise IdentityError("unknown_peer", f"no pinned key for {printable(user)}")
+        else:
+            return False
+        first_use = pinned is None
+        if offered not in (None, key):
+            raise IdentityError("identity_mismatch", f"{printable(user)} signed with another key")
+        text = signed_text(call_id, caller, callee, sdp)
+        _verify(user, key, sig["sig"], text)
+        self._use(user, call_id, text)
+        if first_use:  # only now: a forged first signature must not pin the forger's key
+            logger.warning("trusting %s's key on first use: %s", printable(user), printable(key))
+            self.pin(user, key)
         return True
+
+    def _use(self, user: str, call_id: str, text: bytes) -> None:
+        """Remember what `user` signed (call, parties, fingerprints: an offer and its answer
+        differ); refuse the same a second time (a replay)."""
+        used = self._used.setdefault(user, OrderedDict())
+        digest = hashlib.sha256(text).digest()
+        if digest in used:
+            raise IdentityError(
+                "replayed", f"{printable(user)}'s signature for call {printable(call_id)} was "
+                "already used (a replayed offer or answer)"
+            )  # fmt: skip
+        used[digest] = None
+        if len(used) > REPLAY_WINDOW:
+            used.popitem(last=False)
+
+
+def _pinnable(key: Any, user: str) -> TypeGuard[str]:
+    """Whether `user key` can be one line of a known_peers file: a plain user id and a key in
+    canonical base64 of 32 bytes (so a hostile id or key cannot add lines to the file)."""
+    if not isinstance(key, str) or not _PINNABLE_USER.fullmatch(user):
+        return False
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except ValueError:
+        return False
+    return len(raw) == 32 and base64.b64encode(raw).decode() == key
+
+
+def _verify(user: str, key: str, signature: str, text: bytes) -> None:
+    """Check an Ed25519 `signature` (base64) of `text` by `key` (base64 raw public key)."""
+    try:
+        public = Ed25519PublicKey.from_public_bytes(base64.b64decode(key))
+        public.verify(base64.b64decode(signature), text)
+    except (InvalidSignature, ValueError) as exc:
+        raise IdentityError(
+            "identity_mismatch",
+            f"{printable(user)}'s signature does not match this call (tampered SDP or key): "
+            f"{exc!r}",
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,9 @@
 One testsuite per call: a testcase "connected and ended normally", then one per expectation.
 A failed testcase carries the one-line message; an expectation that could not be checked
 (the call never connected) is skipped.
+
+Every text and attribute goes through `printable`: reports quote remote strings (hang-up
+reasons, errors), and a control character XML 1.0 forbids would make the file unreadable.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from .expectations import failure_reason
+from .safe import printable
 
 CALL_CASE = "connected and ended normally"
 
 
 def call_report_xml(report: dict[str, Any]) -> ET.Element:
     """The <testsuites> element (one <testsuite>) for a `callbot call` report."""
-    peer = str(report.get("peer", "peer"))
+    peer = printable(report.get("peer", "peer"))
     classname = f"callbot.call.{peer}"
     seconds = float(report.get("seconds") or 0.0)
     suite = ET.Element(
@@ -32,9 +36,10 @@ def call_report_xml(report: dict[str, Any]) -> ET.Element:
         time=f"{seconds:.3f}",
     )
     properties = ET.SubElement(suite, "properties")
-    for key in ("call_id", "end_reason", "setup_ms", "seconds"):
+    for key in ("call_id", "end_reason", "remote_end_reason", "peer_verified", "setup_ms",
+                "seconds"):  # fmt: skip
         if report.get(key) is not None:
-            ET.SubElement(properties, "property", name=key, value=str(report[key]))
+            ET.SubElement(properties, "property", name=key, value=printable(report[key]))
     failures = skipped = 0
 
     call_case = ET.SubElement(
@@ -44,29 +49,31 @@ def call_report_xml(report: dict[str, Any]) -> ET.Element:
         "hangup",
         "remote_hangup",
     )
-    if not call_ok:
+    if not call_ok or report.get("error"):  # e.g. connected but not verified
         failures += 1
-        message = failure_reason({**report, "ok": False}) or "the call failed"
+        message = printable(failure_reason({**report, "ok": False}) or "the call failed", None)
         failure = ET.SubElement(call_case, "failure", message=message, type="call")
         failure.text = message
     else:
-        ET.SubElement(call_case, "system-out").text = (
+        ET.SubElement(call_case, "system-out").text = printable(
             f"call {report.get('call_id')} to {peer}: connected in {report.get('setup_ms')} ms, "
-            f"ended {report.get('end_reason')} after {seconds} s"
+            f"ended {report.get('end_reason')} after {seconds} s",
+            None,
         )
 
     for entry in report.get("expectations", []):
         case = ET.SubElement(suite, "testcase", classname=classname, name=f"expect {entry['name']}")
         case.set("time", "0")
+        message = printable(entry["message"], None)
         if entry.get("measured", {}).get("skipped"):
             skipped += 1
-            ET.SubElement(case, "skipped", message=entry["message"])
+            ET.SubElement(case, "skipped", message=message)
         elif not entry["ok"]:
             failures += 1
-            failure = ET.SubElement(case, "failure", message=entry["message"], type="expectation")
-            failure.text = entry["message"]
+            failure = ET.SubElement(case, "failure", message=message, type="expectation")
+            failure.text = message
         else:
-            ET.SubElement(case, "system-out").text = entry["message"]
+            ET.SubElement(case, "system-out").text = message
 
     suite.set("tests", str(1 + len(report.get("expectations", []))))
     suite.set("failures", str(failures))

@@ -1,8 +1,9 @@
 """`callbot call`: place one call, play and record, and report what happened (CI smoke tests).
 
 The report is a plain dict (printed as JSON by `--json`): whether the call connected, how it
-ended, packets and frames each way, and for each recording its length, level and dominant
-frequency (audio) or frame count and size (video).
+ended, whether the peer's signature verified (`peer_verified`), packets and frames each way,
+and for each recording its length, level and dominant frequency (audio) or frame count and
+size (video).
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class CallPlan:
     #: Checks on the recordings after the call (`callbot call --expect-*`); an expectation
     #: without its recording (--record / --record-video) records to a temporary file.
     expect: list[Expectation] = field(default_factory=list)
+    #: Fail unless the peer's answer was signed by its pinned key (`--require-verified`).
+    require_verified: bool = False
 
     @property
     def wants_video(self) -> bool:
@@ -155,6 +158,7 @@ async def _place_call(plan: CallPlan, progress: Any = None) -> dict[str, Any]:
             await call.hangup()
         report["end_reason"] = call.end_reason
         report["remote_end_reason"] = call.remote_end_reason
+        report["peer_verified"] = call.peer_verified
         report["seconds"] = round(call.duration, 2)
         stats = await call.stats()
         report["sent"], report["received"] = stats["sent"], stats["received"]
@@ -162,6 +166,9 @@ async def _place_call(plan: CallPlan, progress: Any = None) -> dict[str, Any]:
         await bot.stop()
     report["recordings"] = _describe_recordings(plan)
     report["ok"] = report["connected"] and report.get("end_reason") in NORMAL_ENDS
+    if plan.require_verified and report["ok"] and not report.get("peer_verified"):
+        report["ok"] = False  # a relay in the middle passes for the peer without signatures
+        report["error"] = f"{plan.peer} is not verified: its answer was not signed by a pinned key"
     return report
 
 

@@ -326,8 +326,19 @@ def test_keygen_and_signed_calls_from_the_command_line(
     spawn("run", "--as", "desk", "--plugin", "autoaccept", "--server", relay_url,
           "--identity", str(tmp_path / "desk.key"), *trust).wait_for("bot desk ready")  # fmt: skip
     signed = _callbot(cli_env, "call", "desk", "--server", relay_url, "--duration", "0.5",
-                      "--identity", str(tmp_path / "caller.key"), *trust)  # fmt: skip
+                      "--identity", str(tmp_path / "caller.key"), *trust, "--json",
+                      "--require-verified")  # fmt: skip
     assert signed.returncode == 0, signed.stderr
+    assert json.loads(signed.stdout)["peer_verified"] is True
+    # desk's answer is signed, but this caller pins no key: not verified, so --require-verified
+    # fails (what a relay in the middle stripping signatures would get too)
+    unverified = _callbot(cli_env, "call", "desk", "--server", relay_url, "--duration", "0.5",
+                          "--identity", str(tmp_path / "caller.key"), "--known-peers",
+                          str(tmp_path / "none"), "--require-verified")  # fmt: skip
+    assert unverified.returncode == 1, unverified.stderr
+    assert "desk is not verified" in unverified.stderr and "peer verified: False" in (
+        unverified.stderr
+    )
     unsigned = _callbot(cli_env, "call", "desk", "--server", relay_url, "--duration", "0.5")
     assert unsigned.returncode == 1
     assert "unsigned" in unsigned.stderr or "unsigned" in unsigned.stdout

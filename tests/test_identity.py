@@ -1,5 +1,6 @@
 """Signed offers and answers: a relay that swaps DTLS fingerprints is caught; unsigned calls are
-refused when signatures are required."""
+refused when signatures are required or the peer's key is pinned (a relay in the middle that
+strips signatures and terminates DTLS itself); first-use pins and replays."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mitm import MitmRelay
 
 from callbot import Bot, CallbotError, Incoming
 from callbot.identity import IdentityError, IdentityKey, KnownPeers, signed_text
+from callbot.signaling.protocol import Send
 from callbot.signaling.relay import Relay
 
 
@@ -122,7 +125,8 @@ async def test_unsigned_offer_refused_when_required(relay: Relay, keys) -> None:
         with pytest.raises(CallbotError):
             await call.wait_connected(10)
         assert call.remote_end_reason == "unsigned" and answered == []
-    # without the requirement, the same unsigned call is accepted (unverified)
+    # without the requirement, an unsigned call from a peer with no pinned key is accepted
+    keys["peers"].write_text(f"bob {keys['bob'].public_key}\n")  # alice is not pinned
     alice, bob, answered = _bots(relay, keys, require=False)
     alice.config = alice.config.__class__()
     async with alice, bob:
@@ -131,3 +135,148 @@ async def test_unsigned_offer_refused_when_required(relay: Relay, keys) -> None:
         await asyncio.sleep(0.1)
         assert not answered[0].peer_verified
         await call.hangup()
+
+
+# -- a relay in the middle: pinned peers must sign ----------------------------------------------
+
+
+def _pinned(keys: dict[str, Any], tmp_path: Path, *users: str) -> Path:
+    """A known_peers file pinning only `users`."""
+    path = tmp_path / f"pins-{'-'.join(users) or 'none'}"
+    path.write_text("".join(f"{u} {keys[u].public_key}\n" for u in users))
+    return path
+
+
+def _trusting(
+    server: str, relay: Relay, user: str, keys: dict[str, Any], peers: Path | None, **kw: Any
+) -> Bot:
+    """A bot that signs with its key and checks `peers`, signatures not required."""
+    return Bot(user, server=server, token=relay.mint(user), identity=keys[user],
+               known_peers=peers, **kw)  # fmt: skip
+
+
+async def test_mitm_relay_really_intercepts_calls_without_pins(relay: Relay, tone_file) -> None:
+    """The harness: with nobody's key pinned, the relay in the middle gets both legs
+    connected and the caller's audio reaches the callee through it (the attack is real)."""
+    async with MitmRelay(relay.url) as mitm:
+        answered: list = []
+        bob = Bot("bob", server=mitm.url, token=relay.mint("bob"))
+        bob.on_incoming(lambda incoming: _accept(incoming, answered))
+        alice = Bot("alice", server=mitm.url, token=relay.mint("alice"), role="user")
+        async with alice, bob:
+            call = await alice.call("bob")
+            await call.wait_connected(15)
+            call.send_audio_file(tone_file(seconds=2.0))
+            await asyncio.sleep(1.5)
+            stats = await answered[0].stats()
+            assert sorted(mitm.calls[call.id].connected) == ["callee", "caller"]
+            assert stats["received"]["audio"]["frames"] > 20  # relayed by the man in the middle
+            assert not call.peer_verified and not stats["peer_verified"]
+            await call.hangup()
+
+
+async def _accept(incoming: Incoming, answered: list) -> None:
+    answered.append(await incoming.accept())
+
+
+@pytest.mark.parametrize("pins", ["both", "caller_only"])
+async def test_mitm_relay_stripping_signatures_is_refused(
+    relay: Relay, keys, tmp_path: Path, pins: str
+) -> None:
+    """Signatures stripped, DTLS terminated by the relay on both legs: with the peer's key
+    pinned the call is refused `unsigned` (signatures not even required) and no leg connects."""
+    async with MitmRelay(relay.url) as mitm:
+        answered: list = []
+        bob_pins = _pinned(keys, tmp_path, "alice") if pins == "both" else None
+        bob = _trusting(mitm.url, relay, "bob", keys, bob_pins)
+        bob.on_incoming(lambda incoming: _accept(incoming, answered))
+        alice = _trusting(mitm.url, relay, "alice", keys, _pinned(keys, tmp_path, "bob"),
+                          role="user")  # fmt: skip
+        async with alice, bob:
+            call = await alice.call("bob")
+            with pytest.raises(CallbotError) as caught:
+                await call.wait_connected(15)
+            if pins == "both":  # bob refuses the unsigned offer before answering
+                assert call.remote_end_reason == "unsigned" and answered == []
+            else:  # bob answers (alice is not pinned there); alice refuses the unsigned answer
+                assert caught.value.code == "unsigned"  # type: ignore[attr-defined]
+            assert call.state == "ended" and not call.peer_verified
+            await asyncio.sleep(1.0)  # time for a leg to connect, if one could
+            assert "caller" not in mitm.calls[call.id].connected
+
+
+def test_trust_on_first_use_pins_only_a_verified_key(tmp_path: Path) -> None:
+    """A forged first offer claiming to be bob (attacker's key, signature not matching) is
+    refused and pins nothing: the real bob is then trusted, the attacker is not."""
+    bob, attacker = IdentityKey.generate(), IdentityKey.generate()
+    sdp = "a=fingerprint:sha-256 01:02\r\n"
+    peers = KnownPeers(tmp_path / "kp", trust_on_first_use=True)
+    forged = attacker.sign("other-call", "bob", "me", sdp)  # a signature of something else
+    with pytest.raises(IdentityError, match="identity_mismatch"):
+        peers.check("bob", forged, "c1", "bob", "me", sdp, False)
+    assert "bob" not in peers.keys and not (tmp_path / "kp").exists()
+    assert peers.check("bob", bob.sign("c2", "bob", "me", sdp), "c2", "bob", "me", sdp, False)
+    assert (tmp_path / "kp").read_text() == f"bob {bob.public_key}\n"
+    with pytest.raises(IdentityError, match="identity_mismatch"):
+        peers.check("bob", attacker.sign("c3", "bob", "me", sdp), "c3", "bob", "me", sdp, False)
+
+
+def test_pinned_peer_must_sign_and_hostile_ids_are_not_pinned(tmp_path: Path) -> None:
+    key = IdentityKey.generate()
+    sdp = "a=fingerprint:sha-256 01:02\r\n"
+    peers = KnownPeers(tmp_path / "kp", trust_on_first_use=True)
+    peers.pin("bob", key.public_key)
+    with pytest.raises(IdentityError, match="unsigned"):
+        peers.check("bob", None, "c1", "bob", "me", sdp, require=False)
+    assert not peers.check("carol", None, "c1", "carol", "me", sdp, require=False)
+    hostile = "eve\nbob"  # a relay's forged id must not add a line for bob to the file
+    signed = key.sign("c2", hostile, "me", sdp)
+    assert not peers.check(hostile, signed, "c2", hostile, "me", sdp, require=False)
+    assert (tmp_path / "kp").read_text() == f"bob {key.public_key}\n"
+
+
+async def test_replayed_offer_is_refused(relay: Relay, keys) -> None:
+    """A relay that replays a signed offer (same call id, SDP and signature) to the callee
+    after the call: the callee refuses it (`replayed`) instead of answering it as verified."""
+    offers: list[dict[str, Any]] = []
+    original = relay.core._forwarded
+
+    def forwarded(message: dict[str, Any], sender: str) -> dict[str, Any]:
+        out = original(message, sender)
+        if out["type"] == "call_offer":
+            offers.append(dict(out))
+        return out
+
+    relay.core._forwarded = forwarded  # type: ignore[method-assign]
+    alice, bob, answered = _bots(relay, keys)
+    errors: list[CallbotError] = []
+    bob.on("call", lambda call: call.on("error", errors.append))
+    async with alice, bob:
+        call = await alice.call("bob")
+        await call.wait_connected(10)
+        assert answered[0].peer_verified
+        await call.hangup()
+        await answered[0].wait_ended(5)
+        (conn,) = relay.core._by_user["bob"]
+        relay._apply([Send(conn, offers[0])])  # the relay sends the recorded offer again
+        for _ in range(100):
+            if errors:
+                break
+            await asyncio.sleep(0.05)
+        assert [getattr(e, "code", None) for e in errors] == ["replayed"]
+        assert len(answered) == 1
+
+
+def test_replay_memory_is_per_description(tmp_path: Path) -> None:
+    """The same signed description twice is refused, however its signature is re-encoded; an
+    offer and its answer (other fingerprints) by the same user are not a replay."""
+    key = IdentityKey.generate()
+    peers = KnownPeers(tmp_path / "kp")
+    peers.pin("me", key.public_key)
+    offer, answer = "a=fingerprint:sha-256 01:02\r\n", "a=fingerprint:sha-256 03:04\r\n"
+    sig = key.sign("c1", "me", "me", offer)
+    assert peers.check("me", sig, "c1", "me", "me", offer, True)
+    assert peers.check("me", key.sign("c1", "me", "me", answer), "c1", "me", "me", answer, True)
+    for again in (sig, {**sig, "sig": sig["sig"] + "!"}):
+        with pytest.raises(IdentityError, match="replayed"):
+            peers.check("me", again, "c1", "me", "me", offer, True)

@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from ..errors import CallbotError
 from ..identity import AuthError
+from ..safe import printable
 from .protocol import ProtocolError, decode, encode
 from .turn import credentials_expiry
 
@@ -288,7 +289,7 @@ class RelayClient:
         self._schedule_ice_refresh()
 
     def _fail(self, error: CallbotError) -> None:
-        logger.error("relay refused this client: %s", error)
+        logger.error("relay refused this client: %s", printable(error))
         self.fatal_error = error
         if self._first is not None and not self._first.done():
             self._first.set_exception(error)

@@ -78,6 +78,9 @@ IN_CALL = frozenset({"ice", "renegotiate", "mediastatus", "hold", "resume", "tra
 #: Messages only the called side may send.
 CALLEE_ONLY = frozenset({"call_ringing", "call_answer", "call_reject"})
 REJECT_REASONS = frozenset({"busy", "decline"})
+#: A `hangup` reason forwarded as sent; any other (control characters, spaces, over 64
+#: characters) goes on as "hangup": it never reaches the peer, yet the call still ends.
+REASON_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 #: Janus plugins a `group_invite` may name, and the longest Janus URL it may carry.
 ROOM_KINDS = frozenset({"videoroom", "audiobridge"})
 MAX_URL = 1024
@@ -176,6 +179,8 @@ def _check_values(message: dict[str, Any], call_id: str | None) -> None:
                 raise ProtocolError(INVALID_MESSAGE, "hello: calls items are {call_id, peer}")
     elif kind == "call_reject" and message["reason"] not in REJECT_REASONS:
         raise ProtocolError(INVALID_MESSAGE, "call_reject: reason must be busy or decline", call_id)
+    elif kind == "hangup" and not REASON_PATTERN.fullmatch(message.get("reason", "hangup")):
+        message["reason"] = "hangup"
     elif kind == "presence_set":
         if message["status"] not in STATUSES:
             raise ProtocolError(INVALID_MESSAGE, "presence_set: status is available, away or dnd")

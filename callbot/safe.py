@@ -1,0 +1,42 @@
+"""Remote strings made safe to print: on a terminal, in a log line, in XML.
+
+Whatever a peer or a relay sends (hang-up reasons, ids, error texts, metadata) may hold line
+breaks that forge log lines or CI workflow commands (`::error ...` at the start of a line),
+terminal escape sequences, or characters XML 1.0 forbids (https://www.w3.org/TR/xml/#charsets).
+`printable` escapes every such character the way Python's `repr` does and cuts the length.
+"""
+
+from __future__ import annotations
+
+import logging
+
+#: Default length limit for one remote value.
+LIMIT = 200
+_CUT = "…"
+
+
+def _escape(char: str) -> str:
+    """`\\n`, `\\x1b`, `\\u202e`: the visible form of a character that must not be printed."""
+    return repr(char)[1:-1]
+
+
+def printable(value: object, limit: int | None = LIMIT) -> str:
+    """`value` as one line of printable text: control, format (bidi), separator, surrogate and
+    unassigned characters are escaped (`\\n`, `\\x1b`, `\\u2028`...), and the result is cut to
+    `limit` characters (marked with `…`) unless `limit` is None."""
+    text = value if isinstance(value, str) else str(value)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else _escape(c) for c in text)
+    if limit is not None and len(text) > limit:
+        text = text[: max(0, limit - 1)] + _CUT
+    return text
+
+
+class SafeFormatter(logging.Formatter):
+    """A log formatter whose message part is always one printable line, so a remote string
+    logged anywhere (ours, a plugin's, a library's) cannot forge a log line; tracebacks keep
+    their lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message, limit=None)
+        return super().formatMessage(record)
