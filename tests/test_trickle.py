@@ -68,7 +68,8 @@ def _tone_bot(relay: CallbotRelay, tone: Path) -> Bot:
 async def _call(ws: ClientConnection, *, trickle: bool) -> tuple[str, list[av.AudioFrame]]:
     """Call the bot from an aiortc peer whose offer carries no candidate: with `trickle`,
     they follow at once as `ice`, then `null` (end of candidates); without, the offer says
-    end-of-candidates. Returns the bot's answer and 1 s of the audio received from it."""
+    end-of-candidates. Returns the bot's answer and 1 s of the audio received from it once
+    connected."""
     call_id = uuid.uuid4().hex
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     tracks: asyncio.Queue[Any] = asyncio.Queue()
@@ -100,8 +101,16 @@ async def _call(ws: ClientConnection, *, trickle: bool) -> tuple[str, list[av.Au
         answer = (await _next(ws, "call_answer", call_id))["sdp"]
         if "a=candidate:" not in answer:
             return answer, []
+        connected = asyncio.Event()
+
+        @pc.on("connectionstatechange")
+        def state() -> None:
+            if pc.connectionState == "connected":
+                connected.set()
+
         await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         track = await asyncio.wait_for(tracks.get(), 10)
+        await asyncio.wait_for(connected.wait(), 10)
 
         async def frames() -> Any:
             while True:
