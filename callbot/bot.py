@@ -28,7 +28,7 @@ from typing import Any
 
 from aiortc import RTCIceServer
 
-from . import plugins
+from . import plugins, watchdog
 from .call import Call
 from .config import CallConfig
 from .errors import CallbotError, CallError, InvalidStateError
@@ -210,6 +210,7 @@ class Bot(Emitter):
         self._relay: Relay | None = None
         self._state: RelayState | None = None
         self._stopped: asyncio.Event | None = None
+        self._watching = False  # holds the loop watchdog (see callbot/watchdog.py)
         self._groups = GroupCalls(
             user_id, janus_url, self._call_config, lambda m: self._require_client().send(m)
         )
@@ -342,6 +343,9 @@ class Bot(Emitter):
         if self._client is not None:
             return
         self._stopped = asyncio.Event()
+        if not self._watching:
+            self._watching = True
+            watchdog.WATCHDOG.acquire()
         if self.server is None:
             self._relay = await Relay(DEFAULT_HOST, DEFAULT_PORT, self.state_dir).start()
             self.server = self._relay.url
@@ -384,6 +388,9 @@ class Bot(Emitter):
         if self._state is not None:
             self._state.close()
             self._state = None
+        if self._watching:
+            self._watching = False
+            watchdog.WATCHDOG.release()
         if self._stopped is not None:
             self._stopped.set()
 
@@ -447,6 +454,7 @@ class Bot(Emitter):
         self._calls[call.id] = call
         inbox = self._inboxes[call.id] = asyncio.Queue()
         task = self._spawn(self._deliver(call, inbox), name=f"call-{call.id}")
+        watchdog.attribute(task, call.id)
         call.on("ended", lambda reason, duration: self._forget(call, task))
         if self.follow_transfers:
             call.on("transfer", lambda target, replaces: self._spawn(
@@ -492,7 +500,7 @@ class Bot(Emitter):
     def _on_message(self, message: dict[str, Any]) -> None:
         kind, call_id = message["type"], message.get("call_id")
         if kind == "call_offer":
-            self._spawn(self._ring(message), name=f"incoming-{call_id}")
+            self._offered(message)
             return
         if kind == "group_invite":
             self._groups.invited(message)
@@ -522,8 +530,10 @@ class Bot(Emitter):
             return
         self._inboxes[call.id].put_nowait(message)
 
-    async def _ring(self, offer: dict[str, Any]) -> None:
-        """An offer arrived: create the call, say it rings, and run the handlers for it."""
+    def _offered(self, offer: dict[str, Any]) -> None:
+        """An offer arrived: create and register its call at once, before any other message is
+        read, so what the caller sends right after (trickled `ice`, `hangup`) reaches the
+        call's inbox; then ring in a task."""
         caller = str(offer.get("from", "unknown"))
         port = _CallPort(self, caller)
         call = Call(
@@ -540,9 +550,14 @@ class Bot(Emitter):
         )
         replaced = self._replaced_by(call)
         if self.max_calls is not None and len(self.active_calls) >= self.max_calls and not replaced:
-            await call.reject("busy")
+            self._spawn(call.reject("busy"))
             return
         self._register(call)
+        ring = self._spawn(self._ring(call, port, replaced), name=f"incoming-{call.id}")
+        watchdog.attribute(ring, call.id)
+
+    async def _ring(self, call: Call, port: _CallPort, replaced: Call | None) -> None:
+        """Check the caller, say the call rings, and run the handlers for it."""
         try:
             call.verify_offer()
         except IdentityError as exc:
@@ -575,6 +590,7 @@ class Bot(Emitter):
         return old
 
     async def _run_handler(self, handler: IncomingHandler, incoming: Incoming, call: Call) -> None:
+        watchdog.attribute(asyncio.current_task(), call.id)  # gather() gave it its own task
         try:
             result = handler(incoming)
             if inspect.isawaitable(result):

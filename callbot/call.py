@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import av
 import numpy as np
@@ -29,6 +30,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
+from . import watchdog
 from .config import CallConfig
 from .errors import CallbotError, CallError, InvalidStateError, MediaError
 from .events import Emitter
@@ -43,10 +45,12 @@ from .media.live import TrackSource
 from .media.playback import Playback
 from .media.recorder import Recording, TrackRecorder
 from .media.tracks import MediaSource, OutgoingAudioTrack, OutgoingVideoTrack
-from .peer import prefer_video_codec, set_local_description, wire_outgoing
+from .peer import prefer_video_codec, release, set_local_description, wire_outgoing
 from .safe import printable
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 CallState = Literal["new", "calling", "ringing", "connecting", "connected", "held", "ended"]
 Direction = Literal["inbound", "outbound"]
@@ -54,15 +58,32 @@ Kind = Literal["audio", "video"]
 
 #: Messages queued by `send_data()` before the data channel opens.
 MAX_QUEUED_DATA = 1000
-#: Trickled ICE candidates kept until the remote description is known.
+#: Trickled ICE candidates kept until both descriptions are set.
 MAX_EARLY_CANDIDATES = 100
+#: An end-of-candidates line of a remote description (RFC 8840 section 5.2).
+_END_OF_CANDIDATES = re.compile(r"^a=end-of-candidates\r?\n", re.M)
 #: How long a completed attended transfer waits for the target to take the new call over.
 TRANSFER_TIMEOUT = 30.0
+
+#: Events an ended call may still emit (the Bot follows a transfer after the end); its other
+#: listeners are dropped at the end, since closures over the call would keep it in a cycle.
+EVENTS_AFTER_END = ("transferred", "error")
 
 #: Places a call for a transfer: (peer, video, metadata) -> the new Call (the Bot provides it).
 PlaceCall = Callable[[str, bool, dict[str, Any]], Awaitable["Call"]]
 DATA_CHANNEL_LABEL = "callbot"
 DATA_CHANNEL_ID = 0  # pre-negotiated on both sides: no in-band channel announcement needed
+
+
+def _hold_end_of_candidates(sdp: str) -> tuple[str, bool]:
+    """`sdp` without its end-of-candidates lines, and whether it had any.
+
+    aioice prunes, at end-of-candidates, the ICE components the peer gave no candidate for:
+    applied before we gather (as aiortc does for an offer carrying it), that leaves us with
+    nothing to gather and an answer without candidates. So it is applied after our gathering.
+    """
+    held, count = _END_OF_CANDIDATES.subn("", sdp)
+    return held, count > 0
 
 
 def _negotiated_codecs(answer_sdp: str) -> dict[str, str]:
@@ -143,6 +164,8 @@ class Call(Emitter):
         self._channel: RTCDataChannel | None = None
         self._outbox: deque[str | bytes] = deque()
         self._early_candidates: list[dict[str, Any]] = []
+        self._candidates_ready = False  # both descriptions set: remote candidates go straight in
+        self._remote_candidates = 0  # how many the peer gave (SDP and trickled)
         self._recorders: list[TrackRecorder] = []
         self._timer: asyncio.TimerHandle | None = None
         self._connected_at: float | None = None
@@ -243,9 +266,7 @@ class Call(Emitter):
         self._require("ringing", "answer")
         assert self._remote_offer is not None
         pc = self._create_peer_connection()
-        offer = RTCSessionDescription(self._remote_offer, "offer")
-        await self._guard(pc.setRemoteDescription(offer))
-        await self._apply_early_candidates()
+        await self._guard(self._set_remote_description(pc, self._remote_offer, "offer"))
         pc.addTrack(self._audio_out)
         if video and self.remote_offers_video:
             self._video_out = OutgoingVideoTrack(self.config.video_size)
@@ -260,6 +281,7 @@ class Call(Emitter):
         self._set_state("connecting")
         self._arm_timer(self.config.connect_timeout, "failed")
         await self._guard(self._describe(pc, "answer"))
+        await self._apply_early_candidates()
         sdp = pc.localDescription.sdp
         self._setup_receive(sdp)
         await self._send(
@@ -303,6 +325,12 @@ class Call(Emitter):
             await asyncio.shield(self._finished)
             return
         await self._end(reason, notify=reason)
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking work (`time.sleep`, a synchronous HTTP or database client, heavy
+        computation) in a thread of the loop's default executor and await its result: the
+        event loop, which carries every call's media, is never held (see callbot/watchdog.py)."""
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
     # -- media -------------------------------------------------------------------------------
 
@@ -662,32 +690,52 @@ class Call(Emitter):
         self._set_state("connecting")
         self._arm_timer(self.config.connect_timeout, "failed")
         with contextlib.suppress(CallbotError):
-            await self._guard(self._pc.setRemoteDescription(RTCSessionDescription(sdp, "answer")))
+            await self._guard(self._set_remote_description(self._pc, sdp, "answer"))
             await self._apply_early_candidates()
             self._setup_receive(self._pc.remoteDescription.sdp)
 
+    async def _set_remote_description(
+        self, pc: RTCPeerConnection, sdp: str, kind: Literal["offer", "answer"]
+    ) -> None:
+        """Apply the peer's description, its end-of-candidates held back until ours is set."""
+        held, ended = _hold_end_of_candidates(sdp)
+        self._remote_candidates += held.count("\na=candidate:")
+        await pc.setRemoteDescription(RTCSessionDescription(held, kind))
+        if ended:
+            self._early_candidates.append({"type": "ice", "candidate": None})
+
     async def _on_remote_candidate(self, message: dict[str, Any]) -> None:
-        if self._pc is None or self._pc.remoteDescription is None:
+        if not self._candidates_ready:
             if len(self._early_candidates) < MAX_EARLY_CANDIDATES:
-                self._early_candidates.append(message)  # applied once we have the description
+                self._early_candidates.append(message)  # applied once both descriptions are set
             return
+        await self._add_remote_candidate(message)
+
+    async def _add_remote_candidate(self, message: dict[str, Any]) -> None:
+        assert self._pc is not None
         payload = message.get("candidate") or {}
         text = payload.get("candidate", "") if isinstance(payload, dict) else ""
         try:
             if not text:
-                await self._pc.addIceCandidate(None)  # end of candidates
+                if self._remote_candidates:
+                    await self._pc.addIceCandidate(None)  # end of candidates
+                # else ignored: a peer that gave no candidate can still reach us with its
+                # checks (peer-reflexive, RFC 8445 section 7.3.1.3), which aioice would refuse
                 return
             candidate = candidate_from_sdp(text.removeprefix("candidate:"))
             candidate.sdpMid = payload.get("sdpMid")
             candidate.sdpMLineIndex = payload.get("sdpMLineIndex")
             await self._pc.addIceCandidate(candidate)
+            self._remote_candidates += 1
         except Exception as exc:  # a bad candidate is the peer's problem, not a reason to end
             logger.info("call %s: ignoring bad ICE candidate %r: %s", self.id, text, exc)
 
     async def _apply_early_candidates(self) -> None:
-        early, self._early_candidates = self._early_candidates, []
-        for message in early:
-            await self._on_remote_candidate(message)
+        """Once both descriptions are set (ours with its candidates gathered): apply the
+        candidates kept so far in order, those arriving meanwhile too, then take them live."""
+        while self._early_candidates:
+            await self._add_remote_candidate(self._early_candidates.pop(0))
+        self._candidates_ready = True
 
     def _setup_receive(self, answer_sdp: str) -> None:
         """Once the answer is known: our audio jitter buffer, and DTMF (RFC 4733 both ways if
@@ -766,7 +814,7 @@ class Call(Emitter):
         ]
         since = time.monotonic()
         while self.state in ("connected", "held") and watched:
-            await asyncio.sleep(min(1.0, limit / 4))
+            await asyncio.wait({self._finished}, timeout=min(1.0, limit / 4))  # wakes at the end
             if self.state == "held":
                 since = time.monotonic()
                 continue
@@ -857,6 +905,9 @@ class Call(Emitter):
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def _task_started(self, task: asyncio.Task[Any]) -> None:
+        watchdog.attribute(task, self.id)
+
     def _handler_failed(self, exc: BaseException) -> None:
         logger.error("call %s: event handler failed; ending the call", self.id, exc_info=exc)
         if self.state != "ended":
@@ -891,6 +942,7 @@ class Call(Emitter):
             with contextlib.suppress(Exception):
                 self._final_stats = await self.stats()
             await self._pc.close()
+            release(self._pc)
         if not self._connected.done():
             why = f"{reason}: {self.remote_end_reason}" if self.remote_end_reason else reason
             self._connected.set_exception(
@@ -899,4 +951,6 @@ class Call(Emitter):
             )
             self._connected.exception()  # retrieved: nobody has to await it
         self.emit("ended", reason, self.duration)
+        for event in self.event_names() - set(EVENTS_AFTER_END):
+            self.remove_all_listeners(event)
         self._finished.set_result(reason)

@@ -27,6 +27,7 @@ class Emitter(AsyncIOEventEmitter):
             return
         if asyncio.iscoroutine(result):
             task = asyncio.ensure_future(result)
+            self._task_started(task)
             self._waiting.add(task)
             task.add_done_callback(self._handler_done)
 
@@ -41,3 +42,6 @@ class Emitter(AsyncIOEventEmitter):
 
     def _handler_failed(self, exc: BaseException) -> None:
         logger.error("%r: event handler failed", self, exc_info=exc)
+
+    def _task_started(self, task: asyncio.Task[Any]) -> None:
+        """An async handler got its task (a call names itself as its owner for the watchdog)."""

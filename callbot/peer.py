@@ -10,9 +10,10 @@ from typing import Any, Literal
 
 from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.sdp import SessionDescription
+from pyee import EventEmitter
 
 from .ice import IceConfig, check_relay_candidates, gather_within
-from .media import fastpath
+from .media import fastpath, jitter
 
 #: Video codec names callbot accepts -> aiortc's MIME types.
 VIDEO_MIME_TYPES = {"vp8": "video/VP8", "h264": "video/H264"}
@@ -50,3 +51,45 @@ def wire_outgoing(pc: RTCPeerConnection, answer_sdp: str, audio_out: Any, video_
             video_out.keyframe_needed = sender._send_keyframe
         elif sender.track is audio_out and audio_out is not None and audio_out.opus:
             fastpath.send_audio(sender, audio_out)
+
+
+#: Instance attributes callbot sets on aiortc/aioice objects (hooks of media/dtmf.py,
+#: media/fastpath.py, media/jitter.py): each refers back to its object, a reference cycle.
+_HOOKS = {
+    "RTCRtpSender": ("_run_rtp",),
+    "RTCRtpReceiver": ("_handle_rtp_packet",),
+    "RTCDtlsTransport": ("_send_rtp", "_callbot_dtmf"),
+    "Connection": ("data_received", "_callbot_inline", "_callbot_pending"),
+}
+
+
+def release(pc: RTCPeerConnection) -> None:
+    """Once `pc` is closed: break the reference cycles among its objects (event handlers,
+    callbot's hooks, aioice's check list, pyOpenSSL's verify helper) so reference counting
+    frees a finished call at once, instead of a full garbage collection much later."""
+    parts: list[Any] = []
+    for transceiver in pc.getTransceivers():
+        parts += [transceiver.sender, transceiver.receiver]
+        jitter.release(transceiver.receiver)
+    if pc.sctp is not None:
+        parts += [pc.sctp, *pc.sctp._data_channels.values()]
+    ends = [*pc.getSenders(), *pc.getReceivers(), pc.sctp]
+    for dtls in {end.transport for end in ends if end is not None and end.transport is not None}:
+        parts += [dtls, dtls.transport, dtls.transport.iceGatherer]
+        _release_transport(dtls)
+    for part in parts:
+        if isinstance(part, EventEmitter):
+            part.remove_all_listeners()
+        for name in _HOOKS.get(type(part).__name__, ()):
+            part.__dict__.pop(name, None)
+
+
+def _release_transport(dtls: Any) -> None:
+    """The cycles of one DTLS transport and the ICE connection under it."""
+    helper = getattr(dtls._ssl, "_verify_helper", None) if dtls._ssl is not None else None
+    if helper is not None:  # helper -> C callback -> wrapper closure -> helper
+        helper.callback = None
+    connection = dtls.transport._connection  # aioice's
+    connection._check_list.clear()  # pairs -> STUN protocols -> the connection
+    for name in _HOOKS["Connection"]:
+        connection.__dict__.pop(name, None)

@@ -93,6 +93,14 @@ class Ticker:
         self._origin: float | None = None
         self._next: asyncio.Future[int] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Monotonic deadline of the tick being waited for, None when none is: a deadline
+        #: long past means the loop is held (callbot.watchdog reads it from its thread).
+        self.due: float | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the clock last ticked on."""
+        return self._loop
 
     def now_index(self) -> int:
         """The index of the latest tick that is due."""
@@ -121,11 +129,8 @@ class Ticker:
             self._next = loop.create_future()
             index = self.now_index() + 1
             assert self._origin is not None
-            loop.call_at(
-                loop.time() + (self._origin + index * self.period - time.monotonic()),
-                self._fire,
-                index,
-            )
+            self.due = self._origin + index * self.period
+            loop.call_at(loop.time() + (self.due - time.monotonic()), self._fire, index)
         return await asyncio.shield(self._next)
 
     def lag_percentile(self, percent: float) -> float:
@@ -143,6 +148,7 @@ class Ticker:
     def _fire(self, index: int) -> None:
         assert self._origin is not None
         late = max(0.0, time.monotonic() - (self._origin + index * self.period))
+        self.due = None
         self._record(late)
         future, self._next = self._next, None
         if future is not None and not future.done():  # a timer a little late still gets its tick

@@ -64,6 +64,14 @@ class AudioJitterBuffer:
         return False, None
 
 
+def release(receiver: Any) -> None:
+    """After the call: a buffer still waiting for its first packet forgets `receiver`, which
+    refers to it (a reference cycle)."""
+    buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+    if isinstance(buffer, AudioJitterBuffer):
+        buffer._receiver = None
+
+
 def use_for(receiver: Any, hub: IncomingMedia) -> AudioJitterBuffer:
     """Route an aiortc audio `RTCRtpReceiver`'s packets to `hub` (before media arrives)."""
     buffer = AudioJitterBuffer(hub, receiver)
