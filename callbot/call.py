@@ -953,4 +953,5 @@ class Call(Emitter):
         self.emit("ended", reason, self.duration)
         for event in self.event_names() - set(EVENTS_AFTER_END):
             self.remove_all_listeners(event)
+        self._key_presses.close()
         self._finished.set_result(reason)

@@ -333,5 +333,14 @@ class KeyPresses:
         mine.append((digit, now))
         self._on_digit(digit)
 
+    def close(self) -> None:
+        """Report no more keys: drops the callback (a bound method of the call, whose cycle
+        through this object would otherwise outlive the call)."""
+        self._on_digit = _ignore_digit
+
+
+def _ignore_digit(_digit: str) -> None:
+    """What a closed `KeyPresses` reports keys to."""
+
 
 assert set(EVENT_KEYS) == set("".join(DTMF_KEYS))
