@@ -203,7 +203,7 @@ class Bot(Emitter):
         self.follow_transfers = follow_transfers
         #: Last known presence of the users followed: user -> {user, status, text}.
         self.presence: dict[str, dict[str, Any]] = {}
-        self._my_presence: tuple[str, str | None] | None = None
+        self._my_presence: dict[str, Any] | None = None  # the last presence_set, resent
         self._followed: set[str] = set()
         self._handlers: list[IncomingHandler] = []
         self._calls: dict[str, Call] = {}
@@ -310,13 +310,22 @@ class Bot(Emitter):
 
     # -- presence ------------------------------------------------------------------------------
 
-    async def set_presence(self, status: str, text: str | None = None) -> None:
+    async def set_presence(
+        self, status: str, text: str | None = None, visible_to: str | list[str] | None = None
+    ) -> None:
         """Show `status` ("available", "away" or "dnd") and an optional text to followers;
-        `on_call` and `offline` are set by the relay itself."""
+        `on_call` and `offline` are set by the relay itself. A user's presence is hidden
+        (`unknown`) unless `visible_to` is "everyone" or lists the watcher; a bot's is public;
+        None keeps the last choice."""
         if status not in ("available", "away", "dnd"):
             raise ValueError("status is 'available', 'away' or 'dnd'")
-        self._my_presence = (status, text)
-        await self._require_client().send({"type": "presence_set", "status": status, "text": text})
+        message: dict[str, Any] = {"type": "presence_set", "status": status, "text": text}
+        if visible_to is not None:
+            message["visible_to"] = visible_to
+        elif self._my_presence is not None and "visible_to" in self._my_presence:
+            message["visible_to"] = self._my_presence["visible_to"]
+        self._my_presence = message
+        await self._require_client().send(message)
 
     async def subscribe_presence(self, users: list[str]) -> None:
         """Follow `users`: a `presence_list` event now, `presence_update`s on every change."""
@@ -339,8 +348,7 @@ class Bot(Emitter):
         assert self._client is not None
         self._groups.relay_janus_url = welcome.get("janus") or None
         if self._my_presence is not None:
-            status, text = self._my_presence
-            self._client.queue({"type": "presence_set", "status": status, "text": text})
+            self._client.queue(self._my_presence)
         if self._followed:
             self._client.queue({"type": "presence_subscribe", "users": sorted(self._followed)})
 
