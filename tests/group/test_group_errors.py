@@ -46,8 +46,8 @@ async def test_a_bot_needs_to_know_a_janus(relay: Relay, monkeypatch) -> None:
 
 async def test_own_janus_setting_and_declined_invitation(relay: Relay, janus) -> None:
     """The relay announces no Janus: Bot(janus_url=...) is used, and put in the invitation."""
-    alice = Bot("alice", server=relay.url, token=relay.mint("alice"), janus_url=janus.url,
-                ice_addresses=[JANUS_ADDRESS])  # fmt: skip
+    alice = Bot("alice", server=relay.url, token=relay.mint("alice", role="bot"),
+                janus_url=janus.url, ice_addresses=[JANUS_ADDRESS])  # fmt: skip
     bob = Bot("bob", server=relay.url, token=relay.mint("bob", role="bot"))
     invited: asyncio.Future[GroupInvite] = asyncio.get_running_loop().create_future()
 
