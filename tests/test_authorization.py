@@ -4,7 +4,9 @@ transfer metadata, user tokens in a bot pool, revocation cutting media."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,7 @@ from callbot import Bot, Call, Incoming
 from callbot.identity import AuthError
 from callbot.media import analysis
 from callbot.signaling.relay import Relay
+from callbot.signaling.state import RelayState
 
 from helpers import collect_frames
 
@@ -96,3 +99,31 @@ async def test_revoking_a_user_ends_their_calls_and_their_media(
         pc = side.peer_connection
         assert pc is not None and pc.connectionState == "closed"  # no media either way
     assert echo.active_calls == [] and alice.active_calls == []
+
+
+async def test_a_client_revoked_while_the_relay_was_away_ends_its_own_calls(
+    tmp_path: Path,
+) -> None:
+    """No relay can hang up for it here: the revoked client learns it at its next hello."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    state = tmp_path / "state"
+    relay = await Relay(port=port, state_dir=state).start()
+    echo = Bot("echo", server=relay.url, token=relay.mint("echo", role="bot"))
+    echo.use("autoaccept")
+    alice = Bot("alice", server=relay.url, token=relay.mint("alice"), role="user")
+    try:
+        await asyncio.gather(echo.start(), alice.start())
+        call = await alice.call("echo")
+        await call.wait_connected(10)
+        await relay.stop()
+        RelayState(state).revoke("alice")  # `callbot token revoke alice` during the outage
+        relay = await Relay(port=port, state_dir=state).start()
+        assert await call.wait_ended(20) == "revoked"
+        pc = call.peer_connection
+        assert pc is not None and pc.connectionState == "closed"
+        assert alice.active_calls == []
+    finally:
+        await asyncio.gather(alice.stop(), echo.stop(), return_exceptions=True)
+        await relay.stop()
