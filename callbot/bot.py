@@ -455,7 +455,7 @@ class Bot(Emitter):
         media is peer to peer: only we can stop it), with reason `revoked`."""
         if getattr(error, "code", None) == "session_revoked":
             for call in self.active_calls:
-                self._spawn(call.fail(error, "revoked"))
+                self._spawn(call.fail(CallError("session_revoked", str(error), call.id), "revoked"))
 
     def _call_config(self) -> CallConfig:
         """Calls use the relay's ICE servers on top of the bot's own settings."""
