@@ -157,13 +157,13 @@ class Harness:
 
     def _bot_command(self, impl: str, workers: int) -> list[str]:
         if impl == "callbot":
-            token = self.relay.mint("bench")
+            token = self.relay.mint("bench", role="bot")
             return [
                 sys.executable, "-m", "callbot", "run", str(HERE / "bots" / "callbot_bot.py"),
                 "--server", self.relay.url, "--token", token, "--workers", str(workers),
                 "--ice-address", "127.0.0.1",
             ]  # fmt: skip
-        token = self.relay.mint("bench")
+        token = self.relay.mint("bench", role="bot")
         return [sys.executable, str(HERE / "bots" / "plain_aiortc_bot.py"), self.relay.url, token]
 
     async def _wait_ready(self, bot: subprocess.Popen[bytes], stats: Path, workers: int) -> None:

@@ -101,7 +101,7 @@ async def main(args: argparse.Namespace) -> None:
     done = asyncio.Event()
     with tempfile.TemporaryDirectory(prefix="callbot-latency-") as work:
         async with Relay(port=0, state_dir=Path(work) / "relay") as relay:
-            ear = Bot("ear", server=relay.url, token=relay.mint("ear"))
+            ear = Bot("ear", server=relay.url, token=relay.mint("ear", role="bot"))
             ear.on_incoming(lambda incoming: listen(incoming, heard, done))
             mouth = Bot(
                 "mouth", server=relay.url, token=relay.mint("mouth"), role="user",

@@ -43,7 +43,7 @@ async def start_bot(relay: Relay) -> subprocess.Popen[bytes]:
     """The answering bot in its own process, once the relay knows it is online."""
     command = [
         sys.executable, "-m", "callbot", "run", "--as", BOT, "--plugin", "echo",
-        "--server", relay.url, "--token", relay.mint(BOT), "--workers", "1",
+        "--server", relay.url, "--token", relay.mint(BOT, role="bot"), "--workers", "1",
         "--ice-address", "127.0.0.1",
     ]  # fmt: skip
     log = Path(tempfile.gettempdir()) / "callbot-setup-bench.log"  # the bot's own output

@@ -128,16 +128,20 @@ class Subscription:
 
 
 class _CallPort:
-    """A call's signalling through the bot's relay connection (adds the peer as `to`)."""
+    """A call's signalling through the bot's relay connection (adds the peer as `to`, and
+    to the offer of an attended transfer's replacing call, the relay's `grant`)."""
 
-    def __init__(self, bot: Bot, peer: str) -> None:
+    def __init__(self, bot: Bot, peer: str, grant: str | None = None) -> None:
         self._bot = bot
         self._peer = peer
+        self._grant = grant
 
     async def send(self, message: dict[str, Any]) -> None:
         client = self._bot._client
         if client is None:
             raise CallError("not_connected", "the bot is not connected to a relay")
+        if self._grant is not None and message.get("type") == "call_offer":
+            message = {**message, "grant": self._grant}
         await client.send({"to": self._peer, **message})
 
 
@@ -200,7 +204,7 @@ class Bot(Emitter):
         self.follow_transfers = follow_transfers
         #: Last known presence of the users followed: user -> {user, status, text}.
         self.presence: dict[str, dict[str, Any]] = {}
-        self._my_presence: tuple[str, str | None] | None = None
+        self._my_presence: dict[str, Any] | None = None  # the last presence_set, resent
         self._followed: set[str] = set()
         self._handlers: list[IncomingHandler] = []
         self._calls: dict[str, Call] = {}
@@ -249,12 +253,18 @@ class Bot(Emitter):
         self, peer: str, video: bool = False, metadata: dict[str, Any] | None = None
     ) -> Call:
         """Place a call to `peer`; returns once the offer is sent (the call is `calling`)."""
+        return await self._place(peer, video, metadata)
+
+    async def _place(
+        self, peer: str, video: bool, metadata: dict[str, Any] | None, grant: str | None = None
+    ) -> Call:
+        """Place a call; `grant` (from the relay) makes it replace a call of `peer`."""
         if self._client is None:
             raise InvalidStateError("start the bot first (await bot.start())")
         call = Call(
             direction="outbound",
             peer=peer,
-            signaling=_CallPort(self, peer),
+            signaling=_CallPort(self, peer, grant),
             config=self._call_config(),
             video=video,
             metadata=metadata,
@@ -302,13 +312,22 @@ class Bot(Emitter):
 
     # -- presence ------------------------------------------------------------------------------
 
-    async def set_presence(self, status: str, text: str | None = None) -> None:
+    async def set_presence(
+        self, status: str, text: str | None = None, visible_to: str | list[str] | None = None
+    ) -> None:
         """Show `status` ("available", "away" or "dnd") and an optional text to followers;
-        `on_call` and `offline` are set by the relay itself."""
+        `on_call` and `offline` are set by the relay itself. A user's presence is hidden
+        (`unknown`) unless `visible_to` is "everyone" or lists the watcher; a bot's is public;
+        None keeps the last choice."""
         if status not in ("available", "away", "dnd"):
             raise ValueError("status is 'available', 'away' or 'dnd'")
-        self._my_presence = (status, text)
-        await self._require_client().send({"type": "presence_set", "status": status, "text": text})
+        message: dict[str, Any] = {"type": "presence_set", "status": status, "text": text}
+        if visible_to is not None:
+            message["visible_to"] = visible_to
+        elif self._my_presence is not None and "visible_to" in self._my_presence:
+            message["visible_to"] = self._my_presence["visible_to"]
+        self._my_presence = message
+        await self._require_client().send(message)
 
     async def subscribe_presence(self, users: list[str]) -> None:
         """Follow `users`: a `presence_list` event now, `presence_update`s on every change."""
@@ -331,8 +350,7 @@ class Bot(Emitter):
         assert self._client is not None
         self._groups.relay_janus_url = welcome.get("janus") or None
         if self._my_presence is not None:
-            status, text = self._my_presence
-            self._client.queue({"type": "presence_set", "status": status, "text": text})
+            self._client.queue(self._my_presence)
         if self._followed:
             self._client.queue({"type": "presence_subscribe", "users": sorted(self._followed)})
 
@@ -351,7 +369,7 @@ class Bot(Emitter):
             self.server = self._relay.url
             logger.info("embedded relay at %s", self.server)
         if self.token is None:
-            self.token = self._local_state().mint(self.user_id, SELF_TOKEN_TTL)
+            self.token = self._local_state().mint(self.user_id, SELF_TOKEN_TTL, self.role)
             if self._on_token_expiring is None:
                 self._on_token_expiring = self._mint_again
         self._client = RelayClient(
@@ -363,6 +381,7 @@ class Bot(Emitter):
             claims=lambda: [{"call_id": c.id, "peer": c.peer} for c in self.active_calls],
             on_token_expiring=self._on_token_expiring,
             on_welcome=self._restore_session,
+            on_fatal=self._refused,
         )
         try:
             await self._client.connect()
@@ -437,7 +456,14 @@ class Bot(Emitter):
         return self._state
 
     async def _mint_again(self) -> str:
-        return self._local_state().mint(self.user_id, SELF_TOKEN_TTL)
+        return self._local_state().mint(self.user_id, SELF_TOKEN_TTL, self.role)
+
+    def _refused(self, error: CallbotError) -> None:
+        """The relay cut us for good; if our tokens were revoked, our calls end too (their
+        media is peer to peer: only we can stop it), with reason `revoked`."""
+        if getattr(error, "code", None) == "session_revoked":
+            for call in self.active_calls:
+                self._spawn(call.fail(CallError("session_revoked", str(error), call.id), "revoked"))
 
     def _call_config(self) -> CallConfig:
         """Calls use the relay's ICE servers on top of the bot's own settings."""
@@ -462,12 +488,12 @@ class Bot(Emitter):
         self.emit("call", call)
 
     async def _follow_transfer(self, call: Call, target: str, replaces: str | None) -> None:
-        """The peer transferred us: call `target` (taking over `replaces` there, if given)."""
+        """The peer transferred us: call `target` (taking over `replaces` there, if given, with
+        the grant the relay issued for it; metadata is informative only, never trusted)."""
         metadata: dict[str, Any] = {"transferred_by": call.peer, "transferred_from": call.id}
-        if replaces:
-            metadata["replaces"] = replaces
+        grant = call.transfer_grant if replaces else None
         try:
-            new_call = await self.call(target, video=call.has_video, metadata=metadata)
+            new_call = await self._place(target, call.has_video, metadata, grant)
         except CallbotError as exc:
             logger.warning("call %s: could not follow the transfer to %s: %s", call.id, target, exc)
             return
@@ -548,7 +574,7 @@ class Bot(Emitter):
             local_user=self.user_id,
             remote_signature=offer.get("sig"),
         )
-        replaced = self._replaced_by(call)
+        replaced = self._replaced_by(offer)
         if self.max_calls is not None and len(self.active_calls) >= self.max_calls and not replaced:
             self._spawn(call.reject("busy"))
             return
@@ -577,13 +603,11 @@ class Bot(Emitter):
         incoming = Incoming(call, self.user_id)
         await asyncio.gather(*(self._run_handler(h, incoming, call) for h in self._handlers))
 
-    def _replaced_by(self, call: Call) -> Call | None:
-        """The consultation call this incoming call replaces (attended transfer), if any: it
-        must be ours, live, and with the party that did the transfer."""
-        replaces, transferred_by = (
-            call.metadata.get("replaces"),
-            call.metadata.get("transferred_by"),
-        )
+    def _replaced_by(self, offer: dict[str, Any]) -> Call | None:
+        """The consultation call this offer replaces (attended transfer), if any: named by the
+        relay (which stamps it only for a caller holding the transferor's grant, never from
+        caller metadata), ours, live, and with the party that did the transfer."""
+        replaces, transferred_by = offer.get("replaces"), offer.get("transferred_by")
         old = self._calls.get(replaces) if isinstance(replaces, str) else None
         if old is None or old.state not in ("connected", "held") or old.peer != transferred_by:
             return None

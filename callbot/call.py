@@ -134,6 +134,8 @@ class Call(Emitter):
         self.end_reason: str | None = None
         #: The reason the peer gave when it hung up (e.g. "error", "no_answer"), if it did.
         self.remote_end_reason: str | None = None
+        #: The relay's grant for the attended transfer the peer asked for (see Bot).
+        self.transfer_grant: str | None = None
         self.remote_muted = {"audio": False, "video": False}
         self.remote_deafened = False
         self._deafened = False
@@ -598,8 +600,10 @@ class Call(Emitter):
         elif kind == "hangup":
             reason = message.get("reason")
             self.remote_end_reason = printable(reason, 64) if isinstance(reason, str) else None
-            await self._end("transferred" if reason == "transferred" else "remote_hangup")
+            await self._end(reason if reason in ("transferred", "revoked") else "remote_hangup")
         elif kind == "transfer" and self.state in ("connected", "held"):
+            grant = message.get("grant")
+            self.transfer_grant = grant if isinstance(grant, str) else None
             self.emit("transfer", str(message["target"]), message.get("replaces"))
         elif kind == "mediastatus":
             self.remote_muted = {

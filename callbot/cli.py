@@ -720,23 +720,32 @@ def token() -> None:
     metavar="URL",
     help="The relay's web address, for the softphone link printed on stderr.",
 )
+@click.option(
+    "--role",
+    type=click.Choice(["user", "bot"]),
+    default="user",
+    show_default=True,
+    help="bot: the token may join USER's bot pool (callbot run --token); a user token may not.",
+)
 @_state_option
-def token_create(user: str, ttl: str, relay_url: str, state_dir: Path | None) -> None:
+def token_create(user: str, ttl: str, relay_url: str, role: str, state_dir: Path | None) -> None:
     """Print a new token for USER (and, on stderr, a softphone link signed in with it).
 
     \b
-    Example:
+    Examples:
       TOKEN=$(callbot token create alice --ttl 1h)
+      TOKEN=$(callbot token create echo --role bot --ttl 7d)
     """
     from .signaling.state import RelayState
 
     state = RelayState(state_dir)
     try:
-        token = state.mint(user, parse_duration(ttl))
+        token = state.mint(user, parse_duration(ttl), role)
     finally:
         state.close()
     click.echo(token)
-    say(f"softphone for {user}: {_softphone_link(relay_url, token)}")
+    if role == "user":
+        say(f"softphone for {user}: {_softphone_link(relay_url, token)}")
 
 
 @token.command("revoke")

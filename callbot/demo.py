@@ -51,7 +51,9 @@ async def run_demo(clip: Path | None, out_dir: Path, config: CallConfig) -> Demo
     recordings: list[Recording] = []
 
     async with Relay(port=0, state_dir=out_dir / "relay-state") as relay:
-        bot = Bot("demo-bot", server=relay.url, token=relay.mint("demo-bot"), config=config)
+        bot = Bot(
+            "demo-bot", server=relay.url, token=relay.mint("demo-bot", role="bot"), config=config
+        )
 
         @bot.on_incoming
         async def record(incoming: Incoming) -> None:

@@ -1,6 +1,7 @@
 """Who is who: relay session tokens, and identity keys that sign offers and answers.
 
-Session tokens are signed JWTs (HS256) carrying `sub`, `iat`, `exp` and a revocation `gen`. A
+Session tokens are signed JWTs (HS256) carrying `sub`, `iat`, `exp`, a revocation `gen` and,
+for tokens minted for a bot pool, `role: "bot"` (without it a token is a user's). A
 token is valid while it has not expired and its `gen` equals the user's current generation in
 the relay's state; `callbot token revoke USER` bumps the generation, which invalidates every
 token issued before, at once.
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 ALGORITHM = "HS256"
 ISSUER = "callbot"
+ROLES = ("user", "bot")
 
 
 class AuthError(CallbotError):
@@ -57,14 +59,23 @@ class TokenClaims:
     issued_at: float
     expires_at: float
     generation: int
+    role: str = "user"  # "bot": may join the user's bot pool (hello role "bot")
 
 
 def mint_token(
-    secret: bytes, user: str, ttl: float, generation: int = 0, now: float | None = None
+    secret: bytes,
+    user: str,
+    ttl: float,
+    generation: int = 0,
+    now: float | None = None,
+    role: str = "user",
 ) -> str:
-    """A signed token for `user`, valid for `ttl` seconds."""
+    """A signed token for `user`, valid for `ttl` seconds; `role="bot"` lets it join the
+    user's bot pool (a user token cannot: DESIGN §10)."""
     if ttl <= 0:
         raise ValueError("ttl must be positive")
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
     issued = int(now if now is not None else time.time())
     claims = {
         "sub": user,
@@ -74,6 +85,8 @@ def mint_token(
         "iss": ISSUER,
         "jti": uuid.uuid4().hex,
     }
+    if role != "user":
+        claims["role"] = role
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -103,7 +116,10 @@ def verify_token(
     generation = claims.get("gen", 0)
     if generation != generation_of(user):
         raise AuthError("session_revoked", f"tokens of {user} were revoked")
-    return TokenClaims(user, float(claims["iat"]), expires, generation)
+    role = claims.get("role", "user")
+    if role not in ROLES:
+        raise AuthError("auth_failed", "token has an unknown role")
+    return TokenClaims(user, float(claims["iat"]), expires, generation, role)
 
 
 # -- identity keys: signed offers and answers ---------------------------------------------------

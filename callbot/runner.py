@@ -90,7 +90,9 @@ async def run_bots(
         for bot in bots:
             bot.server = server
             bot.state_dir = state_dir
-            bot.token = token or (relay.mint(bot.user_id, SELF_TOKEN_TTL) if relay else None)
+            bot.token = token or (
+                relay.mint(bot.user_id, SELF_TOKEN_TTL, bot.role) if relay else None
+            )
             if max_calls is not None:
                 bot.max_calls = max_calls
         await asyncio.gather(*(bot.start() for bot in bots))

@@ -240,9 +240,9 @@ class CallbotRelay:
     def port(self) -> int:
         return self.relay.port
 
-    def mint(self, user: str, ttl: float = 3600) -> str:
-        """A token for `user`, signed with this relay's secret."""
-        return self._loop.call(self.relay.mint, user, ttl)
+    def mint(self, user: str, ttl: float = 3600, role: str = "user") -> str:
+        """A token for `user`, signed with this relay's secret (`role="bot"` for a bot)."""
+        return self._loop.call(self.relay.mint, user, ttl, role)
 
     def revoke(self, user: str) -> int:
         """Invalidate every token of `user` (the relay cuts their sessions)."""
@@ -352,7 +352,7 @@ class BotFactory:
         addresses = tuple(_ice_addresses())
         for bot in bots:
             bot.server = self._relay.url
-            bot.token = self._relay.mint(bot.user_id, 24 * 3600)
+            bot.token = self._relay.mint(bot.user_id, 24 * 3600, bot.role)
             bot.state_dir = self._relay.state_dir
             if bot.config.ice.addresses is None:
                 bot.config = replace(bot.config, ice=replace(bot.config.ice, addresses=addresses))

@@ -76,7 +76,8 @@ async def make_bot(relay: Relay) -> AsyncIterator[Callable[..., Bot]]:
     bots: list[Bot] = []
 
     def make(user: str, **kwargs: object) -> Bot:
-        bot = Bot(user, server=relay.url, token=relay.mint(user), **kwargs)  # type: ignore[arg-type]
+        token = relay.mint(user, role=str(kwargs.get("role", "bot")))  # a pool needs a bot token
+        bot = Bot(user, server=relay.url, token=token, **kwargs)  # type: ignore[arg-type]
         bots.append(bot)
         return bot
 

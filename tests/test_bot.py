@@ -181,7 +181,7 @@ async def test_relay_restart_mid_call(tmp_path: Path, tone_file) -> None:
     source = tone_file(".wav", 440.0, seconds=1.0)
     port, state = _free_port(), tmp_path / "state"
     relay = await Relay(port=port, state_dir=state).start()
-    echo = Bot("echo", server=relay.url, token=relay.mint("echo"))
+    echo = Bot("echo", server=relay.url, token=relay.mint("echo", role="bot"))
     _echo(echo)
     alice = Bot("alice", server=relay.url, token=relay.mint("alice"), role="user")
     try:
@@ -235,11 +235,11 @@ async def test_token_is_refreshed_before_expiry(relay: Relay) -> None:
     refreshed: list[str] = []
 
     async def fresh_token() -> str:
-        token = relay.mint("shortlived", 60)
+        token = relay.mint("shortlived", 60, role="bot")
         refreshed.append(token)
         return token
 
-    bot = Bot("shortlived", server=relay.url, token=relay.state.mint("shortlived", 3),
+    bot = Bot("shortlived", server=relay.url, token=relay.state.mint("shortlived", 3, "bot"),
               on_token_expiring=fresh_token)  # fmt: skip
     await bot.start()
     try:

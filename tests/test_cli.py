@@ -300,6 +300,22 @@ def test_token_create_and_revoke(relay_url: str, cli_env: dict[str, str], spawn)
     assert bad_ttl.returncode == 2 and "not a duration" in bad_ttl.stderr
 
 
+def test_bot_pool_needs_a_token_created_for_the_bot_role(
+    relay_url: str, cli_env: dict[str, str], spawn
+) -> None:
+    user_token = _callbot(cli_env, "token", "create", "desk").stdout.strip()
+    refused = _callbot(cli_env, "run", "--as", "desk", "--plugin", "autoaccept",
+                       "--server", relay_url, "--token", user_token)  # fmt: skip
+    assert refused.returncode != 0
+    assert "forbidden" in refused.stderr and "--role bot" in refused.stderr
+    created = _callbot(cli_env, "token", "create", "desk", "--role", "bot", "--ttl", "1h")
+    assert created.returncode == 0 and "softphone" not in created.stderr
+    spawn("run", "--as", "desk", "--plugin", "autoaccept", "--server", relay_url,
+          "--token", created.stdout.strip()).wait_for("bot desk ready")  # fmt: skip
+    ok = _callbot(cli_env, "call", "desk", "--server", relay_url, "--duration", "0.5")
+    assert ok.returncode == 0, ok.stderr
+
+
 def test_every_command_has_an_example_in_its_help(cli_env: dict[str, str]) -> None:
     for command in (["run"], ["serve"], ["call"], ["demo"], ["keygen"], ["token", "create"],
                     ["token", "revoke"], []):  # fmt: skip

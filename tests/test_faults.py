@@ -79,7 +79,7 @@ async def test_relay_restart_restores_presence(tmp_path: Path) -> None:
     port, state = _free_port(), tmp_path / "state"
     relay = await Relay(port=port, state_dir=state).start()
     alice = Bot("alice", server=relay.url, token=relay.mint("alice"), role="user")
-    bob = Bot("bob", server=relay.url, token=relay.mint("bob"))
+    bob = Bot("bob", server=relay.url, token=relay.mint("bob", role="bot"))
     try:
         await asyncio.gather(alice.start(), bob.start())
         await alice.subscribe_presence(["bob"])

@@ -77,7 +77,7 @@ def keys(tmp_path: Path) -> dict[str, Any]:
 
 def _bots(relay: Relay, keys: dict[str, Any], require: bool = True) -> tuple[Bot, Bot, list]:
     answered: list = []
-    bob = Bot("bob", server=relay.url, token=relay.mint("bob"), identity=keys["bob"],
+    bob = Bot("bob", server=relay.url, token=relay.mint("bob", role="bot"), identity=keys["bob"],
               known_peers=keys["peers"], require_signatures=require)  # fmt: skip
 
     @bob.on_incoming

@@ -73,7 +73,7 @@ def test_plugin_from_a_file_with_options(tmp_path: Path) -> None:
 
 
 async def _bots(relay: Relay, *callee_plugins: tuple[str, dict[str, object]]) -> tuple[Bot, Bot]:
-    callee = Bot("plugged", server=relay.url, token=relay.mint("plugged"))
+    callee = Bot("plugged", server=relay.url, token=relay.mint("plugged", role="bot"))
     for name, options in callee_plugins:
         callee.use(name, **options)
     caller = Bot("alice", server=relay.url, token=relay.mint("alice"), role="user")

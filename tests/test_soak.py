@@ -41,7 +41,7 @@ async def test_twenty_calls_for_two_minutes(relay: Relay, tmp_path: Path) -> Non
     prompt = generate.write_tone(tmp_path / "prompt.wav", 440.0, seconds=3.0)
     callers_prompt = generate.write_tone(tmp_path / "callers.wav", 660.0, seconds=2.0)
     recordings = tmp_path / "recordings"
-    bot = Bot("soak", server=relay.url, token=relay.mint("soak"))
+    bot = Bot("soak", server=relay.url, token=relay.mint("soak", role="bot"))
     calls: list[Call] = []
 
     @bot.on_incoming

@@ -171,7 +171,9 @@ async def bots() -> AsyncIterator[list[Bot]]:
 
 
 def _bot(bots: list[Bot], relay: Relay, user: str, **kwargs: Any) -> Bot:
-    bot = Bot(user, server=relay.url, token=relay.mint(user), **kwargs)
+    bot = Bot(
+        user, server=relay.url, token=relay.mint(user, role=kwargs.get("role", "bot")), **kwargs
+    )
     bots.append(bot)
     return bot
 

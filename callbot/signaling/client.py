@@ -76,7 +76,7 @@ class SignalingError(CallbotError):
 
 
 def _fatal_error(code: str, message: str) -> CallbotError:
-    if code in ("auth_failed", "auth_expired", "session_revoked"):
+    if code in ("auth_failed", "auth_expired", "session_revoked", "forbidden"):
         return AuthError(code, message)
     return SignalingError(code, message)
 
@@ -96,6 +96,7 @@ class RelayClient:
         on_token_expiring: Callable[[], Awaitable[str]] | None = None,
         on_welcome: Callable[[dict[str, Any]], None] | None = None,
         reconnect: bool = True,
+        on_fatal: Callable[[CallbotError], None] | None = None,
     ) -> None:
         self.url = url
         self.token = token
@@ -110,6 +111,7 @@ class RelayClient:
         self._claims = claims
         self._on_token_expiring = on_token_expiring
         self._on_welcome = on_welcome
+        self._on_fatal = on_fatal  # told once the relay refused us for good
         self._reconnect = reconnect
         self._websocket: ClientConnection | None = None
         self._buffer: deque[dict[str, Any]] = deque(maxlen=MAX_BUFFERED)
@@ -293,3 +295,5 @@ class RelayClient:
         self.fatal_error = error
         if self._first is not None and not self._first.done():
             self._first.set_exception(error)
+        if self._on_fatal is not None:
+            self._on_fatal(error)

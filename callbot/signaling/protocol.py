@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .presence import MAX_TEXT, MAX_WATCHED, STATUSES, PresenceBoard
+from .presence import EVERYONE, MAX_TEXT, MAX_WATCHED, STATUSES, PresenceBoard
 
 VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -33,13 +34,17 @@ CALL_NOT_FOUND = "call_not_found"
 SESSION_LIMIT = "session_limit"
 RATE_LIMITED = "rate_limited"
 INTERNAL_ERROR = "internal_error"
+FORBIDDEN = "forbidden"  # authenticated, but not allowed to do that (DESIGN §10)
 ERROR_CODES = frozenset(
     {AUTH_FAILED, AUTH_EXPIRED, SESSION_REVOKED, INVALID_MESSAGE, USER_OFFLINE, CALL_FAILED,
-     CALL_NOT_FOUND, SESSION_LIMIT, RATE_LIMITED, INTERNAL_ERROR}
+     CALL_NOT_FOUND, SESSION_LIMIT, RATE_LIMITED, INTERNAL_ERROR, FORBIDDEN}
 )  # fmt: skip
 FATAL_CODES = frozenset({AUTH_FAILED, AUTH_EXPIRED, SESSION_REVOKED, SESSION_LIMIT})
 #: WebSocket close codes sent after a fatal error.
-CLOSE_CODES = {AUTH_FAILED: 4001, AUTH_EXPIRED: 4002, SESSION_REVOKED: 4003, SESSION_LIMIT: 4004}
+CLOSE_CODES = {AUTH_FAILED: 4001, AUTH_EXPIRED: 4002, SESSION_REVOKED: 4003, SESSION_LIMIT: 4004,
+               FORBIDDEN: 4005}  # fmt: skip
+#: How long the grant of an attended transfer lets the transferee place the replacing call.
+GRANT_TTL = 30.0
 
 _NONE = type(None)
 _REQ, _OPT = True, False
@@ -50,7 +55,8 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
               "calls": ((list,), _OPT), "client": ((str,), _OPT)},
     "refresh": {"token": ((str,), _REQ)},
     "call_offer": {"call_id": ((str,), _REQ), "to": ((str,), _REQ), "sdp": ((str,), _REQ),
-                   "metadata": ((dict, _NONE), _OPT), "sig": ((str, dict, _NONE), _OPT)},
+                   "metadata": ((dict, _NONE), _OPT), "sig": ((str, dict, _NONE), _OPT),
+                   "grant": ((str,), _OPT)},
     "call_ringing": {"call_id": ((str,), _REQ), "to": ((str,), _OPT)},
     "call_answer": {"call_id": ((str,), _REQ), "sdp": ((str,), _REQ),
                     "sig": ((str, dict, _NONE), _OPT), "to": ((str,), _OPT)},
@@ -66,7 +72,8 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "resume": {"call_id": ((str,), _REQ), "to": ((str,), _OPT)},
     "transfer": {"call_id": ((str,), _REQ), "target": ((str,), _REQ),
                  "replaces": ((str, _NONE), _OPT), "to": ((str,), _OPT)},
-    "presence_set": {"status": ((str,), _REQ), "text": ((str, _NONE), _OPT)},
+    "presence_set": {"status": ((str,), _REQ), "text": ((str, _NONE), _OPT),
+                     "visible_to": ((str, list), _OPT)},
     "presence_subscribe": {"users": ((list,), _REQ)},
     "presence_unsubscribe": {"users": ((list,), _REQ)},
     "group_invite": {"to": ((str,), _REQ), "room": ((int, str), _REQ), "kind": ((str,), _REQ),
@@ -186,6 +193,7 @@ def _check_values(message: dict[str, Any], call_id: str | None) -> None:
             raise ProtocolError(INVALID_MESSAGE, "presence_set: status is available, away or dnd")
         if len(message.get("text") or "") > MAX_TEXT:
             raise ProtocolError(INVALID_MESSAGE, f"presence_set: text over {MAX_TEXT} characters")
+        _check_audience(message.get("visible_to", EVERYONE))
     elif kind == "group_invite":
         _check_invite(message)
     elif kind in ("presence_subscribe", "presence_unsubscribe"):
@@ -196,6 +204,21 @@ def _check_values(message: dict[str, Any], call_id: str | None) -> None:
             raise ProtocolError(
                 INVALID_MESSAGE, f"{kind}: users is a list of at most {MAX_WATCHED} user ids"
             )
+
+
+def _check_audience(audience: Any) -> None:
+    """`presence_set.visible_to`: "everyone" or a list of user ids."""
+    if audience == EVERYONE:
+        return
+    if not (
+        isinstance(audience, list)
+        and len(audience) <= MAX_WATCHED
+        and all(isinstance(u, str) and ID_PATTERN.fullmatch(u) for u in audience)
+    ):
+        raise ProtocolError(
+            INVALID_MESSAGE,
+            f'presence_set: visible_to is "everyone" or a list of at most {MAX_WATCHED} user ids',
+        )
 
 
 def _check_invite(message: dict[str, Any]) -> None:
@@ -249,6 +272,7 @@ class Identity:
     user: str
     expires_at: float
     generation: int
+    role: str = "user"  # "bot" only for tokens minted for the bot role
 
 
 @dataclass
@@ -308,6 +332,19 @@ class _Party:
     conn: str | None  # None while this party's connection is gone
     pending: deque[dict[str, Any]] = field(default_factory=deque)
     absent_since: float | None = None
+    generation: int | None = None  # token generation of the session that took part, if known
+
+
+@dataclass(frozen=True)
+class _Grant:
+    """Leave for `transferee` to call `target` in place of call `replaces` between
+    `transferor` and `target` (an attended transfer): single use, until `expires_at`."""
+
+    replaces: str
+    transferor: str
+    transferee: str
+    target: str
+    expires_at: float
 
 
 @dataclass
@@ -358,7 +395,12 @@ class RelayCore:
         self._calls: dict[str, _Call] = {}
         self._recently_ended: OrderedDict[str, None] = OrderedDict()
         self._dispatched = 0
-        self._presence = PresenceBoard(lambda user: user in self._by_user, self._on_call)
+        self._grants: dict[str, _Grant] = {}  # attended-transfer grant -> what it allows
+        self._bots: set[str] = set()  # users seen with a bot-role session: presence is public
+        self._presence = PresenceBoard(
+            lambda user: user in self._by_user, self._on_call, self._bots.__contains__,
+            self.user_of,
+        )  # fmt: skip
         self._touched: set[str] = set()  # users whose presence may have changed
         self.counters: dict[str, int] = {"messages": 0}
 
@@ -475,15 +517,34 @@ class RelayCore:
             elif absent_too_long:
                 actions += self._end_call(call, "unavailable")
                 self._forget(call)  # the absent party's grace is over: nothing is kept for it
+        self._grants = {k: g for k, g in self._grants.items() if g.expires_at > now}
         return actions + self._presence_updates()
 
     def recheck_tokens(self, generation_of: Callable[[str], int]) -> list[Action]:
-        """After a revocation: cut every session whose token generation is now stale."""
+        """After a revocation: end every call a revoked user takes part in (media is peer to
+        peer: the other parties must hang up, `hangup{reason: "revoked"}`), then cut every
+        session whose token generation is now stale."""
+        current: dict[str, int] = {}
+
+        def stale(user: str, generation: int | None) -> bool:
+            if generation is None:
+                return False
+            if user not in current:
+                current[user] = generation_of(user)
+            return generation != current[user]
+
+        revoked = [s for s in self._sessions.values()
+                   if s.user is not None and stale(s.user, s.generation)]  # fmt: skip
+        cut = {s.conn for s in revoked}
         actions: list[Action] = []
-        for session in list(self._sessions.values()):
-            if session.user is not None and session.generation != generation_of(session.user):
-                actions += self._fatal(session, SESSION_REVOKED, "tokens of this user were revoked")
-        return actions
+        for call in list(self._calls.values()):
+            if not call.ended and (
+                call.ringing & cut or any(stale(p.user, p.generation) for p in call.parties())
+            ):
+                actions += self._end_call(call, "revoked")
+        for session in revoked:
+            actions += self._fatal(session, SESSION_REVOKED, "tokens of this user were revoked")
+        return actions + self._presence_updates()
 
     # -- handlers ------------------------------------------------------------------------------
 
@@ -492,6 +553,13 @@ class RelayCore:
         user = identity.user
         if not ID_PATTERN.fullmatch(user):
             raise ProtocolError(AUTH_FAILED, f"token subject {user!r} is not a valid user id")
+        if message.get("role") == "bot" and identity.role != "bot":
+            raise ProtocolError(
+                FORBIDDEN,
+                f"a bot pool needs a token minted for the bot role (callbot token create {user}"
+                " --role bot); this one is a user's",
+                fatal=True,
+            )
         if self.sessions_of(user) >= self.limits.connections_per_user:
             raise ProtocolError(
                 SESSION_LIMIT,
@@ -502,6 +570,8 @@ class RelayCore:
         session.max_calls = message.get("max_calls")
         session.expires_at = identity.expires_at
         session.generation = identity.generation
+        if session.role == "bot":
+            self._bots.add(user)
         self._by_user.setdefault(user, set()).add(session.conn)
         self._touched.add(user)
         actions: list[Action] = [
@@ -528,6 +598,7 @@ class RelayCore:
         call = self._calls.get(call_id)
         if call is None:  # the relay restarted: rebuild the call from the claims
             me, other = _Party(session.user, None), _Party(peer, None, absent_since=now)
+            me.generation = session.generation
             call = _Call(call_id, me, other, set(), True, now, restored=True)
             self._calls[call_id] = call
             self._touched.add(session.user)
@@ -542,6 +613,7 @@ class RelayCore:
                 if party.conn is not None and party.conn != session.conn:
                     self._release(party.conn, call_id)
                 party.conn, party.absent_since = session.conn, None
+                party.generation = session.generation
                 session.calls.add(call_id)
                 pending, party.pending = list(party.pending), deque()
                 if call.ended and not any(p.pending for p in call.parties()):
@@ -577,6 +649,8 @@ class RelayCore:
             return self._reject(call, session, outgoing)
         if kind == "hangup":
             return self._end_call(call, "cancelled", message=outgoing, sender=session.conn)
+        if kind == "transfer" and message.get("replaces") is not None:
+            outgoing["grant"] = self._grant(session, other, message, now)
         return self._to_party(call, other, outgoing)
 
     def _presence_message(self, session: _Session, message: dict[str, Any]) -> list[Action]:
@@ -584,6 +658,8 @@ class RelayCore:
         kind = message["type"]
         if kind == "presence_set":
             self._presence.choose(session.user, message["status"], message.get("text"))
+            if "visible_to" in message:
+                self._presence.share(session.user, message["visible_to"])
             self._touched.add(session.user)
             return []
         if kind == "presence_unsubscribe":
@@ -640,7 +716,9 @@ class RelayCore:
             raise ProtocolError(USER_OFFLINE, f"{target} is not connected{where}", call_id)
         outgoing = self._forwarded(message, session.user)
         bots = [s for s in candidates if s.role == "bot"]
-        if bots:
+        if "grant" in message:
+            ringing = [self._redeem(session, message, outgoing, now)]
+        elif bots:
             free = [s for s in bots if s.max_calls is None or len(s.calls) < s.max_calls]
             if not free:
                 busy = {"type": "call_reject", "call_id": call_id, "reason": "busy",
@@ -661,7 +739,8 @@ class RelayCore:
         else:
             ringing = candidates
         call = _Call(
-            call_id, _Party(session.user, session.conn), _Party(target, None),
+            call_id, _Party(session.user, session.conn, generation=session.generation),
+            _Party(target, None),
             {s.conn for s in ringing}, False, now + self.limits.ring_timeout,
         )  # fmt: skip
         self._calls[call_id] = call
@@ -670,11 +749,64 @@ class RelayCore:
             target_session.calls.add(call_id)
         return [Send(s.conn, outgoing) for s in ringing]
 
+    def _grant(
+        self, session: _Session, transferee: _Party, message: dict[str, Any], now: float
+    ) -> str:
+        """An attended transfer: the sender hands `transferee` its answered call `replaces`
+        with `target`. Mint the single-use grant that lets the transferee alone place the
+        replacing call (DESIGN §10); the relay forwards it in the `transfer`."""
+        consultation = self._calls.get(message["replaces"])
+        sides = consultation.party_of(session.conn) if consultation is not None else None
+        if (
+            consultation is None
+            or sides is None
+            or consultation.ended
+            or not consultation.answered
+            or sides[1].user != message["target"]
+        ):
+            raise ProtocolError(
+                CALL_NOT_FOUND,
+                "transfer: replaces must be your answered call with target",
+                message["call_id"],
+            )
+        grant = secrets.token_urlsafe(24)
+        self._grants[grant] = _Grant(
+            consultation.call_id, sides[0].user, transferee.user, message["target"],
+            now + GRANT_TTL,
+        )  # fmt: skip
+        return grant
+
+    def _redeem(
+        self, session: _Session, message: dict[str, Any], outgoing: dict[str, Any], now: float
+    ) -> _Session:
+        """Use up the grant a replacing call carries: stamp the offer with the call it
+        replaces (peers trust only this) and return the target's connection in that call."""
+        call_id, token = message["call_id"], outgoing.pop("grant")
+        grant = self._grants.get(token)
+        if (
+            grant is None
+            or grant.expires_at <= now
+            or grant.transferee != session.user
+            or grant.target != message["to"]
+        ):
+            raise ProtocolError(
+                FORBIDDEN, "transfer grant unknown, used, expired or not for this call", call_id
+            )
+        del self._grants[token]
+        replaced = self._calls.get(grant.replaces)
+        held = None
+        if replaced is not None and not replaced.ended:
+            held = next((p for p in replaced.parties() if p.user == grant.target), None)
+        if held is None or held.conn is None:
+            raise ProtocolError(CALL_FAILED, "the call this transfer replaces is over", call_id)
+        outgoing.update(replaces=grant.replaces, transferred_by=grant.transferor)
+        return self._sessions[held.conn]
+
     def _answer(self, call: _Call, session: _Session, outgoing: dict[str, Any]) -> list[Action]:
         if call.answered or session.conn not in call.ringing:
             raise ProtocolError(INVALID_MESSAGE, "call is not ringing here", call.call_id)
         call.answered = True
-        call.callee.conn = session.conn
+        call.callee.conn, call.callee.generation = session.conn, session.generation
         self._touched.update((call.caller.user, call.callee.user))
         others = call.ringing - {session.conn}
         call.ringing = set()
@@ -789,7 +921,7 @@ class RelayCore:
 
     def _fatal(self, session: _Session, code: str, text: str) -> list[Action]:
         session.closing = True
-        actions = [Send(session.conn, error(code, text)),
+        actions = [Send(session.conn, error(code, text, fatal=True)),
                    Close(session.conn, CLOSE_CODES.get(code, 4000), code)]  # fmt: skip
         return actions
 

@@ -226,9 +226,9 @@ class Relay:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    def mint(self, user: str, ttl: float = 3600) -> str:
-        """A token for `user` signed with this relay's secret."""
-        return self.state.mint(user, ttl)
+    def mint(self, user: str, ttl: float = 3600, role: str = "user") -> str:
+        """A token for `user` signed with this relay's secret (`role="bot"` for a pool)."""
+        return self.state.mint(user, ttl, role)
 
     # -- WebSocket -----------------------------------------------------------------------------
 
@@ -271,7 +271,7 @@ class Relay:
             claims = self.state.verify(token, now)
         except AuthError as exc:
             raise ProtocolError(exc.code, str(exc)) from None
-        return Identity(claims.user, claims.expires_at, claims.generation)
+        return Identity(claims.user, claims.expires_at, claims.generation, claims.role)
 
     async def _clock(self) -> None:
         loop = asyncio.get_running_loop()

@@ -75,8 +75,9 @@ class RelayState:
         self._own_change = True  # data_version only moves for other connections' commits
         return self.generation(user)
 
-    def mint(self, user: str, ttl: float) -> str:
-        return mint_token(self.secret, user, ttl, self.generation(user))
+    def mint(self, user: str, ttl: float, role: str = "user") -> str:
+        """A token for `user`; `role="bot"` for a bot pool member (`--role bot`)."""
+        return mint_token(self.secret, user, ttl, self.generation(user), role=role)
 
     def verify(self, token: str, now: float | None = None) -> TokenClaims:
         return verify_token(self.secret, token, self.generation, now)

@@ -29,6 +29,7 @@ const HANGUPS = {
   ended: () => "The call ended while this page was offline.",
   failed: (peer) => `${peer} lost the connection.`,
   error: (peer) => `${peer} ran into an error and ended the call.`,
+  revoked: () => "The call ended: the tokens of one of its parties were revoked.",
 };
 
 const MEDIA_ERRORS = {

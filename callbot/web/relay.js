@@ -2,7 +2,7 @@
 // reconnection with backoff that re-claims calls in progress, and buffering while offline.
 
 const FATAL_CLOSE_CODES = {4001: "auth_failed", 4002: "auth_expired", 4003: "session_revoked",
-  4004: "session_limit"};
+  4004: "session_limit", 4005: "forbidden"};
 const MAX_BUFFERED = 1000;
 const FIRST_RETRY = 0.25; // seconds, doubling up to MAX_RETRY, each wait randomised x0.5-1.5
 const MAX_RETRY = 10;

@@ -52,7 +52,8 @@ async def group_bot(janus_relay: Relay) -> AsyncIterator[Callable[..., Bot]]:
 
     async def make(user: str, **kwargs: object) -> Bot:
         bot = Bot(
-            user, server=janus_relay.url, token=janus_relay.mint(user),
+            user, server=janus_relay.url,
+            token=janus_relay.mint(user, role=str(kwargs.get("role", "bot"))),
             ice_addresses=[JANUS_ADDRESS], video_size=VIDEO_SIZE, **kwargs,  # type: ignore[arg-type]
         )  # fmt: skip
         bots.append(bot)

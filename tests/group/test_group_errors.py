@@ -34,7 +34,7 @@ async def test_janus_that_does_not_answer() -> None:
 
 async def test_a_bot_needs_to_know_a_janus(relay: Relay, monkeypatch) -> None:
     monkeypatch.delenv("CALLBOT_JANUS_URL", raising=False)
-    bot = Bot("alice", server=relay.url, token=relay.mint("alice"))
+    bot = Bot("alice", server=relay.url, token=relay.mint("alice", role="bot"))
     await bot.start()
     try:
         assert bot.janus_url is None  # this relay announces none
@@ -46,9 +46,9 @@ async def test_a_bot_needs_to_know_a_janus(relay: Relay, monkeypatch) -> None:
 
 async def test_own_janus_setting_and_declined_invitation(relay: Relay, janus) -> None:
     """The relay announces no Janus: Bot(janus_url=...) is used, and put in the invitation."""
-    alice = Bot("alice", server=relay.url, token=relay.mint("alice"), janus_url=janus.url,
-                ice_addresses=[JANUS_ADDRESS])  # fmt: skip
-    bob = Bot("bob", server=relay.url, token=relay.mint("bob"))
+    alice = Bot("alice", server=relay.url, token=relay.mint("alice", role="bot"),
+                janus_url=janus.url, ice_addresses=[JANUS_ADDRESS])  # fmt: skip
+    bob = Bot("bob", server=relay.url, token=relay.mint("bob", role="bot"))
     invited: asyncio.Future[GroupInvite] = asyncio.get_running_loop().create_future()
 
     @bob.on_group_invite

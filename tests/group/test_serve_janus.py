@@ -43,7 +43,7 @@ async def test_bots_learn_janus_from_the_relay(env: dict[str, str], tmp_path: Pa
             while probe.connect_ex(("127.0.0.1", port)) != 0:
                 assert server.poll() is None and time.monotonic() < deadline, "relay not up"
                 time.sleep(0.05)
-        token = RelayState(tmp_path / "state").mint("alice", 60)
+        token = RelayState(tmp_path / "state").mint("alice", 60, "bot")
         bot = Bot("alice", server=f"ws://127.0.0.1:{port}/ws", token=token)
         await bot.start()
         try:

@@ -2,7 +2,8 @@
 
 `RelayCore` is driven directly with explicit times; no sockets, no clocks. Tokens are handled
 by a fake authenticator: "good:USER" is valid until `EXPIRES` (or "good:USER:EXP" until EXP),
-"expired:USER" is expired, anything else is refused.
+"bot:USER" is the same minted for the bot role, "expired:USER" is expired, anything else is
+refused.
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ class FakeTokens:
     def authenticate(self, token: str, now: float) -> Identity:
         kind, _, rest = token.partition(":")
         user, _, expires = rest.partition(":")
-        if kind == "good" and user:
+        if kind in ("good", "bot") and user:
             expires_at = float(expires) if expires else EXPIRES
-            return Identity(user, expires_at, self.generation_of(user))
+            role = "bot" if kind == "bot" else "user"
+            return Identity(user, expires_at, self.generation_of(user), role)
         if kind == "expired" and user:
             raise ProtocolError("auth_expired", f"token for {user} expired")
         raise ProtocolError("auth_failed", "invalid token")
@@ -94,7 +96,8 @@ def login(
 ) -> None:
     """Open `conn` and authenticate it as `user`; asserts the welcome and nothing else."""
     assert core.opened(conn, now) == []
-    actions = send(core, conn, {"type": "hello", "token": token or f"good:{user}", **hello}, now)
+    kind = "bot" if hello.get("role") == "bot" else "good"  # a pool member needs a bot token
+    actions = send(core, conn, {"type": "hello", "token": token or f"{kind}:{user}", **hello}, now)
     assert closes(actions) == []
     welcome = sent_to(actions, conn)[0]
     assert welcome["type"] == "welcome"
@@ -430,7 +433,7 @@ def test_hello_gets_welcome_with_session_details() -> None:
         FakeTokens().authenticate, ice_servers_for=lambda user: [{"urls": f"stun:{user}"}]
     )
     core.opened("a", 0.0)
-    actions = send(core, "a", {"type": "hello", "token": "good:alice", "role": "bot"})
+    actions = send(core, "a", {"type": "hello", "token": "bot:alice", "role": "bot"})
     welcome = only_to(actions, "a")
     assert welcome["type"] == "welcome"
     assert welcome["user"] == "alice"
@@ -1207,12 +1210,15 @@ def presence_of(actions: list[Action], conn: str) -> list[tuple[str, str, str | 
 def test_presence_follows_connections_choices_and_calls(tokens: FakeTokens) -> None:
     core = make_core(tokens)
     login(core, "a", "alice")
+    login(core, "b", "bob")
+    send(core, "b", {"type": "presence_set", "status": "available", "visible_to": ["alice"]})
     listing = only_to(send(core, "a", {"type": "presence_subscribe", "users": ["bob"]}), "a")
     assert listing == {"type": "presence_list",
-                       "users": [{"user": "bob", "status": "offline", "text": None}]}  # fmt: skip
+                       "users": [{"user": "bob", "status": "available", "text": None}]}  # fmt: skip
+    assert presence_of(core.closed("b", 0.0), "a") == [("bob", "offline", None)]
     core.opened("b", 0.0)
     actions = send(core, "b", {"type": "hello", "token": "good:bob"})
-    assert presence_of(actions, "a") == [("bob", "available", None)]
+    assert presence_of(actions, "a") == [("bob", "available", None)]  # the choice outlives it
     actions = send(core, "b", {"type": "presence_set", "status": "dnd", "text": "focus"})
     assert presence_of(actions, "a") == [("bob", "dnd", "focus")]
     assert presence_of(send(core, "a", offer("c1", "bob")), "a") == []  # ringing is not on_call
@@ -1225,6 +1231,8 @@ def test_presence_on_call_and_offline(tokens: FakeTokens) -> None:
     login(core, "w", "watcher")
     login(core, "a", "alice")
     login(core, "b", "bob")
+    for conn in ("a", "b"):
+        send(core, conn, {"type": "presence_set", "status": "available", "visible_to": "everyone"})
     send(core, "w", {"type": "presence_subscribe", "users": ["alice", "bob"]})
     send(core, "a", offer("c1", "bob"))
     actions = send(core, "b", answer("c1"))
@@ -1252,10 +1260,12 @@ def test_presence_validation(core: RelayCore) -> None:
 
 def test_transfer_is_forwarded_in_an_answered_call(core: RelayCore) -> None:
     established(core)
-    message = {"type": "transfer", "call_id": "c1", "target": "carol", "replaces": "c9"}
+    message = {"type": "transfer", "call_id": "c1", "target": "carol", "replaces": None}
     assert only_to(send(core, "b", message), "a") == {**message, "from": "bob"}
     bad = {"type": "transfer", "call_id": "c1", "target": "no one"}
     assert_error(send(core, "b", bad), "b", "invalid_message")
+    not_ours = {"type": "transfer", "call_id": "c1", "target": "carol", "replaces": "c9"}
+    assert_error(send(core, "b", not_ours), "b", "call_not_found", "c1")
 
 
 def test_connection_limit_is_a_fatal_session_limit(tokens: FakeTokens) -> None:

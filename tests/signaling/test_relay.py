@@ -20,7 +20,9 @@ from callbot.signaling.state import RelayState
 
 async def _open(relay: Relay, user: str, role: str = "user") -> ClientConnection:
     ws = await connect(relay.url, proxy=None)
-    await ws.send(json.dumps({"type": "hello", "v": 1, "token": relay.mint(user), "role": role}))
+    await ws.send(
+        json.dumps({"type": "hello", "v": 1, "token": relay.mint(user, role=role), "role": role})
+    )
     welcome = json.loads(await ws.recv())
     assert welcome["type"] == "welcome" and welcome["user"] == user
     return ws

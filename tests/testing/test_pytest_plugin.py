@@ -135,7 +135,7 @@ def test_own_fixture_wins(relay, callbot_relay):
 
 @pytest.mark.asyncio
 async def test_acall(callbot_relay, caller):
-    bot = Bot("local", server=callbot_relay.url, token=callbot_relay.mint("local"),
+    bot = Bot("local", server=callbot_relay.url, token=callbot_relay.mint("local", role="bot"),
               ice_addresses=["127.0.0.1"])
 
     @bot.on_incoming
