@@ -151,8 +151,8 @@ def _trusting(
     server: str, relay: Relay, user: str, keys: dict[str, Any], peers: Path | None, **kw: Any
 ) -> Bot:
     """A bot that signs with its key and checks `peers`, signatures not required."""
-    return Bot(user, server=server, token=relay.mint(user), identity=keys[user],
-               known_peers=peers, **kw)  # fmt: skip
+    token = relay.mint(user, role=str(kw.get("role", "bot")))
+    return Bot(user, server=server, token=token, identity=keys[user], known_peers=peers, **kw)
 
 
 async def test_mitm_relay_really_intercepts_calls_without_pins(relay: Relay, tone_file) -> None:
@@ -160,7 +160,7 @@ async def test_mitm_relay_really_intercepts_calls_without_pins(relay: Relay, ton
     connected and the caller's audio reaches the callee through it (the attack is real)."""
     async with MitmRelay(relay.url) as mitm:
         answered: list = []
-        bob = Bot("bob", server=mitm.url, token=relay.mint("bob"))
+        bob = Bot("bob", server=mitm.url, token=relay.mint("bob", role="bot"))
         bob.on_incoming(lambda incoming: _accept(incoming, answered))
         alice = Bot("alice", server=mitm.url, token=relay.mint("alice"), role="user")
         async with alice, bob:

@@ -90,7 +90,7 @@ async def test_callbot_call_output_has_no_forged_line(
 ) -> None:
     """A real peer hangs up while ringing with an evil reason: the one-line failure, the plain
     report, the JSON report and the JUnit XML quote it escaped; the XML parses."""
-    evil = Bot("evil", server=relay.url, token=relay.mint("evil"))
+    evil = Bot("evil", server=relay.url, token=relay.mint("evil", role="bot"))
     calls: list[Any] = []
     evil.on("call", calls.append)
 

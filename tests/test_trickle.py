@@ -55,7 +55,7 @@ def _send_at_once(ws: ClientConnection, messages: list[dict[str, Any]]) -> None:
 
 
 def _tone_bot(relay: CallbotRelay, tone: Path) -> Bot:
-    bot = Bot("tone", server=relay.url, token=relay.mint("tone"))
+    bot = Bot("tone", server=relay.url, token=relay.mint("tone", role="bot"))
 
     @bot.on_incoming
     async def answer(incoming: Incoming) -> None:
