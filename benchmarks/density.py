@@ -10,7 +10,7 @@ N, after a warm-up, over a measurement window:
   arrives at the callers, relative to the earliest one of its call;
 - drift (ms per minute, the worst call): lateness growing over the window (median lateness
   of its last quarter against its first);
-- gaps (share of the bot's packets never received) and audio slots the bot dropped;
+- gaps (share of the window's packets never received) and audio slots the bot dropped;
 - the bot's event-loop lag p99 (ms).
 
 "real-time" means p99 lateness < 60 ms, drift < 10 ms/min, no gaps, no drops, and every call

@@ -101,7 +101,7 @@ async def test_video_frames_are_stamped_and_sent_evenly(tmp_path: Path) -> None:
     # 30 fps with a soundtrack: audio's 20 ms steps drive the playback's clock, so frames fall
     # due unevenly; each must still leave in a tick of its own, 3000 (90 kHz) after the last.
     # They went out two at once every third frame (stamped 3000/0/6000 apart, sent 33/0/67 ms)
-    # in 2 of the 5 phases the call's video clock can have against the audio: five calls.
+    # in some phases of the call's video clock against the audio (most calls): five calls.
     clip = generate.write_video(tmp_path / "small.webm", seconds=4.0, size=(160, 120), fps=30)
     prompt = PROMPTS.get(clip, (160, 120))  # encoded before, not while, it plays
     while prompt is not None and not prompt.done():
