@@ -189,9 +189,9 @@ class OutgoingVideoTrack(_OutgoingTrack):
     """Video at the playback's frame rate (idle: a still frame at `IDLE_FPS`).
 
     A cached playback's VP8 packets go out as they are, every one in order (a VP8 stream cannot
-    skip a frame); pictures (idle stills, live or uncached video) go out as frames for aiortc to
-    encode. `keyframe_needed` is called when frames follow packets, because aiortc's encoder
-    must then start with a full picture.
+    skip a frame), one per tick (see `VIDEO_SLACK`); pictures (idle stills, live or uncached
+    video) go out as frames for aiortc to encode. `keyframe_needed` is called when frames follow
+    packets, because aiortc's encoder must then start with a full picture.
     """
 
     kind = "video"
