@@ -10,12 +10,14 @@ N, after a warm-up, over a measurement window:
   arrives at the callers, relative to the earliest one of its call;
 - drift (ms per minute, the worst call): lateness growing over the window (median lateness
   of its last quarter against its first);
-- gaps (share of the bot's packets never received) and audio slots the bot dropped;
+- gaps (share of the window's packets never received) and audio slots the bot dropped;
 - the bot's event-loop lag p99 (ms).
 
-"real-time" means p99 lateness < 60 ms, drift < 10 ms/min, no gaps, no drops. The same
-harness runs the plain-aiortc bot (bots/plain_aiortc_bot.py) in the same run, and the CPU
-ratio between the two is printed. Run it where only loopback is needed (everything binds
+"real-time" means p99 lateness < 60 ms, drift < 10 ms/min, no gaps, no drops, and every call
+passing checker.py (its window's count of packets arrived, never 0.3 s without one, the prompt's
+tone in every 0.1 s of the decoded audio: a bot sending silence, stopping or stuttering fails).
+The same harness runs the plain-aiortc bot (bots/plain_aiortc_bot.py) in the same run, and the
+CPU ratio between the two is printed. Run it where only loopback is needed (everything binds
 127.0.0.1; `unshare -n` as root is a good idea). Plots: --plot DIR (needs matplotlib).
 
     python benchmarks/density.py                       # the full run (~8 minutes)
@@ -45,6 +47,7 @@ from callbot.media import generate
 from callbot.signaling.relay import Relay
 
 HERE = Path(__file__).resolve().parent
+PROMPT_HZ = 440.0  # the bot's prompt, which the callers check for
 CALLERS_PER_PROCESS = 150
 REAL_TIME = {"lateness_p99_ms": 60.0, "drift_ms_per_min": 10.0}
 
@@ -66,6 +69,7 @@ class Point:
     callers_cpu: float = math.nan
     setup_s: float = math.nan
     recordings_ok: bool = False
+    failed_calls: int | None = None  # calls failing checker.py's verdict
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -75,6 +79,7 @@ class Point:
             and self.drift_ms_per_min < REAL_TIME["drift_ms_per_min"]
             and self.missing_share == 0
             and not self.dropped
+            and self.failed_calls == 0
         )
 
 
@@ -84,6 +89,7 @@ class Callers:
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
         self.measuring = asyncio.Event()
+        self.measured = asyncio.Event()
         self.result: dict | None = None
         self.setup_s = math.nan
         self._reader = asyncio.ensure_future(self._read())
@@ -96,6 +102,8 @@ class Callers:
                 self.setup_s = float(rest)
             elif word == "MEASURE" and rest == "START":
                 self.measuring.set()
+            elif word == "MEASURE" and rest == "END":
+                self.measured.set()
             elif word == "RESULT":
                 self.result = json.loads(rest)
 
@@ -113,7 +121,7 @@ class Harness:
         self.relay = relay
         self.work = work
         self.args = args
-        self.prompt = generate.write_tone(work / "prompt.wav", 440.0, seconds=3.0)
+        self.prompt = generate.write_tone(work / "prompt.wav", PROMPT_HZ, seconds=3.0)
         self.callers_prompt = generate.write_tone(work / "callers.wav", 660.0, seconds=2.0)
 
     async def measure(self, impl: str, calls: int, workers: int = 1) -> Point:
@@ -187,7 +195,8 @@ class Harness:
                 sys.executable, str(HERE / "density_callers.py"), "--url", self.relay.url,
                 "--token", self.relay.mint(user), "--user", user, "--calls", str(share),
                 "--prompt", str(self.callers_prompt), "--warmup", str(self.args.warmup),
-                "--seconds", str(self.args.seconds), stdout=asyncio.subprocess.PIPE, env=env,
+                "--seconds", str(self.args.seconds), "--tone", str(PROMPT_HZ),
+                stdout=asyncio.subprocess.PIPE, env=env,
             )  # fmt: skip
             callers.append(Callers(process))
         setup_timeout = 60 + point.calls
@@ -200,14 +209,17 @@ class Harness:
         cpu_start, started, drops_start = cpu_seconds(tree), time.monotonic(), _dropped(stats)
         await asyncio.sleep(self.args.seconds / 2)
         rss_during = rss_mb(tree)
-        results = await asyncio.gather(*(c.finish(self.args.seconds + 60) for c in callers))
-        # the callers report once their window closed: stop the bot's clock the same way
+        await asyncio.wait_for(
+            asyncio.gather(*(c.measured.wait() for c in callers)), self.args.seconds + 60
+        )
+        # the callers' window closed (they judge what they received next): stop the bot's clock
         elapsed = time.monotonic() - started
         cpu = cpu_seconds(tree) - cpu_start
+        drops_end = _dropped(stats)
+        results = await asyncio.gather(*(c.finish(120) for c in callers))
         point.cpu_total = cpu / elapsed
         point.cpu_per_call = point.cpu_total / point.calls * 100
         point.rss_per_call_mb = (rss_during - self._rss_before) / point.calls
-        drops_end = _dropped(stats)
         point.dropped = None if drops_end is None else drops_end - (drops_start or 0)
         weights = [r["packets"] for r in results]
         point.lateness_p50_ms = max(r["lateness_p50_ms"] for r in results)
@@ -218,6 +230,10 @@ class Harness:
         ) / max(1, sum(weights))
         point.callers_cpu = sum(r["callers_cpu"] for r in results)
         point.setup_s = max(c.setup_s for c in callers)
+        point.failed_calls = sum(r["failed_calls"] for r in results)
+        if point.failed_calls:
+            first = next(f for r in results for f in r["failures"])
+            point.notes.append(f"{point.failed_calls} calls failed checker.py ({first})")
         ended = sum(r["ended_early"] for r in results)
         if ended:
             point.notes.append(f"{ended} calls ended early")
@@ -254,7 +270,8 @@ def _dropped(stats: Path) -> int | None:
 
 HEADERS = (
     "bot", "calls", "cpu/call %", "cpu total", "p50 ms", "p99 ms", "drift ms/min", "gaps %",
-    "dropped", "lag p99 ms", "rss/call MB", "callers cpu", "setup s", "real-time", "notes",
+    "dropped", "failed", "lag p99 ms", "rss/call MB", "callers cpu", "setup s", "real-time",
+    "notes",
 )  # fmt: skip
 
 
@@ -263,7 +280,8 @@ def _row(point: Point) -> list[object]:
     return [
         name, point.calls, point.cpu_per_call, point.cpu_total, point.lateness_p50_ms,
         point.lateness_p99_ms, point.drift_ms_per_min, point.missing_share * 100, point.dropped,
-        point.lag_p99_ms, point.rss_per_call_mb, point.callers_cpu, point.setup_s,
+        point.failed_calls, point.lag_p99_ms, point.rss_per_call_mb, point.callers_cpu,
+        point.setup_s,
         "yes" if point.real_time and point.recordings_ok else "no", "; ".join(point.notes),
     ]  # fmt: skip
 

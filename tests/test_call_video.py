@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
-from callbot import InvalidStateError
+from callbot import Call, InvalidStateError
+from callbot.config import CallConfig
 from callbot.media import analysis, generate
+from callbot.media.cache import PROMPTS
+from callbot.signaling.direct import connect_direct
 
 from helpers import collect_frames
 
@@ -76,6 +80,50 @@ async def test_moving_pattern_moves(clip_640: Path, video_pair) -> None:
     received = await collect_frames(frames, 1.5)
     positions = {int(np.argmax(f.to_ndarray(format="gray")[240])) for f in received[-20:]}
     assert len(positions) > 10  # the white bar is somewhere new in most frames
+
+
+async def _receive_video(
+    caller: Call, callee: Call, clip: Path, seconds: float
+) -> list[tuple[float, int]]:
+    """(arrival time, RTP timestamp) of each frame `callee` receives while `caller` plays."""
+    frames = callee.video_frames()
+    caller.send_video_file(clip)
+    received: list[tuple[float, int]] = []
+    deadline = time.monotonic() + seconds
+    async for frame in frames:
+        received.append((time.monotonic(), frame.pts))
+        if time.monotonic() > deadline:
+            break
+    return received
+
+
+async def test_video_frames_are_stamped_and_sent_evenly(tmp_path: Path) -> None:
+    # 30 fps with a soundtrack: audio's 20 ms steps drive the playback's clock, so frames fall
+    # due unevenly; each must still leave in a tick of its own, 3000 (90 kHz) after the last.
+    # They went out two at once every third frame (stamped 3000/0/6000 apart, sent 33/0/67 ms)
+    # in some phases of the call's video clock against the audio (most calls): five calls.
+    clip = generate.write_video(tmp_path / "small.webm", seconds=4.0, size=(160, 120), fps=30)
+    prompt = PROMPTS.get(clip, (160, 120))  # encoded before, not while, it plays
+    while prompt is not None and not prompt.done():
+        await asyncio.sleep(0.05)
+    config = CallConfig(video_size=(160, 120))  # cheap to encode and decode on a loaded host
+    pairs = [
+        await connect_direct(video=True, caller_config=config, callee_config=config)
+        for _ in range(5)
+    ]
+    try:
+        results = await asyncio.gather(*(_receive_video(a, b, clip, 3.0) for a, b in pairs))
+    finally:
+        await asyncio.gather(*(c.hangup() for pair in pairs for c in pair), return_exceptions=True)
+    for received in results:
+        steady = received[15:]  # past the start (the first keyframe, the switch from the still)
+        assert len(steady) > 40
+        steps = np.diff([pts for _, pts in steady])
+        even = np.count_nonzero(np.abs(steps - 3000) <= 300)
+        assert even >= 0.9 * len(steps), steps.tolist()
+        spacing = np.diff([at for at, _ in steady])
+        late = np.count_nonzero(spacing > 0.055)  # every third frame, before; a few under load
+        assert late <= 0.25 * len(spacing), np.round(spacing * 1000).tolist()
 
 
 async def test_video_mute_sends_black(clip_640: Path, video_pair) -> None:

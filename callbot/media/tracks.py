@@ -34,6 +34,10 @@ IDLE_FPS = 10.0
 #: A video track this many packets behind jumps to its latest keyframe instead of catching up
 #: (the packets in between are sent back to back otherwise: a VP8 stream cannot skip frames).
 MAX_VIDEO_BACKLOG = 5
+#: Due video packets that may wait for the next tick. While audio plays, media time moves in
+#: 20 ms steps, so 33 ms frames fall due unevenly (two in one tick, none in the next): sending
+#: one per tick spaces them evenly; only more than this pending means the track is behind.
+VIDEO_SLACK = 1
 
 _AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
 _VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
@@ -185,9 +189,9 @@ class OutgoingVideoTrack(_OutgoingTrack):
     """Video at the playback's frame rate (idle: a still frame at `IDLE_FPS`).
 
     A cached playback's VP8 packets go out as they are, every one in order (a VP8 stream cannot
-    skip a frame); pictures (idle stills, live or uncached video) go out as frames for aiortc to
-    encode. `keyframe_needed` is called when frames follow packets, because aiortc's encoder
-    must then start with a full picture.
+    skip a frame), one per tick (see `VIDEO_SLACK`); pictures (idle stills, live or uncached
+    video) go out as frames for aiortc to encode. `keyframe_needed` is called when frames follow
+    packets, because aiortc's encoder must then start with a full picture.
     """
 
     kind = "video"
@@ -207,10 +211,12 @@ class OutgoingVideoTrack(_OutgoingTrack):
         self._check_live()
         while True:
             picture = False
-            if not self._pending or self.silenced:  # due packets go out back to back
+            if len(self._pending) <= VIDEO_SLACK or self.silenced:  # else: catch up at once
                 playback = self._playback
-                fps = playback.fps if playback and playback.fps else IDLE_FPS
-                self._pacer.set_period(1 / fps)
+                if playback is not None and playback.fps:
+                    self._pacer.set_period(1 / playback.fps)
+                elif not self._pending:  # the file's last packets keep its pace
+                    self._pacer.set_period(1 / IDLE_FPS)
                 await self._pacer.tick()
                 if playback is not None:
                     picture = self._take(playback)
