@@ -233,8 +233,8 @@ class TrackRecorder:
         file seconds behind the call that a crash would cut short."""
         limit = VIDEO_MAX_LAG * VIDEO_CLOCK
         with contextlib.suppress(IndexError):  # the writer thread pops from the left too
-            newest = self._pending[-1].pts
-            while len(self._pending) > 1 and newest - self._pending[0].pts > limit:
+            newest = self._pending[-1].pts or 0  # restamped by VideoTimeline: never None
+            while len(self._pending) > 1 and newest - (self._pending[0].pts or 0) > limit:
                 self._pending.popleft()
                 self.dropped += 1
 
@@ -275,10 +275,12 @@ class TrackRecorder:
         self._kick(now=True)
 
     def _write_pending(self) -> None:
-        while True:
+        """Write what is pending now, not what arrives meanwhile: a job ends, so the recorders
+        sharing the write pool take turns (a busy video writer would otherwise keep a thread)."""
+        for _ in range(len(self._pending)):
             try:
                 item = self._pending.popleft()
-            except IndexError:  # all written (or dropped as stale meanwhile)
+            except IndexError:  # dropped as stale meanwhile
                 return
             self._writer.write(item)
 

@@ -3,7 +3,7 @@
 Every writer gets frames in order from one worker thread at a time and makes what it wrote
 durable about once a second, so a process killed with SIGKILL leaves a file that plays up to
 roughly its last second: WAV gets its header patched and flushed, Ogg gets short pages, MP4 is
-fragmented, Matroska/WebM gets one-second clusters, and FFmpeg flushes after every packet.
+fragmented, Matroska/WebM gets short clusters, and FFmpeg flushes after every packet.
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ _CONTAINERS: dict[str, tuple[str, dict[str, str]]] = {
     ".mp3": ("mp3", {}),
     ".mp4": (
         "mp4",
-        {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": "500000"},
+        {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": "200000"},
     ),
     ".m4a": (
         "mp4",
         {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": "500000"},
     ),
-    ".webm": ("webm", {"cluster_time_limit": "500"}),
-    ".mkv": ("matroska", {"cluster_time_limit": "500"}),
+    ".webm": ("webm", {"cluster_time_limit": "200"}),  # video: as often as Ogg audio pages
+    ".mkv": ("matroska", {"cluster_time_limit": "200"}),
     ".mka": ("matroska", {"cluster_time_limit": "500"}),
 }
 _AUDIO_CODECS = {
@@ -54,7 +54,7 @@ _AUDIO_CODECS = {
 _VIDEO_CODECS = {".mp4": "libx264", ".webm": "libvpx", ".mkv": "libx264"}
 _VIDEO_OPTIONS = {
     "libx264": {"preset": "veryfast", "tune": "zerolatency"},
-    "libvpx": {"deadline": "realtime", "cpu-used": "8", "b": "1500k"},
+    "libvpx": {"deadline": "realtime", "cpu-used": "16", "b": "1500k"},  # fastest VP8
 }
 
 AUDIO_SUFFIXES = frozenset({".wav", *_AUDIO_CODECS})
