@@ -6,7 +6,7 @@ from .config import CallConfig
 from .errors import CallbotError, CallError, InvalidStateError, MediaError
 from .group import GroupInvite, JanusError, Participant, Room
 from .ice import IceConfig
-from .media import Playback, Recording, TrackRecorder
+from .media import Playback, Recording, TrackRecorder, recording_name
 
 __all__ = [
     "Bot",
@@ -26,5 +26,6 @@ __all__ = [
     "Room",
     "Subscription",
     "TrackRecorder",
+    "recording_name",
 ]
 __version__ = "0.1.0"

@@ -427,7 +427,11 @@ class Bot(Emitter):
             await self.stop()
 
     def run(self) -> None:
-        """Blocking form of `run_forever()` for scripts."""
+        """Blocking form of `run_forever()` for scripts; says on stderr when the bot is ready
+        and how to call it, as `callbot run` does."""
+        from .runner import say_ready  # the CLI's engine imports this module
+
+        self.once("ready", lambda: say_ready(self))
         asyncio.run(self.run_forever())
 
     async def __aenter__(self) -> Bot:

@@ -339,11 +339,7 @@ def run(
             _say_relay_ice(relay_ice)
             _say_softphone_link(relay, softphone_user)
         for bot in bots:
-            say(
-                f"bot {bot.user_id} ready (pid {os.getpid()}); call it with: "
-                f"callbot call {bot.user_id}" + ("" if relay else f" --server {url}"),
-                "green",
-            )
+            runner.say_ready(bot)
 
     _run(
         runner.run_bots(
@@ -376,14 +372,13 @@ def _run_workers(
     relay_ice: RelayIceServers,
 ) -> None:
     """N worker processes in one pool; this process hosts the relay unless --server."""
-    from .signaling.relay import Relay
+    from . import runner
 
     async def supervise() -> None:
         relay = None
         url = server
         if url is None:
-            relay = Relay(host, port, state_dir, ice_servers=relay_ice.fixed, turn=relay_ice.turn)
-            await relay.start()
+            relay = await runner.start_relay(host, port, state_dir, relay_ice)
             url = relay.url
             say(f"relay listening on {url}", "bold")
             _say_relay_ice(relay_ice)

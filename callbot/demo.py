@@ -48,6 +48,8 @@ async def run_demo(clip: Path | None, out_dir: Path, config: CallConfig) -> Demo
     with av.open(str(clip)) as probe:
         has_video = bool(probe.streams.video)
     audio_path, video_path = out_dir / "received.wav", out_dir / "received.webm"
+    for path in (audio_path, video_path):  # this demo's own output: a rerun replaces it
+        path.unlink(missing_ok=True)
     recordings: list[Recording] = []
 
     async with Relay(port=0, state_dir=out_dir / "relay-state") as relay:

@@ -16,8 +16,11 @@ from .bot import SELF_TOKEN_TTL, Bot
 from .call import Call
 from .console import say
 from .errors import CallbotError
-from .signaling.relay import Relay
+from .signaling.relay import DEFAULT_HOST, DEFAULT_PORT, WS_PATH, Relay
 from .signaling.turn import RelayIceServers
+
+#: Where `callbot call` looks for a relay when given no --server.
+DEFAULT_SERVER = f"ws://{DEFAULT_HOST}:{DEFAULT_PORT}{WS_PATH}"
 
 
 def load_bots(path: Path | None, as_id: str | None) -> list[Bot]:
@@ -67,6 +70,32 @@ def report_calls(bot: Bot) -> None:
         )
 
 
+def say_ready(bot: Bot) -> None:
+    """Print that `bot` is ready and the command that calls it (`--server` unless its relay is
+    where `callbot call` looks by default)."""
+    where = "" if bot.server == DEFAULT_SERVER else f" --server {bot.server}"
+    say(f"bot {bot.user_id} ready (pid {os.getpid()}); call it with: "
+        f"callbot call {bot.user_id}{where}", "green")  # fmt: skip
+
+
+async def start_relay(
+    host: str, port: int, state_dir: Path | None, relay_ice: RelayIceServers | None = None
+) -> Relay:
+    """Start an embedded relay; a port already taken is a one-line `CallbotError` naming it and
+    `--port`, not a traceback."""
+    ice = relay_ice or RelayIceServers()
+    relay = Relay(host, port, state_dir, ice_servers=ice.fixed, turn=ice.turn)
+    try:
+        return await relay.start()
+    except OSError as exc:
+        relay.state.close()
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise CallbotError(
+            f"cannot start the relay on {host}:{port}: {reason.lower()} "
+            "(another callbot running? choose a free port with --port)"
+        ) from exc
+
+
 async def run_bots(
     bots: Sequence[Bot],
     *,
@@ -83,8 +112,7 @@ async def run_bots(
     bots, serve until a signal."""
     relay = None
     if server is None:
-        ice = relay_ice or RelayIceServers()
-        relay = await Relay(host, port, state_dir, ice_servers=ice.fixed, turn=ice.turn).start()
+        relay = await start_relay(host, port, state_dir, relay_ice)
         server = relay.url
     try:
         for bot in bots:

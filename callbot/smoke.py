@@ -174,6 +174,9 @@ async def _place_call(plan: CallPlan, progress: Any = None) -> dict[str, Any]:
 
 async def _media(call: Call, plan: CallPlan, report: dict[str, Any]) -> None:
     if plan.record or plan.record_video:
+        for path in (plan.record, plan.record_video):  # named by the operator: a rerun replaces
+            if path is not None:
+                path.unlink(missing_ok=True)
         call.record_incoming(audio_path=plan.record, video_path=plan.record_video)
     playback: Playback | None = None
     if plan.play_video is not None:

@@ -1,8 +1,9 @@
-"""record: record every call into a directory, one file per call id, plus a JSON of its facts.
+"""record: record every call into a directory, plus a JSON of its facts.
 
-`<dir>/<call id>.<audio_format>` holds what the peer said, `<dir>/<call id>.webm` what it showed
-(on video calls, unless `video=false`), and `<dir>/<call id>.json` who, when, how long and how
-the call ended.
+Each call gets a new name chosen by the bot (`recording_name`: time, call id made safe, random
+tag), never an existing file: `<dir>/<name>.<audio_format>` holds what the peer said,
+`<dir>/<name>.webm` what it showed (on video calls, unless `video=false`), and
+`<dir>/<name>.json` who, when, how long and how the call ended (its `call_id` included).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from callbot import Bot, Call, Recording
+from callbot import Bot, Call, Recording, recording_name
 
 
 def setup(
@@ -24,11 +25,12 @@ def setup(
     def attach(call: Call) -> None:
         recording: list[Recording] = []
         started = time.time()
+        name = recording_name(call.id)
 
         @call.on("connected")
         def start() -> None:
-            audio_path = dir / f"{call.id}.{audio_format.lstrip('.')}"
-            video_path = dir / f"{call.id}.webm" if video and call.receives_video else None
+            audio_path = dir / f"{name}.{audio_format.lstrip('.')}"
+            video_path = dir / f"{name}.webm" if video and call.receives_video else None
             recording.append(call.record_incoming(audio_path=audio_path, video_path=video_path))
 
         @call.on("ended")
@@ -51,4 +53,5 @@ def setup(
                     "video": rec.video.frames if rec and rec.video else 0,
                 },
             }
-            (dir / f"{call.id}.json").write_text(json.dumps(facts, indent=2, default=str))
+            with (dir / f"{name}.json").open("x") as out:  # new, like the recordings
+                json.dump(facts, out, indent=2, default=str)

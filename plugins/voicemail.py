@@ -1,5 +1,7 @@
 """voicemail: greet the caller, beep, record a message until silence or a maximum length, then
-save it as `<dir>/<call id>.wav` plus `<dir>/<call id>.json` (caller, time, length, how it ended).
+save it as `<dir>/<name>.wav` plus `<dir>/<name>.json` (call id, caller, time, length, how it
+ended). The bot chooses `<name>` (`recording_name`) and never replaces a file; its default beep
+lives in a private temporary directory, out of the callers' reach.
 
 `take_message()` is the recording part on its own; the ivr plugin uses it for its `record`
 action.
@@ -8,13 +10,16 @@ action.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from callbot import Bot, Call, Incoming
+from callbot import Bot, Call, Incoming, recording_name
 from callbot.media import analysis, generate
 
 #: Level (dBFS over 100 ms) above which the caller counts as speaking.
@@ -47,7 +52,8 @@ async def take_message(
     """Record the caller until `silence_seconds` of silence after speech, `max_seconds` in all,
     `no_speech_seconds` without a word, or the hangup; save the audio and its JSON."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{call.id}.wav"
+    name = recording_name(call.id)
+    path = directory / f"{name}.wav"
     received_at = datetime.now(UTC).isoformat()
     frames = call.audio_frames()
     recording = call.record_incoming(audio_path=path)
@@ -64,7 +70,8 @@ async def take_message(
         ended_by=ended_by if call.state != "ended" else "hangup",
         audio=path.name,
     )
-    (directory / f"{call.id}.json").write_text(json.dumps(asdict(message), indent=2))
+    with (directory / f"{name}.json").open("x") as out:  # new, like the recording
+        json.dump(asdict(message), out, indent=2)
     return message
 
 
@@ -95,6 +102,14 @@ async def _listen(frames, max_seconds: float, silence_seconds: float, no_speech:
     return "max_length"
 
 
+def _private_dir() -> Path:
+    """A directory only this process writes (mode 0700), removed at exit: for the bot's own
+    generated prompts, which must not sit where recordings named after calls go."""
+    path = Path(tempfile.mkdtemp(prefix="callbot-voicemail-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def setup(
     bot: Bot,
     dir: Path = Path("voicemail"),
@@ -106,7 +121,7 @@ def setup(
 ) -> None:
     dir.mkdir(parents=True, exist_ok=True)
     if beep is None:
-        beep = generate.write_tone(dir / ".beep.wav", 1000.0, seconds=0.4, amplitude=0.4)
+        beep = generate.write_tone(_private_dir() / "beep.wav", 1000.0, seconds=0.4, amplitude=0.4)
     for prompt in (greeting, beep):
         if prompt is not None and not prompt.is_file():
             raise FileNotFoundError(f"voicemail: {prompt} not found")

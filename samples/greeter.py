@@ -1,4 +1,5 @@
-"""A greeter: plays a welcome prompt and a beep, then records the caller's reply.
+"""A greeter: plays a welcome prompt and a beep, and records the caller from the moment it
+answers (a caller who talks over the greeting is recorded too) into recordings/.
 
 callbot run samples/greeter.py
 callbot call greeter --play samples/tone-440.wav --duration 8 --record heard.wav
@@ -6,7 +7,7 @@ callbot call greeter --play samples/tone-440.wav --duration 8 --record heard.wav
 
 from pathlib import Path
 
-from callbot import Bot
+from callbot import Bot, recording_name
 
 HERE = Path(__file__).parent
 bot = Bot("greeter")
@@ -15,8 +16,8 @@ bot = Bot("greeter")
 @bot.on_incoming
 async def greet(incoming):
     call = await incoming.accept()
+    call.record_incoming(audio_path=f"recordings/{recording_name(call.id)}.wav")
     await call.send_audio_file(HERE / "welcome.wav")
     await call.send_audio_file(HERE / "beep.wav")
-    call.record_incoming(audio_path=f"recordings/{call.id}.wav")
     if await call.wait_ended(timeout=30) is None:
         await call.hangup()

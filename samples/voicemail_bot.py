@@ -1,8 +1,10 @@
 """A voicemail box: greets, beeps, records until 3 s of silence (at most 60 s) and saves the
-message with a JSON of who called, when and for how long.
+message in voicemail/ with a JSON of who called, when and for how long. A caller speaks after
+the beep: samples/message.ogg is 7 s of silence (the greeting and the beep), then 3 s of
+(synthetic) speech.
 
     callbot run samples/voicemail_bot.py
-    callbot call voicemail --play samples/welcome.wav --duration 10
+    callbot call voicemail --play samples/message.ogg --duration 15
 """
 
 from pathlib import Path

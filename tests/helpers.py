@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import time
 from collections.abc import AsyncIterator
-from typing import NoReturn
+from pathlib import Path
+from typing import Any, NoReturn
 
 import av
 import pytest
@@ -34,6 +36,22 @@ async def collect_frames(
         while (left := deadline - time.monotonic()) > 0:
             out.append(await asyncio.wait_for(frames.__anext__(), left))
     return out
+
+
+def facts_of(directory: Path, call_id: str) -> list[dict[str, Any]]:
+    """The JSON facts the record / voicemail plugins wrote in `directory` for this call id
+    (files are named by the bot, so they are found by content)."""
+    found = [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
+    return [f for f in found if f.get("call_id") == call_id]
+
+
+async def wait_for_facts(directory: Path, call_id: str, count: int = 1) -> list[dict[str, Any]]:
+    """`facts_of` once at least `count` are there (or after 5 s)."""
+    for _ in range(100):
+        if len(facts := facts_of(directory, call_id)) >= count:
+            return facts
+        await asyncio.sleep(0.05)
+    return facts_of(directory, call_id)
 
 
 class LossyTransport:

@@ -52,7 +52,10 @@ async def test_video_recorded_with_expected_frames_and_size(
     count, size = _count_frames(target)
     assert size == (640, 480)
     expected = 90  # 3 s at 30 fps
-    assert abs(count - expected) <= 0.1 * expected, count
+    # frames an encoder slower than real time (a busy machine) cannot take are dropped, counted
+    dropped = recording.video.dropped
+    assert abs(count + dropped - expected) <= 0.1 * expected, (count, dropped)
+    assert count >= 0.5 * expected, (count, dropped)
     # the file's own soundtrack came along on the audio track
     assert abs(analysis.dominant_frequency(tmp_path / "sound.wav") - 440.0) <= 5.0
 

@@ -18,6 +18,8 @@ import pytest
 
 from callbot.media import generate
 
+from helpers import facts_of
+
 ROOT = Path(__file__).resolve().parents[1]
 CALLBOT = [sys.executable, "-m", "callbot"]
 
@@ -206,11 +208,11 @@ def test_run_alone_with_embedded_relay_and_plugins(
     assert result.returncode == 0, result.stderr + bot.output()
     call_id = json.loads(result.stdout)["call_id"]
     bot.wait_for(rf"call {call_id} with caller ended")
-    facts = json.loads((recordings / f"{call_id}.json").read_text())
+    (facts,) = facts_of(recordings, call_id)  # files named by the bot, found by call id
     assert facts["end_reason"] == "remote_hangup" and facts["video"] is None
     from callbot.media import analysis
 
-    assert abs(analysis.dominant_frequency(recordings / f"{call_id}.wav") - 330) <= 5
+    assert abs(analysis.dominant_frequency(recordings / facts["audio"]) - 330) <= 5
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ Prompts are generated tones, so what the caller hears tells which menu node it i
 from __future__ import annotations
 
 import asyncio
-import json
 import textwrap
 from pathlib import Path
 
@@ -15,6 +14,8 @@ from callbot_plugins.ivr import Menu, Node
 
 from callbot import Bot, Call, Incoming
 from callbot.media import analysis, generate
+
+from helpers import wait_for_facts
 
 PROMPTS = {"main": 440.0, "sales": 660.0, "support": 880.0, "invalid": 300.0}
 
@@ -181,7 +182,7 @@ async def test_record_action_saves_the_message(make_bot, menu_file: Path, tmp_pa
     await asyncio.sleep(0.3)
     await call.send_audio_file(speech)
     assert await call.wait_ended(10) == "remote_hangup"  # 3 s of silence ended the message
-    facts = json.loads((tmp_path / "messages" / f"{call.id}.json").read_text())
+    (facts,) = await wait_for_facts(tmp_path / "messages", call.id)
     assert facts["ended_by"] == "silence" and facts["caller"] == "alice"
     audio = tmp_path / "messages" / facts["audio"]
     assert abs(analysis.dominant_frequency(audio) - 523.0) <= 5
@@ -227,11 +228,7 @@ async def test_voicemail(make_bot, tmp_path: Path, talk: float | None, expected_
         await asyncio.sleep(1.5)
         playback.stop()
         await call.hangup()  # the caller hangs up mid-message
-    for _ in range(100):
-        if (tmp_path / "box" / f"{call.id}.json").exists():
-            break
-        await asyncio.sleep(0.05)
-    facts = json.loads((tmp_path / "box" / f"{call.id}.json").read_text())
+    (facts,) = await wait_for_facts(tmp_path / "box", call.id)
     assert facts["ended_by"] == expected_end and facts["caller"] == "alice"
     audio = tmp_path / "box" / facts["audio"]
     assert abs(analysis.dominant_frequency(audio) - 523.0) <= 5

@@ -6,10 +6,12 @@ import asyncio
 import json
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import av
 import pytest
 
+import callbot.call
 from callbot import Bot
 from callbot.media import analysis, generate
 from callbot.plugins import PluginError, available, configure, load_plugin, parse_spec
@@ -82,9 +84,14 @@ async def _bots(relay: Relay, *callee_plugins: tuple[str, dict[str, object]]) ->
     return callee, caller
 
 
-async def test_record_plugin_writes_audio_video_and_facts(relay: Relay, tmp_path: Path) -> None:
+async def test_record_plugin_writes_audio_video_and_facts(
+    relay: Relay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     clip = generate.write_video(tmp_path / "clip.webm", seconds=1.5, tone=660.0)
     out = tmp_path / "recordings"
+    # the caller picks the call id: one that would name hidden files (or a bot's `.beep`)
+    monkeypatch.setattr(callbot.call, "uuid", SimpleNamespace(uuid4=lambda: SimpleNamespace(
+        hex=".beep")))  # fmt: skip
     callee, caller = await _bots(
         relay, ("autoaccept", {"video": True}), ("record", {"dir": str(out)})
     )
@@ -98,10 +105,14 @@ async def test_record_plugin_writes_audio_video_and_facts(relay: Relay, tmp_path
     finally:
         await caller.stop()
         await callee.stop()
-    facts = json.loads((out / f"{call.id}.json").read_text())
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    (facts_file,) = out.glob("*.json")  # named by the bot: time, safe call id, random tag
+    facts = json.loads(facts_file.read_text())
+    assert facts["call_id"] == ".beep" and "-beep-" in facts_file.name
     assert facts["peer"] == "alice" and facts["end_reason"] == "remote_hangup"
     assert facts["metadata"] == {"case": 7} and facts["duration"] > 1.5
-    assert facts["audio"] == f"{call.id}.wav" and facts["video"] == f"{call.id}.webm"
+    assert facts["audio"] == f"{facts_file.stem}.wav"
+    assert facts["video"] == f"{facts_file.stem}.webm"
     assert abs(analysis.dominant_frequency(out / facts["audio"]) - 660) <= 5
     with av.open(str(out / facts["video"])) as container:
         assert sum(1 for _ in container.decode(video=0)) >= 30

@@ -4,14 +4,19 @@ A `TrackRecorder` is a sink of the call's `IncomingMedia`. It stamps frames onto
 timeline (gaps from lost packets become silence, so the file keeps wall-clock time) and hands
 them to its writer on the shared write pool, one job in flight, through a bounded queue: memory
 stays flat on long calls, and if the disk is slower than real time frames are dropped and
-counted rather than buffered without end.
+counted rather than buffered without end. Video (encoding is the slow part) is handed over
+frame by frame and never waits more than `VIDEO_MAX_LAG` for the writer, so a recording killed
+with SIGKILL plays up to about its last second, as audio does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
 import logging
+import re
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -25,7 +30,7 @@ from ..errors import MediaError
 from . import opus
 from .incoming import Frame, IncomingMedia
 from .pool import WRITE_POOL
-from .writers import FrameWriter, OpusItem, OpusPacketWriter, open_writer
+from .writers import VIDEO_CLOCK, FrameWriter, OpusItem, OpusPacketWriter, open_writer
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +38,22 @@ logger = logging.getLogger(__name__)
 MAX_PENDING = 500
 #: Frames handed to the write pool together, and the longest a smaller batch waits (seconds).
 BATCH, BATCH_WAIT = 10, 0.2
+#: Seconds of video waiting for a writer slower than real time before the oldest are dropped.
+VIDEO_MAX_LAG = 0.5
 #: A jump in received timestamps longer than the wall-clock pause plus this is not silence.
 GAP_SLACK = 0.5
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def recording_name(call_id: str) -> str:
+    """A file name stem for a call's recording, chosen by the bot: UTC time, the call id made
+    safe (letters, digits, `-`, `_`; at most 40) and a random tag. The caller picks the call id,
+    so it alone must never name a file: `.beep`, `../x` or an id reused after a relay restart
+    would replace a bot's asset or an earlier recording."""
+    safe = _UNSAFE.sub("_", call_id).strip("-_")[:40] or "call"
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{safe}-{secrets.token_hex(3)}"
 
 
 class _Gaps:
@@ -165,6 +184,7 @@ class TrackRecorder:
         self._stopping = False
         self._stopped: asyncio.Future[None] = self._loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
+        self._batch = BATCH if self.kind == "audio" else 1  # a video frame costs more to write
         #: Opus received is stored as it is (no decoding) when the file is an Opus container
         self.passthrough = isinstance(self._writer, OpusPacketWriter)
         if self.passthrough:
@@ -203,7 +223,20 @@ class TrackRecorder:
                 self.dropped += 1
                 continue
             self._pending.append(item)
+        if self.kind == "video":
+            self._drop_stale_video()
         self._kick()
+
+    def _drop_stale_video(self) -> None:
+        """Drop (and count) the oldest waiting video frames more than `VIDEO_MAX_LAG` older
+        than the newest: a writer slower than real time then leaves a choppier picture, not a
+        file seconds behind the call that a crash would cut short."""
+        limit = VIDEO_MAX_LAG * VIDEO_CLOCK
+        with contextlib.suppress(IndexError):  # the writer thread pops from the left too
+            newest = self._pending[-1].pts or 0  # restamped by VideoTimeline: never None
+            while len(self._pending) > 1 and newest - (self._pending[0].pts or 0) > limit:
+                self._pending.popleft()
+                self.dropped += 1
 
     def end(self) -> None:
         self.stop()
@@ -227,7 +260,7 @@ class TrackRecorder:
         more than writing it), or at once when `now` or stopping."""
         if self._job is not None or self._stopped.done():
             return
-        if self._pending and (now or self._stopping or len(self._pending) >= BATCH):
+        if self._pending and (now or self._stopping or len(self._pending) >= self._batch):
             self._job = self._loop.run_in_executor(WRITE_POOL, self._write_pending)
             self._job.add_done_callback(self._written)
         elif self._pending:
@@ -242,8 +275,14 @@ class TrackRecorder:
         self._kick(now=True)
 
     def _write_pending(self) -> None:
-        while self._pending:
-            self._writer.write(self._pending.popleft())
+        """Write what is pending now, not what arrives meanwhile: a job ends, so the recorders
+        sharing the write pool take turns (a busy video writer would otherwise keep a thread)."""
+        for _ in range(len(self._pending)):
+            try:
+                item = self._pending.popleft()
+            except IndexError:  # dropped as stale meanwhile
+                return
+            self._writer.write(item)
 
     def _written(self, job: asyncio.Future[None]) -> None:
         self._job = None

@@ -3,7 +3,7 @@
 Every writer gets frames in order from one worker thread at a time and makes what it wrote
 durable about once a second, so a process killed with SIGKILL leaves a file that plays up to
 roughly its last second: WAV gets its header patched and flushed, Ogg gets short pages, MP4 is
-fragmented, Matroska/WebM gets one-second clusters, and FFmpeg flushes after every packet.
+fragmented, Matroska/WebM gets short clusters, and FFmpeg flushes after every packet.
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ _CONTAINERS: dict[str, tuple[str, dict[str, str]]] = {
     ".mp3": ("mp3", {}),
     ".mp4": (
         "mp4",
-        {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": "500000"},
+        {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": "200000"},
     ),
     ".m4a": (
         "mp4",
         {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": "500000"},
     ),
-    ".webm": ("webm", {"cluster_time_limit": "500"}),
-    ".mkv": ("matroska", {"cluster_time_limit": "500"}),
+    ".webm": ("webm", {"cluster_time_limit": "200"}),  # video: as often as Ogg audio pages
+    ".mkv": ("matroska", {"cluster_time_limit": "200"}),
     ".mka": ("matroska", {"cluster_time_limit": "500"}),
 }
 _AUDIO_CODECS = {
@@ -54,7 +54,7 @@ _AUDIO_CODECS = {
 _VIDEO_CODECS = {".mp4": "libx264", ".webm": "libvpx", ".mkv": "libx264"}
 _VIDEO_OPTIONS = {
     "libx264": {"preset": "veryfast", "tune": "zerolatency"},
-    "libvpx": {"deadline": "realtime", "cpu-used": "8", "b": "1500k"},
+    "libvpx": {"deadline": "realtime", "cpu-used": "16", "b": "1500k"},  # fastest VP8
 }
 
 AUDIO_SUFFIXES = frozenset({".wav", *_AUDIO_CODECS})
@@ -79,7 +79,11 @@ class OpusItem:
 
 
 def open_writer(path: Path, kind: str, default_size: tuple[int, int]) -> FrameWriter:
-    """Create the file now (so a bad path fails at once) and return its writer."""
+    """Create the file now (so a bad path fails at once) and return its writer.
+
+    The file is created exclusively: a recording never replaces an existing file (a caller's
+    call id reused as a name must not overwrite an earlier recording or a bot's own asset).
+    """
     suffix = path.suffix.lower()
     allowed = AUDIO_SUFFIXES if kind == "audio" else VIDEO_SUFFIXES
     if suffix not in allowed:
@@ -95,6 +99,8 @@ def open_writer(path: Path, kind: str, default_size: tuple[int, int]) -> FrameWr
         if kind == "audio" and _AUDIO_CODECS[suffix] == "libopus":
             return OpusPacketWriter(path)
         return ContainerWriter(path, kind, default_size)
+    except FileExistsError as exc:
+        raise MediaError(path, "already exists: recordings never replace a file") from exc
     except (OSError, av.error.FFmpegError) as exc:
         raise MediaError(path, f"cannot write ({getattr(exc, 'strerror', None) or exc})") from exc
 
@@ -103,7 +109,7 @@ class WavWriter:
     """16-bit stereo 48 kHz WAV whose header is patched and flushed every `FLUSH_EVERY` s."""
 
     def __init__(self, path: Path) -> None:
-        self._file = path.open("wb")
+        self._file = path.open("xb")
         self._wave = wave.open(self._file, "wb")  # noqa: SIM115  (lives as long as the writer)
         self._wave.setnchannels(2)
         self._wave.setsampwidth(2)
@@ -141,7 +147,7 @@ class OpusPacketWriter:
 
     def __init__(self, path: Path) -> None:
         muxer, options = _CONTAINERS[path.suffix.lower()]
-        self._file = path.open("wb", buffering=0)
+        self._file = path.open("xb", buffering=0)
         self._container = av.open(
             self._file, mode="w", format=muxer, buffer_size=OPUS_IO_BUFFER,
             container_options=options,
@@ -177,8 +183,9 @@ class ContainerWriter:
         self._kind = kind
         self._codec = _AUDIO_CODECS[suffix] if kind == "audio" else _VIDEO_CODECS[suffix]
         self._default_size = default_size
+        self._file = path.open("xb", buffering=0)
         self._container = av.open(
-            str(path),
+            self._file,
             mode="w",
             format=muxer,
             container_options={"flush_packets": "1", **options},
@@ -212,7 +219,10 @@ class ContainerWriter:
             assert self._stream is not None
             self._container.mux(self._stream.encode(None))
         finally:
-            self._container.close()
+            try:
+                self._container.close()
+            finally:
+                self._file.close()
 
     def _open_stream(self, first: av.AudioFrame | av.VideoFrame | None) -> None:
         if self._kind == "audio":
