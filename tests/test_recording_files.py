@@ -93,7 +93,8 @@ async def _message_through_a_new_relay(tmp_path: Path, hz: float) -> None:
         bots: list[Bot] = []
 
         def make(user: str, **kwargs: Any) -> Bot:
-            bots.append(Bot(user, server=relay.url, token=relay.mint(user), **kwargs))
+            token = relay.mint(user, role=str(kwargs.get("role", "bot")))
+            bots.append(Bot(user, server=relay.url, token=token, **kwargs))
             return bots[-1]
 
         box = make("voicemail")
