@@ -132,7 +132,8 @@ class _Outbox:
     to go through before the same abort.
     """
 
-    def __init__(self, websocket: ServerConnection) -> None:
+    def __init__(self, conn: str, websocket: ServerConnection) -> None:
+        self.conn = conn
         self.websocket = websocket
         self.queue: asyncio.Queue[str | Close] = asyncio.Queue()
         self.queued_bytes = 0
@@ -149,8 +150,8 @@ class _Outbox:
         data = encode(action.message)  # ASCII: its length is its size in bytes
         if self.queue.qsize() >= MAX_OUTBOX or self.queued_bytes + len(data) > MAX_OUTBOX_BYTES:
             logger.warning(
-                "client %s is not reading (%d messages, %d bytes waiting); dropping it",
-                self.websocket.id, self.queue.qsize(), self.queued_bytes,
+                "connection %s is not reading (%d messages, %d bytes waiting); aborting it",
+                self.conn, self.queue.qsize(), self.queued_bytes,
             )  # fmt: skip
             self.abort()
             return
@@ -313,7 +314,7 @@ class Relay:
 
     async def _handle(self, websocket: ServerConnection) -> None:
         conn = uuid.uuid4().hex
-        self._outboxes[conn] = _Outbox(websocket)
+        self._outboxes[conn] = _Outbox(conn, websocket)
         refusals = _Refusals(conn)
         self._apply(self.core.opened(conn, time.time()))
         try:

@@ -78,6 +78,7 @@ frames = st.one_of(
     st.text(max_size=60),
     st.binary(max_size=20),
     JSON.map(json.dumps),
+    st.integers(1, 20_000).map(lambda depth: "[" * depth + "]" * min(depth, 2_000)),  # nesting
 )
 
 
@@ -206,7 +207,7 @@ async def _exchange(relay: Relay, batches: list[list[str | bytes]]) -> None:
                 assert reply["code"] in ERROR_CODES, reply
                 fatal_seen = fatal_seen or reply["fatal"]
         if ws.close_code is not None and ws.close_code != 1000:
-            assert fatal_seen or ws.close_code == 1008, ws.close_code  # closed only when fatal
+            assert fatal_seen or ws.close_code == 1006, ws.close_code  # fatal, or not reading
         await ws.close()
 
 
