@@ -200,7 +200,11 @@ async def _exchange(relay: Relay, batches: list[list[str | bytes]]) -> None:
         while True:
             try:
                 reply = json.loads(await asyncio.wait_for(ws.recv(), 0.15))
-            except (TimeoutError, ConnectionClosed):
+            except TimeoutError:
+                if ws.close_code is None:
+                    break  # quiet and open: all answers are in
+                continue  # closed as the wait ended: read what came before the close
+            except ConnectionClosed:
                 break
             assert isinstance(reply.get("type"), str)
             if reply["type"] == "error":
