@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from ..errors import CallbotError
 from ..identity import AuthError
 from ..safe import printable
-from .protocol import ProtocolError, decode, encode
+from .protocol import TRANSPORT_MAX_SIZE, ProtocolError, decode, encode
 from .turn import credentials_expiry
 
 logger = logging.getLogger(__name__)
@@ -179,7 +179,11 @@ class RelayClient:
         while not self._closing:
             try:
                 async with connect(
-                    self.url, proxy=None, compression=None, open_timeout=5, max_size=2**20
+                    self.url,
+                    proxy=None,
+                    compression=None,
+                    open_timeout=5,
+                    max_size=TRANSPORT_MAX_SIZE,  # the relay sends at most MAX_MESSAGE_BYTES
                 ) as websocket:
                     self._websocket = websocket
                     await self._session(websocket)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import reprlib
 import secrets
 import uuid
 from collections import OrderedDict, deque
@@ -20,7 +21,15 @@ from typing import Any
 from .presence import EVERYONE, MAX_TEXT, MAX_WATCHED, STATUSES, PresenceBoard
 
 VERSION = 1
+#: The largest frame, in bytes of UTF-8, either way: the relay refuses bigger ones and never
+#: sends one (a forwarded copy that would be bigger is refused to its sender), so every client
+#: can read all the relay sends.
 MAX_MESSAGE_BYTES = 64 * 1024
+#: WebSocket frames above this are cut by the transport (close 1009) on both ends; between
+#: MAX_MESSAGE_BYTES and it, the relay answers with a typed error.
+TRANSPORT_MAX_SIZE = 4 * MAX_MESSAGE_BYTES
+#: Deepest nesting of arrays/objects inside one field (metadata, candidate, sig).
+MAX_DEPTH = 32
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.@:+-]{1,128}")  # always used with fullmatch
 
 # Error codes (docs/protocol.md explains each).
@@ -124,9 +133,29 @@ def decode(data: str | bytes) -> dict[str, Any]:
         message = json.loads(data)
     except ValueError as exc:
         raise ProtocolError(INVALID_MESSAGE, f"malformed JSON: {exc}") from None
+    except RecursionError:  # the C parser recurses per level: `[[[[...` deep enough hits it
+        raise ProtocolError(INVALID_MESSAGE, "JSON nested too deeply") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError(INVALID_MESSAGE, "a message is a JSON object with a string 'type'")
     return message
+
+
+def _shown(value: Any) -> str:
+    """A short, escaped repr of a client value for an error text (bounded in size and depth)."""
+    return reprlib.repr(value)
+
+
+def _too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether `value` nests arrays/objects deeper than `limit` (iterative: any depth is safe)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _is(value: Any, types: tuple[type, ...]) -> bool:
@@ -141,10 +170,10 @@ def validate(message: dict[str, Any]) -> dict[str, Any]:
     schema = CLIENT_MESSAGES.get(kind)
     call_id = message.get("call_id") if isinstance(message.get("call_id"), str) else None
     if schema is None:
-        raise ProtocolError(INVALID_MESSAGE, f"unknown message type {kind!r}", call_id)
+        raise ProtocolError(INVALID_MESSAGE, f"unknown message type {_shown(kind)}", call_id)
     version = message.get("v", VERSION)
     if type(version) is not int or version != VERSION:
-        raise ProtocolError(INVALID_MESSAGE, f"unsupported protocol version {version!r}")
+        raise ProtocolError(INVALID_MESSAGE, f"unsupported protocol version {_shown(version)}")
     clean: dict[str, Any] = {"type": kind}
     for name, (types, required) in schema.items():
         if name not in message:
@@ -157,11 +186,15 @@ def validate(message: dict[str, Any]) -> dict[str, Any]:
             raise ProtocolError(
                 INVALID_MESSAGE, f"{kind}: field {name!r} must be {expected}", call_id
             )
+        if _too_deep(value):
+            raise ProtocolError(
+                INVALID_MESSAGE, f"{kind}: field {name!r} nests deeper than {MAX_DEPTH}", call_id
+            )
         clean[name] = value
     for name in ("call_id", "to", "target", "replaces"):
         if isinstance(clean.get(name), str) and not ID_PATTERN.fullmatch(clean[name]):
             raise ProtocolError(
-                INVALID_MESSAGE, f"{kind}: {name} {clean[name]!r} is not a valid id"
+                INVALID_MESSAGE, f"{kind}: {name} {_shown(clean[name])} is not a valid id"
             )
     _check_values(clean, call_id)
     return clean
@@ -232,6 +265,22 @@ def _check_invite(message: dict[str, Any]) -> None:
         raise ProtocolError(
             INVALID_MESSAGE, f"group_invite: janus is a ws:// or wss:// URL of at most {MAX_URL}"
         )
+
+
+def presence_lists(states: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`presence_list` messages for `states`: one, or as many as needed for each to fit in
+    MAX_MESSAGE_BYTES (500 users with long non-ASCII texts come to about 1.6 MB)."""
+    budget = MAX_MESSAGE_BYTES - len(encode({"type": "presence_list", "users": []}))
+    chunks: list[list[dict[str, Any]]] = [[]]
+    used = 0
+    for state in states:
+        size = len(json.dumps(state, separators=(",", ":"))) + 1  # with its comma
+        if chunks[-1] and used + size > budget:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(state)
+        used += size
+    return [{"type": "presence_list", "users": chunk} for chunk in chunks]
 
 
 def error(
@@ -666,7 +715,7 @@ class RelayCore:
             self._presence.unsubscribe(session.conn, message["users"])
             return []
         states = self._presence.subscribe(session.conn, message["users"])
-        return [Send(session.conn, {"type": "presence_list", "users": states})]
+        return [Send(session.conn, m) for m in presence_lists(states)]
 
     def _group_invite(self, session: _Session, message: dict[str, Any]) -> list[Action]:
         """To every connection of the invited user but the sender's own; no state is kept."""
@@ -850,8 +899,17 @@ class RelayCore:
 
     @staticmethod
     def _forwarded(message: dict[str, Any], sender: str) -> dict[str, Any]:
+        """The copy the other side gets; refused if it would not fit MAX_MESSAGE_BYTES (it
+        gains `from` and `v`, and non-ASCII text is re-escaped as \\uXXXX: up to 3x longer)."""
         out = {k: v for k, v in message.items() if k != "to"}
         out["from"] = sender
+        size = len(encode(out))  # ASCII only (json escapes the rest): characters are bytes
+        if size > MAX_MESSAGE_BYTES:
+            raise ProtocolError(
+                INVALID_MESSAGE,
+                f"{out['type']}: forwarded it would be {size} bytes, over {MAX_MESSAGE_BYTES}",
+                message.get("call_id"),
+            )
         return out
 
     def _to_party(self, call: _Call, party: _Party, message: dict[str, Any]) -> list[Action]:

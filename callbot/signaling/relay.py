@@ -28,6 +28,9 @@ from ..identity import AuthError
 from .metrics import metrics_text
 from .protocol import (
     INTERNAL_ERROR,
+    INVALID_MESSAGE,
+    RATE_LIMITED,
+    TRANSPORT_MAX_SIZE,
     Action,
     Close,
     Identity,
@@ -48,10 +51,16 @@ DEFAULT_PORT = 8765
 WS_PATH = "/ws"
 TICK = 0.25  # seconds between timer checks (ring timeouts, expiry, hello deadline)
 REVOCATION_POLL = 0.5  # seconds between checks of the state dir for revocations
-#: WebSocket frames above this are cut by the transport; up to it the relay answers with a
-#: typed error (protocol.MAX_MESSAGE_BYTES is the real limit).
-TRANSPORT_MAX_SIZE = 1024 * 1024
-MAX_OUTBOX = 1000  # messages queued for a client that does not read: beyond, it is dropped
+#: What the relay holds for one connection: frames received but not handled yet (MAX_QUEUE,
+#: each at most TRANSPORT_MAX_SIZE), the socket's write buffer (WRITE_LIMIT, plus the frame
+#: being written) and the outbox behind it (MAX_OUTBOX messages or MAX_OUTBOX_BYTES). A client
+#: whose outbox overflows is not reading: its connection is aborted at once.
+MAX_QUEUE = 4
+WRITE_LIMIT = 64 * 1024
+MAX_OUTBOX = 1000
+MAX_OUTBOX_BYTES = 1024 * 1024
+#: Seconds a closing connection may take to say goodbye before it is aborted.
+CLOSE_TIMEOUT = 2.0
 
 #: The softphone page and its files, served at `/` (flat directory: no subpaths).
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -117,36 +126,105 @@ def _web_response(path: str) -> Response | None:
 class _Outbox:
     """Ordered sending to one connection, so the relay never awaits a slow client.
 
-    A client that lets `MAX_OUTBOX` messages pile up is not reading: what is queued is dropped
-    and the connection is closed (1008), so its backlog cannot grow the relay's memory.
+    What waits here is bounded (MAX_OUTBOX messages, MAX_OUTBOX_BYTES): a client that lets
+    more pile up is not reading, and its TCP connection is aborted there and then (a close
+    frame would only queue behind what it does not read). A decided close gets CLOSE_TIMEOUT
+    to go through before the same abort.
     """
 
-    def __init__(self, websocket: ServerConnection) -> None:
+    def __init__(self, conn: str, websocket: ServerConnection) -> None:
+        self.conn = conn
         self.websocket = websocket
-        self.queue: asyncio.Queue[Send | Close] = asyncio.Queue()
+        self.queue: asyncio.Queue[str | Close] = asyncio.Queue()
+        self.queued_bytes = 0
         self.closing = False
+        self._deadline: asyncio.TimerHandle | None = None
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     def put(self, action: Send | Close) -> None:
         if self.closing:
             return
-        if self.queue.qsize() >= MAX_OUTBOX:
-            logger.warning("client %s is not reading; disconnecting it", self.websocket.id)
-            while not self.queue.empty():
-                self.queue.get_nowait()
-            action = Close("", 1008, "not reading")
         if isinstance(action, Close):
-            self.closing = True
-        self.queue.put_nowait(action)
+            self._close(action)
+            return
+        data = encode(action.message)  # ASCII: its length is its size in bytes
+        if self.queue.qsize() >= MAX_OUTBOX or self.queued_bytes + len(data) > MAX_OUTBOX_BYTES:
+            logger.warning(
+                "connection %s is not reading (%d messages, %d bytes waiting); aborting it",
+                self.conn, self.queue.qsize(), self.queued_bytes,
+            )  # fmt: skip
+            self.abort()
+            return
+        self.queued_bytes += len(data)
+        self.queue.put_nowait(data)
+
+    def abort(self) -> None:
+        """Drop the TCP connection now; the handler then sees it closed and cleans up."""
+        self.closing = True
+        self.websocket.transport.abort()
+
+    def stop(self) -> None:
+        self.task.cancel()
+        if self._deadline is not None:
+            self._deadline.cancel()
+
+    def _close(self, close: Close) -> None:
+        self.closing = True
+        transport = self.websocket.transport
+        if transport.get_write_buffer_size() >= transport.get_write_buffer_limits()[1]:
+            self.abort()  # writing is paused: the close frame cannot be queued
+            return
+        self._deadline = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.abort)
+        self.queue.put_nowait(close)
 
     async def _run(self) -> None:
         with contextlib.suppress(ConnectionClosed):
             while True:
-                action = await self.queue.get()
-                if isinstance(action, Close):
-                    await self.websocket.close(action.code, action.reason)
+                item = await self.queue.get()
+                if isinstance(item, Close):
+                    await self.websocket.close(item.code, item.reason)
                     return
-                await self.websocket.send(encode(action.message))
+                self.queued_bytes -= len(item)
+                await self.websocket.send(item)
+
+
+def _level(error_message: dict[str, Any]) -> int:
+    """How an error sent to a client is logged: a relay bug at ERROR, bad input and fatal
+    errors at INFO, the ordinary rest (an offline callee...) at DEBUG."""
+    code = error_message.get("code")
+    if code == INTERNAL_ERROR:
+        return logging.ERROR
+    if code in (INVALID_MESSAGE, RATE_LIMITED) or error_message.get("fatal"):
+        return logging.INFO
+    return logging.DEBUG
+
+
+class _Refusals:
+    """Logs the frames refused on one connection without flooding the log: the first of each
+    error code at once, the counts when the connection ends."""
+
+    def __init__(self, conn: str) -> None:
+        self.conn = conn
+        self.counts: dict[str, int] = {}
+
+    def note(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send) and action.conn == self.conn:
+                self._count(action.message)
+
+    def _count(self, message: dict[str, Any]) -> None:
+        if message.get("type") != "error":
+            return
+        code = str(message.get("code"))
+        self.counts[code] = self.counts.get(code, 0) + 1
+        if self.counts[code] == 1:
+            logger.log(_level(message), "connection %s: %s: %r (repeats are counted)",
+                       self.conn, code, message.get("message"))  # fmt: skip
+
+    def summary(self) -> None:
+        if sum(self.counts.values()) > len(self.counts):  # some were counted, not logged
+            counts = ", ".join(f"{code} x{n}" for code, n in sorted(self.counts.items()))
+            logger.info("connection %s closed; errors sent to it: %s", self.conn, counts)
 
 
 class Relay:
@@ -195,6 +273,8 @@ class Relay:
             self.port,
             process_request=self._http,
             max_size=TRANSPORT_MAX_SIZE,
+            max_queue=MAX_QUEUE,
+            write_limit=WRITE_LIMIT,
             compression=None,
             server_header="callbot-relay",
         )
@@ -234,24 +314,30 @@ class Relay:
 
     async def _handle(self, websocket: ServerConnection) -> None:
         conn = uuid.uuid4().hex
-        self._outboxes[conn] = _Outbox(websocket)
+        self._outboxes[conn] = _Outbox(conn, websocket)
+        refusals = _Refusals(conn)
         self._apply(self.core.opened(conn, time.time()))
         try:
             async for data in websocket:
-                try:
-                    actions = self.core.received(conn, data, time.time())
-                except Exception:  # a relay bug must not take the connection (or relay) down
-                    logger.exception("relay: handling a message from %s failed", conn)
-                    actions = [
-                        Send(conn, error(INTERNAL_ERROR, "the relay failed on that message"))
-                    ]
+                actions = self._received(conn, data)
+                refusals.note(actions)
                 self._apply(actions)
         except ConnectionClosed:
             pass
         finally:
             self._apply(self.core.closed(conn, time.time()))
-            outbox = self._outboxes.pop(conn)
-            outbox.task.cancel()
+            self._outboxes.pop(conn).stop()
+            refusals.summary()
+
+    def _received(self, conn: str, data: str | bytes) -> list[Action]:
+        """The core's answer to a frame; a relay bug becomes `internal_error` for that frame
+        only (its traceback goes to the debug log: input must not write tracebacks)."""
+        try:
+            return self.core.received(conn, data, time.time())
+        except Exception as exc:
+            logger.debug("relay: handling a message from %s failed", conn, exc_info=True)
+            text = f"the relay failed on that message ({type(exc).__name__})"
+            return [Send(conn, error(INTERNAL_ERROR, text))]
 
     def _apply(self, actions: list[Action]) -> None:
         for action in actions:

@@ -1285,3 +1285,90 @@ def test_calls_per_user_limit_is_not_fatal(tokens: FakeTokens) -> None:
     assert_error(actions, "a", "session_limit", "c3")
     send(core, "a", hangup("c1"))
     assert only_to(send(core, "a", offer("c4", "bob")), "b")["type"] == "call_offer"
+
+
+# -- hostile input and size limits --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    ["[" * 60000, '{"a":' * 12000, '{"type":"hello","token":' + "[" * 60000],
+    ids=["arrays", "objects", "inside-a-field"],
+)
+def test_decode_refuses_json_nested_past_the_parser(data: str) -> None:
+    error = invalid(data)
+    assert "nested" in error.message
+
+
+def test_validate_refuses_free_form_fields_nested_too_deeply() -> None:
+    deep: Any = {}
+    for _ in range(100):  # parses, but its copies would strain every JSON library on the way
+        deep = {"k": deep}
+    error = invalid_obj(offer("c1", "bob", metadata=deep))
+    assert (error.message, error.call_id) == ("call_offer: field 'metadata' nests deeper than 32",
+                                              "c1")  # fmt: skip
+    assert validate(decode(json.dumps(offer("c1", "bob", metadata={"a": {"b": [1, [2]]}}))))
+
+
+def test_deep_nesting_is_fatal_auth_failed_before_hello_and_invalid_after() -> None:
+    core = make_core()
+    core.opened("x", 0.0)
+    assert_fatal(core.received("x", "[" * 60000, 0.0), "x", "auth_failed", 4001)
+    login(core, "a", "alice")
+    assert_error(core.received("a", "[" * 60000, 0.0), "a", "invalid_message")
+
+
+def test_error_texts_quote_client_values_briefly() -> None:
+    nested: Any = []
+    for _ in range(900):
+        nested = [nested]
+    for message in (
+        {"type": "x" * 50_000},
+        {"type": "hold", "call_id": "c1", "v": nested},
+        {"type": "hold", "call_id": "é" * 20_000},
+    ):
+        text = invalid_obj(message).message
+        assert len(encode(error("invalid_message", text))) < 200, text
+
+
+def test_offer_whose_forwarded_copy_would_be_too_big_is_refused_to_the_caller(
+    core: RelayCore,
+) -> None:
+    # 30 000 "é" in UTF-8: a 60 kB frame, but its forwarded copy writes each as \u00e9
+    # (6 bytes): 180 kB, which no client has to accept.
+    big = json.dumps(offer("c1", "bob", sdp="v=0 " + "é" * 30_000), ensure_ascii=False)
+    assert len(big.encode()) < MAX_MESSAGE_BYTES
+    assert_error(core.received("a", big, 0.0), "a", "invalid_message", "c1")
+    assert core.call_count == 0
+    # What it adds (`from`, `v`) counts too: a frame of exactly the limit comes out over it.
+    exact = offer("c1", "bob", sdp="")
+    exact["sdp"] = "x" * (MAX_MESSAGE_BYTES - len(json.dumps(exact, separators=(",", ":"))))
+    frame = json.dumps(exact, separators=(",", ":"))
+    assert len(frame) == MAX_MESSAGE_BYTES and "invalid_message" not in frame
+    assert_error(core.received("a", frame, 0.0), "a", "invalid_message", "c1")
+    # The same call id is still free, and what fits is delivered.
+    exact["sdp"] = exact["sdp"][:-64]
+    delivered = only_to(send(core, "a", exact), "b")
+    assert len(encode(delivered)) <= MAX_MESSAGE_BYTES
+
+
+def test_in_call_message_too_big_once_forwarded_is_refused(core: RelayCore) -> None:
+    established(core)
+    big = {"type": "renegotiate", "call_id": "c1", "sdp": "😀" * 15_000}  # 60 kB, 180 kB escaped
+    frame = json.dumps(big, ensure_ascii=False)
+    assert_error(core.received("b", frame, 0.0), "b", "invalid_message", "c1")
+
+
+def test_presence_list_is_split_to_fit_the_message_limit() -> None:
+    core = make_core()
+    users = [f"user{n:03d}" for n in range(500)]
+    for n, user in enumerate(users):
+        login(core, f"c{n}", user)
+        send(core, f"c{n}", {"type": "presence_set", "status": "away", "text": "😀" * 256})
+    login(core, "w", "watcher", role="bot")
+    actions = send(core, "w", {"type": "presence_subscribe", "users": users})
+    lists = sent_to(actions, "w")
+    assert len(lists) > 1 and {m["type"] for m in lists} == {"presence_list"}
+    assert all(len(encode(m)) <= MAX_MESSAGE_BYTES for m in lists)
+    shown = [state for m in lists for state in m["users"]]
+    assert [s["user"] for s in shown] == users and shown[0]["text"] == "😀" * 256

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from callbot.identity import mint_token
+from callbot.signaling.client import RelayClient
 from callbot.signaling.protocol import MAX_MESSAGE_BYTES, RelayLimits
-from callbot.signaling.relay import Relay
+from callbot.signaling.relay import MAX_OUTBOX_BYTES, Relay
 from callbot.signaling.state import RelayState
 
 
@@ -187,29 +192,6 @@ async def test_a_relay_bug_on_one_message_is_an_internal_error_not_a_disconnect(
     await alice.close()
 
 
-async def test_outbox_of_a_client_that_does_not_read_stays_bounded() -> None:
-    from callbot.signaling.protocol import Close, Send
-    from callbot.signaling.relay import MAX_OUTBOX, _Outbox
-
-    class Stuck:
-        id = "stuck"
-
-        async def send(self, data: str) -> None:
-            await asyncio.Event().wait()  # never completes: the client does not read
-
-        async def close(self, code: int, reason: str) -> None:
-            self.closed = (code, reason)
-
-    outbox = _Outbox(Stuck())  # type: ignore[arg-type]
-    for index in range(MAX_OUTBOX * 3):
-        outbox.put(Send("c", {"type": "hold", "n": index}))
-    assert outbox.queue.qsize() <= MAX_OUTBOX
-    assert outbox.closing
-    queued = [outbox.queue.get_nowait() for _ in range(outbox.queue.qsize())]
-    assert isinstance(queued[-1], Close) and queued[-1].code == 1008
-    outbox.task.cancel()
-
-
 async def test_metrics_in_prometheus_text(relay: Relay) -> None:
     alice = await _open(relay, "alice")
     await alice.send("{broken")
@@ -230,3 +212,144 @@ async def test_metrics_in_prometheus_text(relay: Relay) -> None:
     assert 0 <= float(values["callbot_relay_loop_lag_seconds"]) < 1
     assert "# TYPE callbot_relay_errors_total counter" in text
     await alice.close()
+
+
+# -- hostile input: nesting, sizes, clients that do not read ------------------------------------
+
+
+def _tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+
+
+async def test_deep_json_is_a_typed_error_and_bad_frames_are_logged_once_per_connection(
+    relay: Relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    deep = "[" * 60000
+    for _ in range(3):  # before hello: the documented fatal auth_failed, then the close
+        ws = await connect(relay.url, proxy=None)
+        await ws.send(deep)
+        reply = await _next(ws)
+        assert (reply["code"], reply["fatal"]) == ("auth_failed", True)
+        await asyncio.wait_for(ws.wait_closed(), 2)
+        assert ws.close_code == 4001
+    alice = await _open(relay, "alice")
+    bad = [deep, '{"type":"hold","call_id":"c","v":' + "[" * 900 + "]" * 900 + "}", "{oops", b"\0"]
+    for _ in range(50):
+        for frame in bad:
+            await alice.send(frame)
+            reply = await _next(alice)
+            assert (reply["code"], reply["fatal"]) == ("invalid_message", False), reply
+            assert len(reply["message"]) < 200
+    await alice.send(json.dumps({"type": "hold", "v": 1, "call_id": "zz"}))
+    assert (await _next(alice))["code"] == "call_not_found"  # still served
+    await alice.close()
+    for _ in range(100):
+        if relay.core.connection_count == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert _tracebacks(caplog) == []
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("callbot")]
+    assert len(ours) <= 3 + 2, ours  # one line per refused connection; alice: first + counts
+    assert any("invalid_message x200" in line for line in ours), ours
+
+
+async def test_a_message_no_client_could_read_once_forwarded_is_refused_to_its_sender(
+    relay: Relay,
+) -> None:
+    received: list[dict[str, Any]] = []
+    bob = RelayClient(relay.url, relay.mint("bob"), on_message=received.append)
+    await bob.connect()
+    alice = await _open(relay, "alice")
+    try:
+        # 60 kB of UTF-8 under the limit, but its forwarded copy (\u00e9 escapes) is 180 kB.
+        sdp = "v=0 " + "é" * 30_000
+        big = {"type": "call_offer", "v": 1, "call_id": "c1", "to": "bob", "sdp": sdp}
+        await alice.send(json.dumps(big, ensure_ascii=False))
+        reply = await _next(alice)
+        assert (reply["code"], reply.get("call_id")) == ("invalid_message", "c1"), reply
+        # The largest offer whose copy fits reaches the Python client whole.
+        fits = {"type": "call_offer", "v": 1, "call_id": "c2", "to": "bob", "sdp": ""}
+        room = MAX_MESSAGE_BYTES - len(json.dumps({**fits, "from": "alice"}, separators=(",", ":")))
+        fits["sdp"] = "x" * room
+        await alice.send(json.dumps(fits))
+        for _ in range(100):
+            if received:
+                break
+            await asyncio.sleep(0.02)
+        assert [(m["call_id"], len(m["sdp"])) for m in received] == [("c2", room)]
+    finally:
+        await bob.close()
+        await alice.close()
+
+
+async def _drain(ws: ClientConnection) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        async for _ in ws:
+            pass
+
+
+async def _offer_until(sender: ClientConnection, to: str, done: Callable[[], bool]) -> int:
+    """Send `to` 60 kB offers (about 200 a second) until `done()`; the number sent."""
+    sdp = "v=0\r\n" + "a=x-pad:" + "y" * 60_000
+    sent = 0
+    async with asyncio.timeout(20):
+        while not done():
+            offer = {"type": "call_offer", "v": 1, "call_id": f"f{sent}", "to": to, "sdp": sdp}
+            await sender.send(json.dumps(offer))
+            sent += 1
+            await asyncio.sleep(0.005)
+    return sent
+
+
+def _outbox_of(relay: Relay, user: str) -> Any:
+    [outbox] = [box for conn, box in relay._outboxes.items() if relay.core.user_of(conn) == user]
+    return outbox
+
+
+async def test_a_client_that_stops_reading_is_dropped_at_once_and_others_go_on(
+    relay: Relay,
+) -> None:
+    alice = await _open(relay, "alice")
+    alice.transport.pause_reading()  # alice's app hangs: nothing is read from her socket again
+    bob, carol = await _open(relay, "bob"), await _open(relay, "carol")
+    reader = asyncio.create_task(_drain(bob))
+    outbox = _outbox_of(relay, "alice")
+    most = 0
+
+    def alice_gone() -> bool:
+        nonlocal most
+        most = max(most, outbox.queued_bytes)
+        return relay.core.sessions_of("alice") == 0
+
+    sent = await _offer_until(bob, "alice", alice_gone)  # ~10 MB of socket buffers, then 1 MiB
+    assert most <= MAX_OUTBOX_BYTES
+    assert sent < 1000  # before: until keepalive (50 s), the rate limiter and the call limit
+    await carol.send(json.dumps({"type": "hold", "v": 1, "call_id": "zz"}))
+    assert (await _next(carol))["code"] == "call_not_found"
+    await bob.send(json.dumps({"type": "call_offer", "v": 1, "call_id": "c", "to": "carol",
+                               "sdp": "v=0"}))  # fmt: skip
+    assert (await _next(carol))["from"] == "bob"
+    reader.cancel()
+    alice.transport.abort()
+    await bob.close()
+    await carol.close()
+
+
+async def test_a_fatal_close_to_a_client_that_does_not_read_aborts_it(relay: Relay) -> None:
+    alice = await _open(relay, "alice")
+    alice.transport.pause_reading()
+    bob = await _open(relay, "bob")
+    reader = asyncio.create_task(_drain(bob))
+    transport = _outbox_of(relay, "alice").websocket.transport
+    # Until the relay's socket buffer for alice is full: a close frame would wait behind it.
+    await _offer_until(bob, "alice", lambda: transport.get_write_buffer_size() >= MAX_MESSAGE_BYTES)
+    cli = RelayState(relay.state.directory)
+    cli.revoke("alice")
+    cli.close()
+    async with asyncio.timeout(5):  # the revocation is seen within 0.5 s; keepalive takes 40 s
+        while relay.core.sessions_of("alice"):
+            await asyncio.sleep(0.05)
+    reader.cancel()
+    alice.transport.abort()
+    await bob.close()
