@@ -12,7 +12,7 @@ import pytest
 
 import callbot
 from callbot import Bot, Call, CallbotError, Incoming, console
-from callbot.signaling.protocol import REJECT_REASONS
+from callbot.signaling.protocol import REJECT_REASONS, ProtocolError
 
 
 def test_every_exported_name_imports_and_errors_share_one_base() -> None:
@@ -29,6 +29,7 @@ def test_every_exported_name_imports_and_errors_share_one_base() -> None:
     }
     for name in ("MediaSource", "Recording", "IdentityKey", "KnownPeers", "RejectReason"):
         assert name in callbot.__all__
+    assert issubclass(ProtocolError, CallbotError)  # the relay's, not exported
     assert sorted(callbot.__all__) == sorted(callbot._EXPORTS)
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         _ = callbot.Nope  # type: ignore[attr-defined]
