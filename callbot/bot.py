@@ -29,7 +29,7 @@ from typing import Any
 from aiortc import RTCIceServer
 
 from . import plugins, watchdog
-from .call import Call
+from .call import Call, RejectReason, check_reject_reason
 from .config import CallConfig
 from .errors import CallbotError, CallError, InvalidStateError
 from .events import Emitter
@@ -105,13 +105,12 @@ class Incoming:
         await asyncio.shield(self._answering)
         return self._call
 
-    async def decline(self, reason: str = "decline") -> None:
+    async def decline(self, reason: RejectReason = "decline") -> None:
         """Refuse the call: the caller ends with `rejected:<reason>` (busy or decline)."""
-        if reason not in ("busy", "decline"):
-            raise ValueError("reason must be 'busy' or 'decline'")
+        check_reject_reason(reason)
         if self._answering is not None:
             raise InvalidStateError("the call was already accepted", self.call_id)
-        await self._call.reject(reason)  # type: ignore[arg-type]
+        await self._call.reject(reason)
 
     def __repr__(self) -> str:
         return f"<Incoming {self.call_id} from {self.from_} video={self.video}>"

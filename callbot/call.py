@@ -21,7 +21,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, get_args
 
 import av
 import numpy as np
@@ -55,6 +55,9 @@ T = TypeVar("T")
 CallState = Literal["new", "calling", "ringing", "connecting", "connected", "held", "ended"]
 Direction = Literal["inbound", "outbound"]
 Kind = Literal["audio", "video"]
+#: Why an inbound call is refused (`Call.reject`, `Incoming.decline`): the caller's end reason
+#: becomes `rejected:<reason>`.
+RejectReason = Literal["busy", "decline"]
 
 #: Messages queued by `send_data()` before the data channel opens.
 MAX_QUEUED_DATA = 1000
@@ -97,6 +100,14 @@ def _negotiated_codecs(answer_sdp: str) -> dict[str, str]:
             name = f"{codec.mimeType.split('/', 1)[1]}/{codec.clockRate}"
             out[media.kind] = name + (f"/{codec.channels}" if codec.channels else "")
     return out
+
+
+def check_reject_reason(reason: object) -> None:
+    """Raise ValueError unless `reason` is one of the `RejectReason` values."""
+    allowed = get_args(RejectReason)
+    if reason not in allowed:
+        names = ", ".join(repr(name) for name in allowed)
+        raise ValueError(f"reject reason must be one of {names}, not {reason!r}")
 
 
 class CallSignaling(Protocol):
@@ -303,8 +314,9 @@ class Call(Emitter):
         self.emit("error", error)
         await self._end("failed", notify=code)
 
-    async def reject(self, reason: Literal["busy", "decline"] = "decline") -> None:
-        """Inbound: refuse the ringing call."""
+    async def reject(self, reason: RejectReason = "decline") -> None:
+        """Inbound: refuse the ringing call; raises ValueError for a reason not in RejectReason."""
+        check_reject_reason(reason)
         self._require("ringing", "reject")
         with contextlib.suppress(CallbotError, OSError):
             await self._send({"type": "call_reject", "reason": reason})

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from pyee.asyncio import AsyncIOEventEmitter
@@ -45,3 +47,24 @@ class Emitter(AsyncIOEventEmitter):
 
     def _task_started(self, task: asyncio.Task[Any]) -> None:
         """An async handler got its task (a call names itself as its owner for the watchdog)."""
+
+    def off(self, event: str, handler: Callable[..., Any] | None = None) -> None:
+        """Remove `handler` from `event` (a no-op if it is not registered), or, without a handler,
+        every handler of `event` the application added.
+
+        Handlers defined inside the `callbot` package (its own bookkeeping, e.g. the bot
+        forgetting an ended call) survive `off(event)`: removing them would break the library.
+        """
+        if handler is not None:
+            with contextlib.suppress(KeyError):
+                self.remove_listener(event, handler)
+            return
+        for listener in list(self._events.get(event, ())):
+            if not _is_internal(listener):
+                self.remove_listener(event, listener)
+
+
+def _is_internal(handler: Callable[..., Any]) -> bool:
+    """Whether `handler` was defined by callbot itself (not by an application or plugin)."""
+    module = getattr(handler, "__module__", None) or ""
+    return module == "callbot" or module.startswith("callbot.")

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import CallbotError
 from .presence import EVERYONE, MAX_TEXT, MAX_WATCHED, STATUSES, PresenceBoard
 
 VERSION = 1
@@ -103,7 +104,7 @@ MAX_URL = 1024
 ROLES = frozenset({"bot", "user"})
 
 
-class ProtocolError(Exception):
+class ProtocolError(CallbotError):
     """A message was refused; becomes an `error` message with this code."""
 
     def __init__(
