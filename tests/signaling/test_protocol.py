@@ -1364,7 +1364,16 @@ def test_presence_list_is_split_to_fit_the_message_limit() -> None:
     users = [f"user{n:03d}" for n in range(500)]
     for n, user in enumerate(users):
         login(core, f"c{n}", user)
-        send(core, f"c{n}", {"type": "presence_set", "status": "away", "text": "😀" * 256})
+        send(
+            core,
+            f"c{n}",
+            {
+                "type": "presence_set",
+                "status": "away",
+                "text": "😀" * 256,
+                "visible_to": "everyone",
+            },
+        )
     login(core, "w", "watcher", role="bot")
     actions = send(core, "w", {"type": "presence_subscribe", "users": users})
     lists = sent_to(actions, "w")
