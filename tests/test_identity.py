@@ -18,6 +18,8 @@ from callbot.identity import IdentityError, IdentityKey, KnownPeers, signed_text
 from callbot.signaling.protocol import Send
 from callbot.signaling.relay import Relay
 
+from helpers import eventually
+
 
 def test_key_files_and_signatures(tmp_path: Path) -> None:
     key = IdentityKey.generate()
@@ -259,10 +261,7 @@ async def test_replayed_offer_is_refused(relay: Relay, keys) -> None:
         await answered[0].wait_ended(5)
         (conn,) = relay.core._by_user["bob"]
         relay._apply([Send(conn, offers[0])])  # the relay sends the recorded offer again
-        for _ in range(100):
-            if errors:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(lambda: errors, "the replay error")
         assert [getattr(e, "code", None) for e in errors] == ["replayed"]
         assert len(answered) == 1
 

@@ -16,6 +16,8 @@ from callbot_plugins.ivr import Menu, Node
 from callbot import Bot, Call, Incoming
 from callbot.media import analysis, generate
 
+from helpers import eventually
+
 PROMPTS = {"main": 440.0, "sales": 660.0, "support": 880.0, "invalid": 300.0}
 
 
@@ -163,10 +165,7 @@ async def test_transfer_action(make_bot, menu_file: Path, tmp_path: Path) -> Non
     await _hear(frames, PROMPTS["main"])
     await call.send_dtmf("4")
     assert await call.wait_ended(5) == "transferred"
-    for _ in range(100):
-        if transferred and answered:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: transferred and answered, "the transferred call")
     await transferred[0].wait_connected(10)
     assert answered[0].metadata["transferred_by"] == "desk"
     await transferred[0].hangup()
@@ -227,10 +226,7 @@ async def test_voicemail(make_bot, tmp_path: Path, talk: float | None, expected_
         await asyncio.sleep(1.5)
         playback.stop()
         await call.hangup()  # the caller hangs up mid-message
-    for _ in range(100):
-        if (tmp_path / "box" / f"{call.id}.json").exists():
-            break
-        await asyncio.sleep(0.05)
+    await eventually((tmp_path / "box" / f"{call.id}.json").exists, "the message's facts")
     facts = json.loads((tmp_path / "box" / f"{call.id}.json").read_text())
     assert facts["ended_by"] == expected_end and facts["caller"] == "alice"
     audio = tmp_path / "box" / facts["audio"]
