@@ -1,5 +1,6 @@
-"""The test layers: markers are declared, applied by directory, file and fixture (conftest.py),
-and the quick run README documents is a valid expression that selects fewer tests."""
+"""The test layers and their tooling: markers are declared and applied by directory, file and
+fixture (conftest.py), the quick run README documents selects fewer tests, `eventually()`
+says what it waited for, and `direct_call()` hangs up both calls even when a test fails."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from helpers import direct_call, eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Where each marker must come from (tests/conftest.py); nothing elsewhere carries it.
@@ -60,3 +65,28 @@ def test_markers_follow_the_layers_and_the_documented_quick_run_selects_fewer(
     for expression in documented:
         quick = _collect(tmp_path, "-m", expression)
         assert 0 < len(quick) < len(everything), (expression, len(quick), len(everything))
+
+
+async def test_eventually_returns_the_value_and_awaits_async_probes() -> None:
+    values = iter(range(100))
+    assert await eventually(lambda: next(values), until=lambda n: n >= 3, interval=0) == 3
+
+    async def status() -> str:
+        return "ready"
+
+    assert await eventually(status) == "ready"
+
+
+async def test_eventually_fails_naming_what_it_waited_for_and_the_last_value() -> None:
+    with pytest.raises(AssertionError, match=r"waiting for the count; last value: 2$"):
+        await eventually(lambda: 2, "the count", until=lambda n: n > 5, timeout=0.1)
+    with pytest.raises(AssertionError, match=r"eventually\(lambda: \[\]"):
+        await eventually(lambda: [], timeout=0.1)  # no name: the line that asked says what
+
+
+async def test_direct_call_hangs_up_both_calls_when_the_body_fails() -> None:
+    with pytest.raises(RuntimeError, match="test failed"):
+        async with direct_call() as (caller, callee):
+            raise RuntimeError("test failed")
+    assert await callee.wait_ended(5) is not None
+    assert caller.state == callee.state == "ended"
