@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -18,32 +18,62 @@ os.environ.setdefault("CALLBOT_WORKERS", "1")
 from callbot.bot import Bot
 from callbot.call import Call
 from callbot.media import generate
-from callbot.signaling.direct import connect_direct
 from callbot.signaling.relay import Relay
 
+from helpers import direct_call
 
-async def _pair(**kwargs: object) -> AsyncIterator[tuple[Call, Call]]:
-    caller, callee = await connect_direct(**kwargs)  # type: ignore[arg-type]
-    try:
-        yield caller, callee
-    finally:
-        for call in (caller, callee):
-            with contextlib.suppress(Exception):
-                await call.hangup()
+# Markers applied by where a test lives or which fixture it uses (declared in pyproject.toml),
+# so `pytest -m "not browser and not janus"` skips the layers that need a heavy real peer.
+MARKED_DIRECTORIES = {"web": "browser", "group": "janus", "sip": "sip", "cluster": "cluster"}
+MARKED_FILE_PREFIXES = {"test_turn": "turn", "test_sip": "sip", "test_cluster": "cluster"}
+MARKED_FIXTURES = {
+    "browser": "browser",
+    "softphone": "browser",
+    "janus": "janus",
+    "coturn": "turn",
+    "turn_relay": "turn",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with the layers it needs, from its directory, file name and fixtures."""
+    root = Path(__file__).parent
+    for item in items:
+        path = Path(str(item.path))
+        names = set()
+        if path.is_relative_to(root):
+            relative = path.relative_to(root)
+            names |= {MARKED_DIRECTORIES.get(part, "") for part in relative.parts[:-1]}
+            names |= {m for p, m in MARKED_FILE_PREFIXES.items() if relative.stem.startswith(p)}
+        names |= {MARKED_FIXTURES.get(name, "") for name in getattr(item, "fixturenames", ())}
+        for name in sorted(names - {""}):
+            item.add_marker(name)
 
 
 @pytest.fixture
 async def call_pair() -> AsyncIterator[tuple[Call, Call]]:
     """An audio call between two in-process aiortc peers on 127.0.0.1, connected."""
-    async for pair in _pair():
+    async with direct_call() as pair:
         yield pair
 
 
 @pytest.fixture
 async def video_pair() -> AsyncIterator[tuple[Call, Call]]:
     """An audio+video call (both directions) between two in-process peers, connected."""
-    async for pair in _pair(video=True):
+    async with direct_call(video=True) as pair:
         yield pair
+
+
+@pytest.fixture
+async def connect_pair() -> AsyncIterator[Callable[..., Awaitable[tuple[Call, Call]]]]:
+    """Factory: `await connect_pair(**connect_direct_kwargs)` for tests that need their own
+    settings or several calls; every pair it made is hung up at teardown, pass or fail."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def connect(**kwargs: object) -> tuple[Call, Call]:
+            return await stack.enter_async_context(direct_call(**kwargs))
+
+        yield connect
 
 
 @pytest.fixture

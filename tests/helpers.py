@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import av
 import pytest
+
+from callbot.call import Call
+from callbot.signaling.direct import connect_direct
+
+T = TypeVar("T")
 
 
 def missing_peer(reason: str) -> NoReturn:
@@ -46,12 +52,76 @@ def facts_of(directory: Path, call_id: str) -> list[dict[str, Any]]:
 
 
 async def wait_for_facts(directory: Path, call_id: str, count: int = 1) -> list[dict[str, Any]]:
-    """`facts_of` once at least `count` are there (or after 5 s)."""
-    for _ in range(100):
-        if len(facts := facts_of(directory, call_id)) >= count:
-            return facts
-        await asyncio.sleep(0.05)
-    return facts_of(directory, call_id)
+    """`facts_of` once at least `count` are there (fails after 10 s)."""
+    return await eventually(
+        lambda: facts_of(directory, call_id),
+        f"{count} facts file(s) of call {call_id!r} in {directory}",
+        until=lambda facts: len(facts) >= count,
+    )
+
+
+async def eventually(
+    probe: Callable[[], T | Awaitable[T]],
+    what: str = "",
+    *,
+    until: Callable[[T], object] = bool,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+) -> T:
+    """Poll `probe()` (sync or async) until `until(value)` holds and return that value.
+
+    The one poll-until helper of the tests: waiting on a condition instead of a fixed sleep
+    is as fast as the machine allows and tolerant of a loaded one. After `timeout` seconds it
+    fails naming `what` and showing the last value, so a failure says how far things got.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = probe()
+        if inspect.isawaitable(value):
+            value = await value
+        if until(value):  # type: ignore[arg-type]
+            return value  # type: ignore[return-value]
+        if loop.time() > deadline:
+            label = what or _source_of(probe)
+            raise AssertionError(
+                f"timed out after {timeout:g} s waiting for {label}; last value: {value!r}"
+            )
+        await asyncio.sleep(interval)
+
+
+def _source_of(probe: Callable[..., object]) -> str:
+    """The line that wrote `probe` (a lambda has no useful name), for a failure message."""
+    try:
+        return inspect.getsource(probe).strip()
+    except (OSError, TypeError):
+        return repr(probe)
+
+
+class RecordingPort:
+    """A fake signalling port for a lone `Call`: keeps what the call sends, delivers nothing.
+
+    Tests feed replies by hand with `call.handle_signal(...)` when they need any.
+    """
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+
+@contextlib.asynccontextmanager
+async def direct_call(**kwargs: Any) -> AsyncIterator[tuple[Call, Call]]:
+    """`connect_direct(**kwargs)` whose two calls are hung up on exit, even if the test fails,
+    so a failed test leaves no peer connection or task behind for the next one."""
+    caller, callee = await connect_direct(**kwargs)
+    try:
+        yield caller, callee
+    finally:
+        for call in (caller, callee):
+            with contextlib.suppress(Exception):
+                await call.hangup()
 
 
 class LossyTransport:

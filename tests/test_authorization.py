@@ -16,14 +16,7 @@ from callbot.media import analysis
 from callbot.signaling.relay import Relay
 from callbot.signaling.state import RelayState
 
-from helpers import collect_frames
-
-
-async def _until(predicate, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
+from helpers import collect_frames, eventually
 
 
 async def test_forged_transfer_metadata_does_not_take_over_a_call(make_bot) -> None:
@@ -43,7 +36,7 @@ async def test_forged_transfer_metadata_does_not_take_over_a_call(make_bot) -> N
     await asyncio.gather(desk.start(), bob.start(), mallory.start())
     consultation = await desk.call("bob")
     await consultation.wait_connected(10)
-    await _until(lambda: len(bob.active_calls) == 1)
+    await eventually(lambda: len(bob.active_calls) == 1)
     bobs_side = bob.active_calls[0]
     forged = {"replaces": consultation.id, "transferred_by": "desk"}
     intrusion = await mallory.call("bob", metadata=forged)
@@ -82,7 +75,7 @@ async def test_revoking_a_user_ends_their_calls_and_their_media(
     await asyncio.gather(echo.start(), alice.start())
     call = await alice.call("echo")
     await call.wait_connected(10)
-    await _until(lambda: bool(echo_calls))
+    await eventually(lambda: bool(echo_calls))
     at_echo = echo_calls[0]
     frames = at_echo.audio_frames()
     call.send_audio_file(tone, loop=True)

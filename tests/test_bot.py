@@ -16,7 +16,7 @@ from callbot.media import analysis
 from callbot.signaling.relay import Relay
 from callbot.signaling.state import RelayState
 
-from helpers import collect_frames
+from helpers import collect_frames, eventually
 
 
 def _echo(bot: Bot) -> None:
@@ -95,7 +95,7 @@ async def test_several_handlers_all_run_and_accept_once(make_bot) -> None:
     await alice.start()
     call = await alice.call("multi")
     await call.wait_connected(10)
-    await asyncio.sleep(0.2)
+    await eventually(lambda: len(calls), "both handlers to run", until=lambda count: count == 2)
     assert len(calls) == 2 and calls[0] is calls[1]
     await call.hangup()
 
@@ -141,7 +141,7 @@ async def test_unanswered_call_ends_no_answer(relay: Relay, make_bot) -> None:
     try:
         call = await alice.call("sleepy")
         assert await call.wait_ended(5) == "no_answer"
-        await asyncio.sleep(0.3)
+        await eventually(lambda: bot.active_calls, "the callee's end", until=lambda c: c == [])
         assert bot.active_calls == []  # the callee was told too
     finally:
         await alice.stop()
@@ -164,7 +164,11 @@ async def test_pool_shares_calls_least_loaded_and_is_busy_when_full(make_bot) ->
     assert await extra.wait_ended(5) == "rejected:busy"
 
     await calls[0].hangup()
-    await asyncio.sleep(0.3)
+    await eventually(
+        lambda: sorted(len(w.active_calls) for w in workers),
+        "a slot to free up",
+        until=lambda counts: counts == [1, 2],
+    )
     again = await alice.call("pool")
     await again.wait_connected(10)
     assert sorted(len(w.active_calls) for w in workers) == [2, 2]
@@ -199,10 +203,7 @@ async def test_relay_restart_mid_call(tmp_path: Path, tone_file) -> None:
         assert not alice.connected
 
         relay = await Relay(port=port, state_dir=state).start()
-        deadline = time.monotonic() + 15
-        while not (alice.connected and echo.connected) and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        assert alice.connected and echo.connected
+        await eventually(lambda: alice.connected and echo.connected, "both back", timeout=15)
 
         (answered,) = echo.active_calls
         await call.hangup()  # still reaches the other side through the new relay
@@ -221,10 +222,7 @@ async def test_revoked_bot_does_not_reconnect(relay: Relay, make_bot) -> None:
     state.close()
     client = bot._client
     assert client is not None
-    for _ in range(40):
-        if client.fatal_error is not None:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: client.fatal_error, "the fatal error")
     assert isinstance(client.fatal_error, AuthError)
     assert client.fatal_error.code == "session_revoked"
     await asyncio.sleep(1.5)

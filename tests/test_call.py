@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 
 from callbot import Call, CallConfig, CallError, InvalidStateError
-from callbot.signaling.direct import connect_direct
+
+from helpers import RecordingPort, eventually
 
 
-async def test_states_and_events_on_both_sides() -> None:
-    caller, callee = await connect_direct()
+async def test_states_and_events_on_both_sides(connect_pair) -> None:
+    caller, callee = await connect_pair()
     assert (caller.direction, callee.direction) == ("outbound", "inbound")
     assert (caller.prev_state, caller.state) == ("connecting", "connected")
     assert (callee.prev_state, callee.state) == ("connecting", "connected")
@@ -31,8 +32,8 @@ async def test_states_and_events_on_both_sides() -> None:
     assert caller.duration == ended["caller"][1]  # frozen at the end
 
 
-async def test_data_channel_both_ways() -> None:
-    caller, callee = await connect_direct()
+async def test_data_channel_both_ways(connect_pair) -> None:
+    caller, callee = await connect_pair()
     at_callee: list[Any] = []
     at_caller: list[Any] = []
     callee.on("data", at_callee.append)
@@ -40,18 +41,17 @@ async def test_data_channel_both_ways() -> None:
     caller.send_data("hello")
     caller.send_data(b"\x00\x01binary")
     callee.send_data("hi back")
-    for _ in range(100):
-        if len(at_callee) == 2 and at_caller:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: len(at_callee) == 2 and at_caller, "data both ways")
     assert at_callee == ["hello", b"\x00\x01binary"]
     assert at_caller == ["hi back"]
     await caller.hangup()
 
 
-async def test_a_raising_handler_ends_only_that_call(caplog: pytest.LogCaptureFixture) -> None:
-    first_caller, first_callee = await connect_direct()
-    second_caller, second_callee = await connect_direct()
+async def test_a_raising_handler_ends_only_that_call(
+    connect_pair, caplog: pytest.LogCaptureFixture
+) -> None:
+    first_caller, first_callee = await connect_pair()
+    second_caller, second_callee = await connect_pair()
     errors: list[Exception] = []
     first_callee.on("error", errors.append)
 
@@ -69,8 +69,8 @@ async def test_a_raising_handler_ends_only_that_call(caplog: pytest.LogCaptureFi
     await second_caller.hangup()
 
 
-async def test_sync_handler_failure_in_state_event_is_contained() -> None:
-    caller, callee = await connect_direct()
+async def test_sync_handler_failure_in_state_event_is_contained(connect_pair) -> None:
+    caller, callee = await connect_pair()
 
     def bad(*_: Any) -> None:
         raise ValueError("sync handler bug")
@@ -81,8 +81,8 @@ async def test_sync_handler_failure_in_state_event_is_contained() -> None:
     assert await callee.wait_ended(5) == "remote_hangup"
 
 
-async def test_wait_ended_times_out_with_none() -> None:
-    caller, callee = await connect_direct()
+async def test_wait_ended_times_out_with_none(connect_pair) -> None:
+    caller, callee = await connect_pair()
     assert await caller.wait_ended(timeout=0.2) is None
     assert caller.state == "connected"
     await callee.hangup("done")
@@ -91,14 +91,10 @@ async def test_wait_ended_times_out_with_none() -> None:
 
 
 async def test_unanswered_call_ends_no_answer() -> None:
-    sent: list[dict[str, Any]] = []
-
-    class Nowhere:
-        async def send(self, message: dict[str, Any]) -> None:
-            sent.append(message)
-
+    port = RecordingPort()
+    sent = port.sent
     call = Call(
-        direction="outbound", peer="ghost", signaling=Nowhere(), config=CallConfig(ring_timeout=0.5)
+        direction="outbound", peer="ghost", signaling=port, config=CallConfig(ring_timeout=0.5)
     )
     await call.start()
     assert call.state == "calling"
@@ -110,33 +106,28 @@ async def test_unanswered_call_ends_no_answer() -> None:
 
 
 async def test_reject_reaches_the_caller() -> None:
-    delivered: list[dict[str, Any]] = []
-
-    class Recorder:
-        async def send(self, message: dict[str, Any]) -> None:
-            delivered.append(message)
-
-    caller = Call(direction="outbound", peer="busy-bob", signaling=Recorder())
+    caller_port, callee_port = RecordingPort(), RecordingPort()
+    caller = Call(direction="outbound", peer="busy-bob", signaling=caller_port)
     await caller.start()
-    offer = delivered[0]
+    offer = caller_port.sent[0]
     callee = Call(
         direction="inbound",
         peer="alice",
-        signaling=Recorder(),
+        signaling=callee_port,
         call_id=offer["call_id"],
         remote_offer=offer["sdp"],
     )
     assert callee.state == "ringing"
     await callee.reject("busy")
     assert callee.end_reason == "rejected:busy"
-    await caller.handle_signal(delivered[-1])
+    await caller.handle_signal(callee_port.sent[-1])
     assert caller.end_reason == "rejected:busy"
     with pytest.raises(InvalidStateError):
         await callee.answer()
 
 
-async def test_ended_call_refuses_media_calls(tmp_path) -> None:
-    caller, callee = await connect_direct()
+async def test_ended_call_refuses_media_calls(connect_pair, tmp_path) -> None:
+    caller, callee = await connect_pair()
     await caller.hangup()
     with pytest.raises(InvalidStateError, match="has ended"):
         caller.send_audio_file(tmp_path / "x.wav")
@@ -146,9 +137,9 @@ async def test_ended_call_refuses_media_calls(tmp_path) -> None:
     await callee.wait_ended(5)
 
 
-async def test_playbacks_complete_as_ended_when_the_call_ends(tone_file) -> None:
+async def test_playbacks_complete_as_ended_when_the_call_ends(connect_pair, tone_file) -> None:
     source = tone_file(".wav", 440.0, seconds=5.0)
-    caller, callee = await connect_direct()
+    caller, callee = await connect_pair()
     playback = caller.send_audio_file(source)
     await asyncio.sleep(0.3)
     await callee.hangup()

@@ -10,14 +10,7 @@ from pathlib import Path
 from callbot import Bot, Call, Incoming
 from callbot.media import analysis
 
-from helpers import collect_frames
-
-
-async def _until(predicate, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
+from helpers import collect_frames, eventually
 
 
 def _answer_with(bot: Bot, tone: Path | None = None, calls: list[Call] | None = None) -> None:
@@ -40,7 +33,7 @@ async def _connected_pair(make_bot, tone: Path | None) -> tuple[Call, Call]:
     await asyncio.gather(bob.start(), alice.start())
     call = await alice.call("bob")
     await call.wait_connected(10)
-    await _until(lambda: bool(bob_calls))
+    await eventually(lambda: bool(bob_calls))
     return call, bob_calls[0]
 
 
@@ -56,7 +49,7 @@ async def test_hold_silences_both_ways_and_resume_restores(make_bot, tone_file) 
     await collect_frames(at_alice, 0.5)
 
     await alice_call.hold()
-    await _until(lambda: bob_call.state == "held")
+    await eventually(lambda: bob_call.state == "held")
     assert alice_call.state == "held" and alice_call.prev_state == "connected"
     assert alice_call.held_by == {"local"} and bob_call.held_by == {"remote"}
     await asyncio.gather(collect_frames(at_alice, 0.3), collect_frames(at_bob, 0.3))
@@ -67,7 +60,7 @@ async def test_hold_silences_both_ways_and_resume_restores(make_bot, tone_file) 
     assert ("alice held", "local") in events and ("bob held", "remote") in events
 
     await alice_call.resume()
-    await _until(lambda: bob_call.state == "connected")
+    await eventually(lambda: bob_call.state == "connected")
     await asyncio.gather(collect_frames(at_alice, 0.3), collect_frames(at_bob, 0.3))
     heard_by_alice, heard_by_bob = await asyncio.gather(
         collect_frames(at_alice, 1.0), collect_frames(at_bob, 1.0)
@@ -77,7 +70,7 @@ async def test_hold_silences_both_ways_and_resume_restores(make_bot, tone_file) 
     assert ("bob resumed", None) in events
 
     await alice_call.hold()  # a held call can still be hung up
-    await _until(lambda: bob_call.state == "held")
+    await eventually(lambda: bob_call.state == "held")
     await bob_call.hangup()
     assert await alice_call.wait_ended(5) == "remote_hangup"
 
@@ -102,13 +95,13 @@ async def test_mute_and_deafen_tell_the_peer(make_bot, tone_file, tmp_path: Path
     await bob_call.deafen()
     await asyncio.sleep(1.0)
     await recording.stop()
-    await _until(lambda: alice_call.remote_deafened)
+    await eventually(lambda: alice_call.remote_deafened)
     assert statuses[:2] == [(True, False), (False, False)]
     clip = analysis.load_audio(tmp_path / "bob-hears.wav")
     assert analysis.has_tone(clip.slice(0.1, 0.7), 660.0, min_db=-25)
     assert analysis.level_dbfs(clip.slice(clip.duration - 0.6)) < -50  # deafened: silence
     await bob_call.undeafen()
-    await _until(lambda: not alice_call.remote_deafened)
+    await eventually(lambda: not alice_call.remote_deafened)
     await alice_call.hangup()
 
 
@@ -130,7 +123,7 @@ async def test_blind_transfer(make_bot, tone_file) -> None:
     call = await alice.call("desk")
     call.on("transferred", new_calls.append)
     assert await call.wait_ended(10) == "transferred"
-    await _until(lambda: bool(new_calls))
+    await eventually(lambda: bool(new_calls))
     to_bob = new_calls[0]
     await to_bob.wait_connected(10)
     assert to_bob.peer == "bob" and bob_calls[0].metadata["transferred_by"] == "desk"
@@ -155,7 +148,7 @@ async def test_attended_transfer(make_bot, tone_file) -> None:
     call = await alice.call("desk")
     call.on("transferred", new_calls.append)
     await call.wait_connected(10)
-    await _until(lambda: bool(desk_calls))
+    await eventually(lambda: bool(desk_calls))
     with_alice = desk_calls[0]
     await with_alice.wait_connected(10)
     await with_alice.hold()
@@ -167,9 +160,11 @@ async def test_attended_transfer(make_bot, tone_file) -> None:
     assert with_alice.end_reason == "transferred"
     assert await call.wait_ended(5) == "transferred"
     assert await consultation.wait_ended(10) == "transferred"
-    await _until(lambda: bool(new_calls))
+    await eventually(lambda: bool(new_calls))
     await new_calls[0].wait_connected(10)
-    await _until(lambda: len(bob.active_calls) == 1 and bob.active_calls[0].state == "connected")
+    await eventually(
+        lambda: len(bob.active_calls) == 1 and bob.active_calls[0].state == "connected"
+    )
     replacing = bob.active_calls[0]
     assert len(bob_calls) == 1  # bob's handler did not run again: the call was taken over
     assert replacing.peer == "alice"
@@ -213,23 +208,23 @@ async def test_presence(make_bot) -> None:
     alice.on("presence_list", lists.append)
 
     await alice.subscribe_presence(["bob", "carol"])
-    await _until(lambda: bool(lists))
+    await eventually(lambda: bool(lists))
     assert {s["user"]: s["status"] for s in lists[0]} == {"bob": "available", "carol": "unknown"}
 
     await bob.set_presence("away", text="lunch")
-    await _until(lambda: ("bob", "away", "lunch") in updates)
+    await eventually(lambda: ("bob", "away", "lunch") in updates)
     call = await alice.call("bob")
     await call.wait_connected(10)
-    await _until(lambda: alice.presence["bob"]["status"] == "on_call")
+    await eventually(lambda: alice.presence["bob"]["status"] == "on_call")
     await call.hangup()
-    await _until(lambda: alice.presence["bob"]["status"] == "away")
+    await eventually(lambda: alice.presence["bob"]["status"] == "away")
 
     carol = make_bot("carol", role="user")  # a user: seen only by those she allows
     await carol.start()
     await carol.set_presence("available", visible_to=["alice"])
-    await _until(lambda: alice.presence["carol"]["status"] == "available")
+    await eventually(lambda: alice.presence["carol"]["status"] == "available")
     await bob.stop()
-    await _until(lambda: alice.presence["bob"]["status"] == "offline")
+    await eventually(lambda: alice.presence["bob"]["status"] == "offline")
     statuses = [status for user, status, _ in updates if user == "bob"]
     assert statuses == ["away", "on_call", "away", "offline"]
 
@@ -237,14 +232,12 @@ async def test_presence(make_bot) -> None:
 async def test_stats_per_direction(make_bot, tone_file, relay) -> None:
     alice_call, _ = await _connected_pair(make_bot, tone_file(".wav", 440.0, seconds=1.0))
     alice_call.send_audio_file(tone_file(".wav", 660.0, seconds=1.0), loop=True)
-    stats: dict = {}
-    for _ in range(100):  # RTT needs the peer's RTCP receiver report (every ~1 s)
-        stats = await alice_call.stats()
-        audio = stats["sent"].get("audio", {})
-        heard = stats["received"].get("audio", {})
-        if audio.get("rtt") is not None and audio["packets"] > 80 and heard["frames"] > 80:
-            break
-        await asyncio.sleep(0.1)
+
+    def settled(stats: dict) -> bool:  # RTT needs the peer's RTCP receiver report (every ~1 s)
+        audio, heard = stats["sent"].get("audio", {}), stats["received"].get("audio", {})
+        return audio.get("rtt") is not None and audio["packets"] > 80 and heard["frames"] > 80
+
+    stats = await eventually(alice_call.stats, "RTT and 80 packets each way", until=settled)
     assert 0 < stats["sent"]["audio"]["rtt"] < 0.5
     assert stats["sent"]["audio"]["codec"] == "opus/48000/2"
     assert stats["sent"]["audio"]["packets"] > 80 and stats["sent"]["audio"]["bytes"] > 1000

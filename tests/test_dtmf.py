@@ -10,26 +10,20 @@ import pytest
 from callbot import CallConfig, InvalidStateError
 from callbot.media import generate
 from callbot.media.dtmf import KeyPresses
-from callbot.signaling.direct import connect_direct
 
-from helpers import drop_outgoing_rtp
+from helpers import drop_outgoing_rtp, eventually
 
 ALL_KEYS = "0123456789*#ABCD"
-
-
-async def _wait_for(call, count: int, timeout: float = 5.0) -> str:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while len(call.received_dtmf) < count and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.05)
-    return call.received_dtmf
 
 
 @pytest.mark.parametrize(
     ("caller_mode", "callee_mode", "expected"),
     [("auto", "auto", "rfc4733"), ("inband", "inband", "inband"), ("auto", "inband", "inband")],
 )
-async def test_keys_both_ways(caller_mode: str, callee_mode: str, expected: str) -> None:
-    caller, callee = await connect_direct(
+async def test_keys_both_ways(
+    connect_pair, caller_mode: str, callee_mode: str, expected: str
+) -> None:
+    caller, callee = await connect_pair(
         caller_config=CallConfig(dtmf=caller_mode), callee_config=CallConfig(dtmf=callee_mode)
     )
     events: list[str] = []
@@ -37,44 +31,44 @@ async def test_keys_both_ways(caller_mode: str, callee_mode: str, expected: str)
     try:
         assert caller.dtmf_mode == callee.dtmf_mode == expected
         await caller.send_dtmf(ALL_KEYS)
-        assert await _wait_for(callee, len(ALL_KEYS)) == ALL_KEYS
+        await eventually(lambda: callee.received_dtmf, until=lambda keys: keys == ALL_KEYS)
         assert "".join(events) == ALL_KEYS
         await callee.send_dtmf("159#", duration_ms=80, gap_ms=60)
-        assert await _wait_for(caller, 4) == "159#"
+        await eventually(lambda: caller.received_dtmf, until=lambda keys: keys == "159#")
         assert await callee.read_dtmf(1) == "0"  # the queue keeps every key, in order
     finally:
         await caller.hangup()
 
 
 @pytest.mark.parametrize("mode", ["auto", "inband"])
-async def test_keys_survive_five_percent_loss(mode: str) -> None:
+async def test_keys_survive_five_percent_loss(connect_pair, mode: str) -> None:
     config = CallConfig(dtmf=mode)
-    caller, callee = await connect_direct(caller_config=config, callee_config=config)
+    caller, callee = await connect_pair(caller_config=config, callee_config=config)
     try:
         lossy = drop_outgoing_rtp(caller, 0.05, seed=11) + drop_outgoing_rtp(callee, 0.05, seed=23)
         await caller.send_dtmf(ALL_KEYS)
-        assert await _wait_for(callee, len(ALL_KEYS)) == ALL_KEYS
+        await eventually(lambda: callee.received_dtmf, until=lambda keys: keys == ALL_KEYS)
         await callee.send_dtmf("#*9876")
-        assert await _wait_for(caller, 6) == "#*9876"
+        await eventually(lambda: caller.received_dtmf, until=lambda keys: keys == "#*9876")
         assert sum(t.dropped for t in lossy) >= 5  # packets really were lost on the way (~14)
     finally:
         await caller.hangup()
 
 
-async def test_repeated_key_and_mute_do_not_swallow_keys() -> None:
-    caller, callee = await connect_direct(
+async def test_repeated_key_and_mute_do_not_swallow_keys(connect_pair) -> None:
+    caller, callee = await connect_pair(
         caller_config=CallConfig(dtmf="inband"), callee_config=CallConfig(dtmf="inband")
     )
     try:
         await caller.mute("audio")  # keys still go out while the microphone is muted
         await caller.send_dtmf("5555")
-        assert await _wait_for(callee, 4) == "5555"
+        await eventually(lambda: callee.received_dtmf, until=lambda keys: keys == "5555")
     finally:
         await caller.hangup()
 
 
-async def test_bad_keys_and_states() -> None:
-    caller, callee = await connect_direct()
+async def test_bad_keys_and_states(connect_pair) -> None:
+    caller, callee = await connect_pair()
     with pytest.raises(ValueError, match="'x' is not a DTMF key"):
         await caller.send_dtmf("12x")
     with pytest.raises(ValueError, match="between 40 and 2000"):
@@ -86,28 +80,31 @@ async def test_bad_keys_and_states() -> None:
 
 
 async def test_keys_played_as_audio_are_heard_where_telephone_events_are_negotiated(
+    connect_pair,
     tmp_path: Path,
 ) -> None:
     """A callbot caller plays a recording of keys (callbot to callbot negotiates RFC 4733):
     the callee still gets each key, in order, once."""
     keys = generate.write_dtmf(tmp_path / "keys.wav", "19#*0", duration=0.12, gap=0.1)
-    caller, callee = await connect_direct()
+    caller, callee = await connect_pair()
     events: list[str] = []
     callee.on("dtmf", events.append)
     try:
         assert caller.dtmf_mode == callee.dtmf_mode == "rfc4733"
         await caller.send_audio_file(keys)
-        assert await _wait_for(callee, 5) == "19#*0"
+        await eventually(lambda: callee.received_dtmf, until=lambda keys: keys == "19#*0")
         await asyncio.sleep(0.5)  # nothing more comes (no key reported twice)
         assert "".join(events) == callee.received_dtmf == "19#*0"
     finally:
         await caller.hangup()
 
 
-async def test_a_key_sent_both_as_event_and_as_tone_is_one_key_press(tmp_path: Path) -> None:
+async def test_a_key_sent_both_as_event_and_as_tone_is_one_key_press(
+    connect_pair, tmp_path: Path
+) -> None:
     """Each key is sent as a telephone-event while the same key plays as audio: one `dtmf`
     event per press, a key pressed again later counts again, and read_dtmf alone listens."""
-    caller, callee = await connect_direct()
+    caller, callee = await connect_pair()
     events: list[str] = []
     callee.on("dtmf", events.append)
     try:
@@ -122,8 +119,8 @@ async def test_a_key_sent_both_as_event_and_as_tone_is_one_key_press(tmp_path: P
         await caller.hangup()
 
 
-async def test_read_dtmf_listens_for_tones_too(tmp_path: Path) -> None:
-    caller, callee = await connect_direct()
+async def test_read_dtmf_listens_for_tones_too(connect_pair, tmp_path: Path) -> None:
+    caller, callee = await connect_pair()
     try:
         reading = asyncio.ensure_future(callee.read_dtmf(10))
         await asyncio.sleep(0.1)

@@ -19,19 +19,11 @@ import pytest
 
 from callbot import Bot, Call, MediaError
 from callbot.media import analysis, generate, writers
-from callbot.signaling.direct import connect_direct
 from callbot.signaling.relay import Relay
 
-from helpers import collect_frames
+from helpers import collect_frames, eventually
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-async def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_peer_process_killed_mid_call(relay: Relay, tmp_path: Path) -> None:
@@ -45,8 +37,8 @@ async def test_peer_process_killed_mid_call(relay: Relay, tmp_path: Path) -> Non
     )  # fmt: skip
     alice = Bot("alice", server=relay.url, token=relay.mint("alice"), role="user")
     try:
-        await _wait_for(lambda: "bot victim ready" in (tmp_path / "victim.log").read_text(),
-                        30, "the victim bot")  # fmt: skip
+        await eventually(lambda: "bot victim ready" in (tmp_path / "victim.log").read_text(),
+                         "the victim bot", timeout=30)  # fmt: skip
         await alice.start()
         call = await alice.call("victim")
         await call.wait_connected(15)
@@ -84,17 +76,21 @@ async def test_relay_restart_restores_presence(tmp_path: Path) -> None:
         await asyncio.gather(alice.start(), bob.start())
         await alice.subscribe_presence(["bob"])
         await bob.set_presence("away", text="lunch")
-        await _wait_for(lambda: alice.presence.get("bob", {}).get("status") == "away", 5,
-                        "bob away")  # fmt: skip
+        await eventually(lambda: alice.presence.get("bob", {}).get("status") == "away",
+                         "bob away", timeout=5)  # fmt: skip
 
         await relay.stop()
-        await _wait_for(lambda: not alice.connected and not bob.connected, 5, "disconnection")
+        await eventually(
+            lambda: not alice.connected and not bob.connected, "disconnection", timeout=5
+        )
         relay = await Relay(port=port, state_dir=state).start()
-        await _wait_for(lambda: alice.connected and bob.connected, 20, "both reconnected")
+        await eventually(lambda: alice.connected and bob.connected, "both reconnected", timeout=20)
         # bob's status and alice's subscription came back with the connections
-        await _wait_for(lambda: alice.presence["bob"]["status"] == "away", 5, "bob away again")
+        await eventually(
+            lambda: alice.presence["bob"]["status"] == "away", "bob away again", timeout=5
+        )
         await bob.set_presence("dnd")
-        await _wait_for(lambda: alice.presence["bob"]["status"] == "dnd", 5, "bob dnd")
+        await eventually(lambda: alice.presence["bob"]["status"] == "dnd", "bob dnd", timeout=5)
     finally:
         await alice.stop()
         await bob.stop()
@@ -113,9 +109,9 @@ def corrupt_mp3(tmp_path: Path) -> Path:
     return bad
 
 
-async def test_file_corrupt_mid_playback(corrupt_mp3: Path, tone_file) -> None:
+async def test_file_corrupt_mid_playback(connect_pair, corrupt_mp3: Path, tone_file) -> None:
     after = tone_file(".wav", 660.0, seconds=1.0)
-    caller, callee = await connect_direct()
+    caller, callee = await connect_pair()
     errors: list[Exception] = []
     caller.on("error", errors.append)
     try:
@@ -135,7 +131,7 @@ async def test_file_corrupt_mid_playback(corrupt_mp3: Path, tone_file) -> None:
 
 
 async def test_disk_full_while_recording(
-    tmp_path: Path, tone_file, monkeypatch: pytest.MonkeyPatch
+    connect_pair, tmp_path: Path, tone_file, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tone = tone_file(".wav", 440.0, seconds=1.0)
     real_write = writers.WavWriter.write
@@ -148,14 +144,14 @@ async def test_disk_full_while_recording(
         real_write(self, frame)
 
     monkeypatch.setattr(writers.WavWriter, "write", fill_up)
-    caller, callee = await connect_direct()
+    caller, callee = await connect_pair()
     errors: list[Exception] = []
     callee.on("error", errors.append)
     try:
         caller.send_audio_file(tone, loop=True)
         doomed = callee.record_incoming(audio_path=tmp_path / "full.wav")
         other = callee.record_incoming(audio_path=tmp_path / "elsewhere.ogg")
-        await _wait_for(lambda: bool(errors), 10, "the disk-full error")
+        await eventually(lambda: bool(errors), "the disk-full error", timeout=10)
         assert isinstance(errors[0], MediaError) and "No space left" in str(errors[0])
         assert doomed.audio is not None and doomed.audio.error is errors[0]
         await asyncio.sleep(1.0)
@@ -169,10 +165,10 @@ async def test_disk_full_while_recording(
         await caller.hangup()
 
 
-async def test_a_call_ending_badly_does_not_disturb_another(tone_file) -> None:
+async def test_a_call_ending_badly_does_not_disturb_another(connect_pair, tone_file) -> None:
     tone = tone_file(".wav", 523.0, seconds=1.0)
-    first, first_peer = await connect_direct()
-    second, second_peer = await connect_direct()
+    first, first_peer = await connect_pair()
+    second, second_peer = await connect_pair()
     frames = second_peer.audio_frames()
     second.send_audio_file(tone, loop=True)
 

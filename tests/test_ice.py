@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any
 
 import aioice.ice
 import pytest
 
 from callbot import Call, CallConfig, CallError, IceConfig
 from callbot.ice import interface_addresses, select_addresses
-from callbot.signaling.direct import connect_direct
 
-
-class _Capture:
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    async def send(self, message: dict[str, Any]) -> None:
-        self.sent.append(message)
+from helpers import RecordingPort
 
 
 def _candidate_hosts(sdp: str) -> set[str]:
@@ -51,7 +43,7 @@ def test_server_list_is_always_explicit() -> None:
 
 
 async def test_offer_only_carries_allowed_addresses() -> None:
-    port = _Capture()
+    port = RecordingPort()
     call = Call(
         direction="outbound",
         peer="x",
@@ -69,7 +61,7 @@ async def test_address_not_on_this_host_is_a_clear_error() -> None:
     call = Call(
         direction="outbound",
         peer="x",
-        signaling=_Capture(),
+        signaling=RecordingPort(),
         config=CallConfig(ice=IceConfig(addresses=("198.51.100.77",))),
     )
     with pytest.raises(CallError, match=r"no_ice_address.*198\.51\.100\.77"):
@@ -77,8 +69,8 @@ async def test_address_not_on_this_host_is_a_clear_error() -> None:
     assert call.end_reason == "failed"
 
 
-async def test_filter_is_per_call_not_global() -> None:
-    caller, _ = await connect_direct(
+async def test_filter_is_per_call_not_global(connect_pair) -> None:
+    caller, _ = await connect_pair(
         caller_config=CallConfig(ice=IceConfig(addresses=("127.0.0.1",)))
     )
     await caller.hangup()
@@ -95,9 +87,11 @@ async def test_filter_is_per_call_not_global() -> None:
     any(not ipaddress.ip_address(a).is_loopback for a in interface_addresses()),
     reason="host has non-loopback interfaces (runs in CI's loopback-only namespace)",
 )
-async def test_loopback_only_host_needs_no_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_loopback_only_host_needs_no_setting(
+    connect_pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("CALLBOT_ICE_ADDRESSES", raising=False)
-    caller, callee = await connect_direct(caller_config=CallConfig(), callee_config=CallConfig())
+    caller, callee = await connect_pair(caller_config=CallConfig(), callee_config=CallConfig())
     assert caller.config.ice.addresses is None
     assert caller.state == callee.state == "connected"
     await caller.hangup()

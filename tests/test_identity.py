@@ -18,6 +18,8 @@ from callbot.identity import IdentityError, IdentityKey, KnownPeers, signed_text
 from callbot.signaling.protocol import Send
 from callbot.signaling.relay import Relay
 
+from helpers import eventually
+
 
 def test_key_files_and_signatures(tmp_path: Path) -> None:
     key = IdentityKey.generate()
@@ -167,12 +169,16 @@ async def test_mitm_relay_really_intercepts_calls_without_pins(relay: Relay, ton
             call = await alice.call("bob")
             await call.wait_connected(15)
             call.send_audio_file(tone_file(seconds=2.0))
-            await asyncio.sleep(1.5)
-            stats = await answered[0].stats()
+            stats = await eventually(answered[0].stats, "audio through the man in the middle",
+                                     until=lambda s: _frames_received(s) > 20)  # fmt: skip
             assert sorted(mitm.calls[call.id].connected) == ["callee", "caller"]
             assert stats["received"]["audio"]["frames"] > 20  # relayed by the man in the middle
             assert not call.peer_verified and not stats["peer_verified"]
             await call.hangup()
+
+
+def _frames_received(stats: dict[str, Any]) -> int:
+    return int(stats["received"].get("audio", {}).get("frames", 0))
 
 
 async def _accept(incoming: Incoming, answered: list) -> None:
@@ -259,10 +265,7 @@ async def test_replayed_offer_is_refused(relay: Relay, keys) -> None:
         await answered[0].wait_ended(5)
         (conn,) = relay.core._by_user["bob"]
         relay._apply([Send(conn, offers[0])])  # the relay sends the recorded offer again
-        for _ in range(100):
-            if errors:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(lambda: errors, "the replay error")
         assert [getattr(e, "code", None) for e in errors] == ["replayed"]
         assert len(answered) == 1
 

@@ -15,7 +15,7 @@ from callbot_plugins.ivr import Menu, Node
 from callbot import Bot, Call, Incoming
 from callbot.media import analysis, generate
 
-from helpers import wait_for_facts
+from helpers import eventually, wait_for_facts
 
 PROMPTS = {"main": 440.0, "sales": 660.0, "support": 880.0, "invalid": 300.0}
 
@@ -164,10 +164,7 @@ async def test_transfer_action(make_bot, menu_file: Path, tmp_path: Path) -> Non
     await _hear(frames, PROMPTS["main"])
     await call.send_dtmf("4")
     assert await call.wait_ended(5) == "transferred"
-    for _ in range(100):
-        if transferred and answered:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: transferred and answered, "the transferred call")
     await transferred[0].wait_connected(10)
     assert answered[0].metadata["transferred_by"] == "desk"
     await transferred[0].hangup()

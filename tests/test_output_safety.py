@@ -22,6 +22,8 @@ from callbot.signaling import protocol
 from callbot.signaling.protocol import Send, validate
 from callbot.signaling.relay import Relay
 
+from helpers import eventually
+
 ROOT = Path(__file__).resolve().parents[1]
 #: A line break that would start a GitHub workflow command, a terminal escape, and BEL (a
 #: character XML 1.0 forbids).
@@ -124,9 +126,6 @@ async def test_relay_errors_are_logged_escaped(
     (conn,) = relay.core._by_user["victim"]
     with caplog.at_level(logging.WARNING):
         relay._apply([Send(conn, {"type": "error", "code": "x", "message": EVIL})])
-        for _ in range(100):
-            if "relay error" in caplog.text:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: "relay error" in caplog.text, "the relay error's log line")
     assert "relay error: x: x\\n::error file=a::owned" in caplog.text
     assert not _forged(caplog.text)

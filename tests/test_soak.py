@@ -16,6 +16,8 @@ from callbot import Bot, Call, Incoming
 from callbot.media import analysis, generate
 from callbot.signaling.relay import Relay
 
+from helpers import eventually
+
 CALLS = 20
 SECONDS = 120.0
 #: Bounds (stated here, checked below).
@@ -71,10 +73,7 @@ async def test_twenty_calls_for_two_minutes(relay: Relay, tmp_path: Path) -> Non
             samples.append(_resources())
         output = await asyncio.to_thread(callers.communicate, timeout=120)
         assert "ENDED EARLY 0" in output[0], output[0]
-        for _ in range(100):
-            if not bot.active_calls:
-                break
-            await asyncio.sleep(0.1)
+        await eventually(lambda: bot.active_calls, "the bot's calls to end", until=lambda c: not c)
         await asyncio.sleep(1.0)
         after = _resources()
     finally:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 from callbot import Bot, GroupInvite, Room
+
+from helpers import eventually
 
 #: Seconds of audio a recording must hold before it is checked (counted in 20 ms frames).
 RECORD_SECONDS = 3.0
@@ -29,8 +30,5 @@ def accept_invites(bot: Bot) -> asyncio.Future[Room]:
 
 
 async def until(condition: Callable[[], object], timeout: float = MEDIA_TIMEOUT) -> None:
-    """Wait until `condition()` is true, checking every 0.1 s; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not true within {timeout:g} s"
-        await asyncio.sleep(0.1)
+    """`eventually()` with the group tests' generous Janus timeout."""
+    await eventually(condition, timeout=timeout, interval=0.1)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from callbot.media import analysis, fastpath
-from callbot.signaling.direct import connect_direct
+
+from helpers import direct_call
 
 
 @pytest.fixture(autouse=True)
@@ -38,8 +39,7 @@ def _hooks(call) -> tuple[bool, bool]:
 
 
 async def _tone_both_ways(tmp_path: Path, tone_file) -> dict:
-    caller, callee = await connect_direct()
-    try:
+    async with direct_call() as (caller, callee):
         at_callee = callee.record_incoming(audio_path=tmp_path / "at-callee.wav")
         at_caller = caller.record_incoming(audio_path=tmp_path / "at-caller.wav")
         low, high = tone_file(".wav", 440.0, seconds=3.0), tone_file(".wav", 1000.0, seconds=3.0)
@@ -54,8 +54,6 @@ async def _tone_both_ways(tmp_path: Path, tone_file) -> dict:
             await asyncio.sleep(0.1)
         received = (await callee.stats())["received"]["audio"]
         await asyncio.gather(at_callee.stop(), at_caller.stop())
-    finally:
-        await caller.hangup()
     for name, hz in (("at-callee.wav", 440.0), ("at-caller.wav", 1000.0)):
         clip = analysis.load_audio(tmp_path / name)
         assert abs(analysis.dominant_frequency(clip) - hz) <= 5

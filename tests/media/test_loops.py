@@ -3,7 +3,6 @@ stays with the audio pass after pass."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
@@ -15,6 +14,8 @@ from callbot.media import analysis, generate, loops
 from callbot.media.cache import PROMPTS
 from callbot.media.feeds import PromptFeed, open_feed
 from callbot.media.opus import OpusDecoder
+
+from helpers import eventually
 
 RATE = 48000
 
@@ -31,11 +32,7 @@ async def _looped_audio(feed: PromptFeed, seconds: float) -> np.ndarray:
 
 
 async def _ready(feed: PromptFeed) -> None:
-    for _ in range(200):
-        if feed._prompt.loop_length:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the loop was never encoded")
+    await eventually(lambda: feed._prompt.loop_length, "the loop to be encoded")
 
 
 def _misfit(samples: np.ndarray, frequency: float) -> np.ndarray:

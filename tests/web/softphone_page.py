@@ -9,6 +9,8 @@ from typing import Any
 
 from playwright.async_api import Page, expect
 
+from helpers import eventually
+
 CHROMIUM = "/usr/bin/chromium"
 MIC_HZ = 660.0
 #: Generous: a noisy 2-core machine runs Chromium, a relay and aiortc peers at once.
@@ -111,10 +113,5 @@ async def remote_peak(phone: Softphone, target: float, timeout: float = 15.0) ->
 
 
 async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    """Poll `condition` until it holds; fail naming `what` after `timeout` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(0.05)
+    """`eventually()` with the browser tests' generous timeout."""
+    await eventually(condition, what, timeout=timeout)
