@@ -17,7 +17,7 @@ from callbot.media import analysis, generate
 from callbot.plugins import PluginError, available, configure, load_plugin, parse_spec
 from callbot.signaling.relay import Relay
 
-from helpers import collect_frames
+from helpers import collect_frames, wait_for_facts
 
 
 def test_builtins_are_registered_as_entry_points() -> None:
@@ -101,7 +101,7 @@ async def test_record_plugin_writes_audio_video_and_facts(
         await call.send_video_file(clip)
         await asyncio.sleep(0.3)
         await call.hangup()
-        await asyncio.sleep(0.5)
+        await wait_for_facts(out, ".beep")  # written once the recordings are finalised
     finally:
         await caller.stop()
         await callee.stop()

@@ -21,7 +21,7 @@ import av
 
 from ..errors import MediaError
 from .decoder import AUDIO_FRAME_SAMPLES, AUDIO_RATE, FileDecoder
-from .loops import encode_cycle
+from .loops import SETTLE_FRAMES, encode_cycle
 from .opus import OpusEncoder
 from .pool import DECODE_POOL
 
@@ -62,6 +62,8 @@ class Prompt:
     size: int = 0  # bytes held
     #: One loop period of audio packets (see loops.py), once some playback loops the prompt.
     cycle: list[bytes] | None = None
+    #: The looping stream's packets while its period is encoded (see `loop_audio`).
+    cycle_stream: list[bytes] = field(default_factory=list)
     loop_wanted: bool = False
     loop_pass_samples: int = 0  # samples one pass takes in the loop period
 
@@ -89,7 +91,10 @@ class Prompt:
             return self.audio[index]
         if self.cycle:
             return self.cycle[index % len(self.cycle)]
-        return None
+        # the period is still being encoded: the looping stream's own packets (past the few
+        # that prime its encoder) continue the first pass seamlessly in the meantime
+        stream = self.cycle_stream
+        return stream[index] if SETTLE_FRAMES <= index < len(stream) else None
 
 
 class _Vp8Encoder:
@@ -207,13 +212,16 @@ class PromptCache:
         if not entry.has_audio or entry.pass_samples <= 0:
             return
         try:
-            cycle, entry.loop_pass_samples = encode_cycle(entry.path, entry.pass_samples)
+            cycle, entry.loop_pass_samples = encode_cycle(
+                entry.path, entry.pass_samples, entry.cycle_stream
+            )
         except Exception as exc:  # the file changed or broke between the two encodings
             logger.exception("encoding the loop of %s failed", entry.path)
             entry.error = MediaError(entry.path, f"encoding its loop failed ({exc!r})")
             return
         entry.size += sum(len(p) for p in cycle)
-        entry.cycle = cycle  # last: a playback may read it at once
+        entry.cycle = cycle  # a playback may read it at once
+        entry.cycle_stream = []
 
     @staticmethod
     def _add(entry: Prompt, audio: OpusEncoder | None, video: _Vp8Encoder | None, chunk) -> None:

@@ -31,9 +31,15 @@ MAX_CYCLE_SECONDS = 300.0
 SETTLE_FRAMES = 5
 
 
-def encode_cycle(path: Path, pass_samples: int) -> tuple[list[bytes], int]:
+def encode_cycle(
+    path: Path, pass_samples: int, stream: list[bytes] | None = None
+) -> tuple[list[bytes], int]:
     """One loop period of Opus payloads for `path`, whose passes are `pass_samples` long, and
-    the samples each pass takes in the loop (more than `pass_samples` when padded)."""
+    the samples each pass takes in the loop (more than `pass_samples` when padded).
+
+    `stream`, if given, receives each packet of the looping stream as soon as it is encoded:
+    a playback that reaches the first seam before the whole period is encoded (a long period,
+    a loaded machine) plays on from it instead of waiting in silence."""
     frames, passes = _period(pass_samples)
     if passes == 0:
         logger.warning(
@@ -49,7 +55,7 @@ def encode_cycle(path: Path, pass_samples: int) -> tuple[list[bytes], int]:
     chosen = [i + frames * -(-max(0, SETTLE_FRAMES - i) // frames) for i in range(frames)]
     last = max(chosen)
     encoder = OpusEncoder()
-    packets: list[bytes] = []
+    packets: list[bytes] = [] if stream is None else stream
     for frame in _frames(_passes(path, pass_samples, padded)):
         packets += encoder.encode(frame)
         if len(packets) > last:

@@ -3,7 +3,9 @@ stays with the audio pass after pass."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from pathlib import Path
 
 import av
@@ -115,3 +117,42 @@ async def test_the_loop_is_encoded_once(tmp_path: Path) -> None:
     feeds = [open_feed(tone, loop=True) for _ in range(5)]
     await _ready(feeds[0])
     assert {id(f._prompt.cycle) for f in feeds} == {id(PROMPTS.get(tone).cycle)}
+
+
+async def test_a_loop_plays_on_while_its_period_is_still_encoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1.013 s at 44.1 kHz lines up with the 20 ms grid only after 20 passes (1013 frames); on a
+    # loaded machine encoding that period took longer than the first pass, and the playback
+    # sent silence at the first seam until it was done. Here the encoder is slowed to half of
+    # real time: the looping stream must still carry on through the seam without a gap.
+    slow = True
+    encode_frames = loops._frames
+
+    def slowed(samples):
+        for frame in encode_frames(samples):
+            if slow:
+                time.sleep(0.01)
+            yield frame
+
+    monkeypatch.setattr(loops, "_frames", slowed)
+    tone = generate.write_tone(tmp_path / "odd.wav", 440.0, 1.013, rate=44100, amplitude=0.4)
+    feed = open_feed(tone, loop=True)
+    try:
+        await eventually(lambda: feed._prompt.complete, "the first pass to be encoded")
+        decoder, out, missing = OpusDecoder(), [], []
+        for index in range(round(2.5 / 0.02)):  # paced like a call: one packet per 20 ms
+            payload = feed.next_audio()
+            if payload is None:
+                missing.append(index)
+            else:
+                out += decoder.decode(payload, index * 960)
+            await asyncio.sleep(0.02)
+        assert feed._prompt.cycle is None  # the period was not ready at the seam...
+    finally:
+        slow = False  # let the encoding thread finish at full speed
+    assert missing == [], f"no packet at {[i * 0.02 for i in missing[:3]]} s ..."  # ...no gap
+    samples = np.concatenate([f.to_ndarray().reshape(-1, 2)[:, 0] for f in out]) / 32768
+    clip = samples[RATE // 10 :]
+    assert analysis.silent_spans(clip, threshold_db=-40, min_duration=0.02, rate=RATE) == []
+    assert abs(analysis.dominant_frequency(clip, RATE) - 440.0) <= 5.0
