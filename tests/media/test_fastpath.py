@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from callbot import _compat
 from callbot.media import analysis, fastpath
 from callbot.signaling.direct import connect_direct
 
@@ -19,7 +20,8 @@ def fast_path_available() -> None:
     new aiortc in progress) with CALLBOT_TEST_WITHOUT_FASTPATH=1."""
     if fastpath.supported():
         return
-    reason = "the fast path needs aiortc 1.16 / aioice 0.13 (pinned in pyproject.toml)"
+    missing = [*_compat.missing("fastpath"), *_compat.missing("jitter")]
+    reason = f"the fast path is off: callbot._compat found these internals missing: {missing}"
     if os.environ.get("CALLBOT_TEST_WITHOUT_FASTPATH") == "1":
         pytest.skip(reason)
     pytest.fail(reason)
