@@ -35,8 +35,8 @@ def _hooks(call) -> tuple[bool, bool]:
         for pump in fastpath._PUMPS.values()
         for stream in pump._streams
     )
-    connection = transceiver.receiver.transport.transport._connection
-    return pumped, bool(getattr(connection, "_callbot_inline", None))
+    connection = _compat.rtp.ice_connection(transceiver.receiver.transport)
+    return pumped, bool(_compat.rtp.attached(connection, "inline"))
 
 
 async def _tone_both_ways(tmp_path: Path, tone_file) -> dict:
