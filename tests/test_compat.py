@@ -15,10 +15,12 @@ from typing import Any
 import aioice.ice
 import pytest
 from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 
 from callbot import _compat
 from callbot.media import analysis, fastpath
+from callbot.media.jitter import AudioJitterBuffer
 from callbot.signaling.direct import connect_direct
 
 
@@ -141,3 +143,31 @@ def test_import_patches_nothing_until_a_bot_or_call_exists(create: str) -> None:
     states = json.loads(out.splitlines()[-1])
     assert states["import"] == {"host_addresses": "aioice.ice", "telephone_event": False}
     assert states["created"] == {"host_addresses": "callbot.ice", "telephone_event": True}
+
+
+async def test_call_without_callbots_receive_buffer_still_records_audio(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tone_file, recheck: None
+) -> None:
+    """A changed receiver internal: aiortc's own jitter buffer and decoder feed the call."""
+    original = RTCRtpReceiver._handle_rtp_packet
+
+    async def handle(self: Any, packet: Any, arrival_time_ms: int, extra: Any = None) -> None:
+        await original(self, packet, arrival_time_ms)
+
+    monkeypatch.setattr(RTCRtpReceiver, "_handle_rtp_packet", handle)
+    _compat.recheck()
+    assert not _compat.available("jitter") and not fastpath.supported()
+    caller, callee = await connect_direct()
+    try:
+        recording = callee.record_incoming(audio_path=tmp_path / "at-callee.wav")
+        assert await caller.send_audio_file(tone_file(".wav", 440.0, seconds=1.5)) == "finished"
+        await asyncio.sleep(0.5)
+        await recording.stop()
+        transceivers = callee.peer_connection.getTransceivers()
+        receiver = next(t.receiver for t in transceivers if t.kind == "audio")
+        assert not isinstance(_compat.rtp.jitter_buffer(receiver), AudioJitterBuffer)
+    finally:
+        await caller.hangup()
+    clip = analysis.load_audio(tmp_path / "at-callee.wav")
+    assert abs(analysis.dominant_frequency(clip) - 440.0) <= 5
+    assert abs(analysis.active_seconds(clip) - 1.5) <= 0.15

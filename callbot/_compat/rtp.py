@@ -2,10 +2,11 @@
 transports. Each attribute used here is listed in `check.NEEDS`, so a renamed one turns its
 feature off at import (with a WARNING) instead of failing inside a call.
 
-Upstream hooks: aiortc has no public API for packet-level hooks, codec registration or the
-receive jitter buffer. Its maintainer declined a generic codec registry
-(https://github.com/aiortc/aiortc/issues/116, closed); no open aiortc issue asks for
-telephone-event (RFC 4733) support, an RTP send/receive hook or a pluggable jitter buffer.
+Upstream hooks: aiortc has no public API for packet-level hooks, extra codecs or the receive
+jitter buffer. A request to register codecs was closed without one, the maintainer doubting a
+public codec API (https://github.com/aiortc/aiortc/issues/116); a search of aiortc's issues
+found no open request for telephone-event (RFC 4733), an RTP send/receive hook or a
+pluggable jitter buffer, so there is none to follow yet.
 """
 
 from __future__ import annotations
