@@ -102,6 +102,7 @@ async def test_call_falls_back_to_aiortcs_path_with_its_audio_intact(
         assert await caller.send_audio_file(tone_file(".wav", 440.0, seconds=1.5)) == "finished"
         await asyncio.sleep(0.3)
         await recording.stop()
+        assert caller.peer_connection is not None
         sender = next(s for s in caller.peer_connection.getSenders() if s.kind == "audio")
         assert "_run_rtp" not in vars(sender)  # aiortc's own task sent it
     finally:
@@ -163,6 +164,7 @@ async def test_call_without_callbots_receive_buffer_still_records_audio(
         assert await caller.send_audio_file(tone_file(".wav", 440.0, seconds=1.5)) == "finished"
         await asyncio.sleep(0.5)
         await recording.stop()
+        assert callee.peer_connection is not None
         transceivers = callee.peer_connection.getTransceivers()
         receiver = next(t.receiver for t in transceivers if t.kind == "audio")
         assert not isinstance(_compat.rtp.jitter_buffer(receiver), AudioJitterBuffer)
