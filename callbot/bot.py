@@ -28,7 +28,7 @@ from typing import Any
 
 from aiortc import RTCIceServer
 
-from . import plugins, watchdog
+from . import _compat, plugins, watchdog
 from .call import Call, RejectReason, check_reject_reason
 from .config import CallConfig
 from .errors import CallbotError, CallError, InvalidStateError
@@ -174,6 +174,7 @@ class Bot(Emitter):
         janus_url: str | None = None,
     ) -> None:
         super().__init__()
+        _compat.ensure_patched()  # aiortc/aioice hooks: when a bot exists, not on import
         self.user_id = user_id
         self.server = server or os.environ.get(ENV_SERVER) or None
         self.token = token or (os.environ.get(ENV_TOKEN) if self.server else None) or None

@@ -30,7 +30,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-from . import watchdog
+from . import _compat, watchdog
 from .config import CallConfig
 from .errors import CallbotError, CallError, InvalidStateError, MediaError
 from .events import Emitter
@@ -135,6 +135,7 @@ class Call(Emitter):
         local_user: str = "",
     ) -> None:
         super().__init__()
+        _compat.ensure_patched()
         self.id = call_id or uuid.uuid4().hex
         self.direction: Direction = direction
         self.peer = peer
@@ -772,7 +773,7 @@ class Call(Emitter):
             self._listen_for_tones()
             return
         self._rfc4733 = dtmf.Rfc4733Sender(
-            audio.sender._ssrc,
+            _compat.rtp.sender_ssrc(audio.sender),
             settled.audio_payload_type,
             settled.event_payload_type,
             settled.clock_rate,

@@ -2,11 +2,13 @@
 
 Why a hook at all: aioice 0.13 takes host candidates from the module-level function
 `aioice.ice.get_host_addresses()`, which always drops 127.0.0.1 and has no per-connection
-filter. callbot needs both: tests and CI run in a namespace that only has loopback, and
-operators pin calls to chosen addresses. We replace that one function with `_host_addresses`,
-which answers from a ContextVar set only while *this call's* candidates are gathered
-(`gather_within`), so the filter is per call, nothing else in aioice or aiortc changes, and code
-that never goes through `gather_within` sees aioice's usual answer plus the loopback fallback.
+filter (requested upstream, see callbot/_compat/ice.py). callbot needs both: tests and CI run
+in a namespace that only has loopback, and operators pin calls to chosen addresses.
+`callbot._compat` replaces that one function with `_host_addresses` when the first bot or call
+is created (not at import), and `_host_addresses` answers from a ContextVar set only while
+*this call's* candidates are gathered (`gather_within`), so the filter is per call, nothing else
+in aioice or aiortc changes, and code that never goes through `gather_within` sees aioice's
+usual answer plus the loopback fallback.
 
 Also here: an explicit (possibly empty) ICE server list, because aiortc silently falls back to a
 public Google STUN server when `iceServers` is None; and, for relay-only calls, the diagnosis of a
@@ -26,7 +28,6 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import aioice.ice
 import aioice.stun
 import aioice.turn
 import ifaddr
@@ -34,6 +35,7 @@ from aiortc import RTCConfiguration, RTCIceServer
 from aiortc.rtcconfiguration import RTCBundlePolicy, RTCIceTransportPolicy
 from aiortc.rtcicetransport import connection_kwargs
 
+from . import _compat
 from .errors import CallError
 
 ENV_ADDRESSES = "CALLBOT_ICE_ADDRESSES"
@@ -122,12 +124,13 @@ def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
     return [a for a in chosen if (use_ipv4 if ipaddress.ip_address(a).version == 4 else use_ipv6)]
 
 
-aioice.ice.get_host_addresses = _host_addresses
+_compat.provide_host_addresses(_host_addresses)
 
 
 async def gather_within(config: IceConfig, gathering: Awaitable[T]) -> T:
     """Await `gathering` (e.g. `setLocalDescription`) with host candidates limited by `config`;
     a config that can gather nothing fails at once (`no_ice_address`, `no_turn_server`)."""
+    _compat.ensure_patched()
     error = None
     if config.relay_only and _turn_server(config) is None:
         error = CallError(

@@ -5,10 +5,12 @@ RFC 4733 (https://www.rfc-editor.org/rfc/rfc4733) sends key presses as RTP packe
 "telephone-event" payload type inside the audio stream. aiortc 1.16 does not support it: it
 leaves telephone-event out of its answers (the codec is not in its table) and drops RTP packets
 of an unknown payload type before any receiver sees them. This module is the one place that
-deals with that, without editing SDP text anywhere:
+deals with that, without editing SDP text anywhere (the aiortc internals involved are reached
+through `callbot._compat`, which checks them; without them DTMF is in-band only):
 
-- `register_telephone_event()` (run at import) adds telephone-event at 48 and 8 kHz to aiortc's
-  codec table, so offers and answers negotiate it like any codec;
+- `register_telephone_event()` (run at import) registers telephone-event at 48 and 8 kHz for
+  aiortc's codec table, where `callbot._compat.ensure_patched()` adds it when the first bot or
+  call is created, so offers and answers negotiate it like any codec;
 - `Rfc4733Sender` sits on the call's RTP send path: while a key is being sent it turns the audio
   track's 20 ms packets (same SSRC, same sequence numbers) into telephone-event packets
   (RFC 4733 section 2.5: first packet marked, growing duration, the end packet sent 3 times);
@@ -32,9 +34,9 @@ from typing import Any
 import av
 import numpy as np
 from aiortc import RTCRtpCodecParameters
-from aiortc.codecs import CODECS
 from aiortc.sdp import SessionDescription
 
+from .. import _compat
 from .analysis import DTMF_KEYS, DtmfDetector, frame_samples
 
 #: RFC 4733 section 3.2: events 0-15 are the keys 0-9, *, #, A-D.
@@ -48,19 +50,17 @@ DETECT_RATE = 8000  # in-band detection runs on 8 kHz audio (DTMF tops out at 16
 
 
 def register_telephone_event() -> None:
-    """Add telephone-event to aiortc's audio codecs once, after the real audio codecs."""
-    known = {(c.mimeType.lower(), c.clockRate) for c in CODECS["audio"]}
+    """Have telephone-event added to aiortc's audio codecs, after the real audio codecs."""
     for clock_rate, payload_type in PAYLOAD_TYPES.items():
-        if (TELEPHONE_EVENT, clock_rate) not in known:
-            CODECS["audio"].append(
-                RTCRtpCodecParameters(
-                    mimeType=TELEPHONE_EVENT,
-                    clockRate=clock_rate,
-                    channels=1,
-                    payloadType=payload_type,
-                    parameters={"0-15": None},
-                )
+        _compat.provide_audio_codec(
+            RTCRtpCodecParameters(
+                mimeType=TELEPHONE_EVENT,
+                clockRate=clock_rate,
+                channels=1,
+                payloadType=payload_type,
+                parameters={"0-15": None},
             )
+        )
 
 
 register_telephone_event()
@@ -109,9 +109,7 @@ def refuse_telephone_event(transceiver: Any) -> None:
 
     codecs = RTCRtpSender.getCapabilities("audio").codecs
     transceiver.setCodecPreferences([c for c in codecs if c.mimeType.lower() != TELEPHONE_EVENT])
-    transceiver._codecs = [
-        c for c in getattr(transceiver, "_codecs", []) if c.mimeType.lower() != TELEPHONE_EVENT
-    ]
+    _compat.rtp.drop_codecs(transceiver, lambda c: c.mimeType.lower() == TELEPHONE_EVENT)
 
 
 def check_digits(digits: str) -> str:
@@ -216,20 +214,23 @@ class Rfc4733Sender:
 
 def hook_sender(transport: Any, sender: Rfc4733Sender) -> None:
     """Route the transport's outgoing RTP through `sender` (once per transport and SSRC)."""
-    hooked: dict[int, Rfc4733Sender] | None = getattr(transport, "_callbot_dtmf", None)
+    hooked: dict[int, Rfc4733Sender] | None = _compat.rtp.attached(transport, "dtmf")
     if hooked is None:
-        hooked = {}
-        original = transport._send_rtp
+        routes: dict[int, Rfc4733Sender] = {}
 
-        async def send_rtp(data: bytes) -> None:
-            if len(data) >= 12:
-                owner = hooked.get(int.from_bytes(data[8:12], "big"))
-                if owner is not None and owner.wants(data):
-                    data = owner.rewrite(data)
-            await original(data)
+        def wrap(original: Callable[[bytes], Awaitable[None]]) -> Any:
+            async def send_rtp(data: bytes) -> None:
+                if len(data) >= 12:
+                    owner = routes.get(int.from_bytes(data[8:12], "big"))
+                    if owner is not None and owner.wants(data):
+                        data = owner.rewrite(data)
+                await original(data)
 
-        transport._send_rtp = send_rtp
-        transport._callbot_dtmf = hooked
+            return send_rtp
+
+        _compat.rtp.hook_send_rtp(transport, wrap)
+        _compat.rtp.attach(transport, "dtmf", routes)
+        hooked = routes
     hooked[sender.ssrc] = sender
 
 
@@ -238,21 +239,23 @@ def hook_sender(transport: Any, sender: Rfc4733Sender) -> None:
 
 def hook_receiver(receiver: Any, payload_types: set[int], on_digit: Callable[[str], None]) -> None:
     """Take telephone-event packets out of `receiver`'s input and report each event once."""
-    original = receiver._handle_rtp_packet
     seen: deque[int] = deque(maxlen=16)  # start timestamps of recent events
 
-    async def handle_rtp_packet(packet: Any, arrival_time_ms: int) -> None:
-        if packet.payload_type not in payload_types:
-            await original(packet, arrival_time_ms=arrival_time_ms)
-            return
-        if len(packet.payload) < 4 or packet.timestamp in seen:
-            return  # a redundant copy of an event already reported
-        seen.append(packet.timestamp)
-        event = packet.payload[0]
-        if event < len(EVENT_KEYS):
-            on_digit(EVENT_KEYS[event])
+    def wrap(original: Callable[..., Awaitable[None]]) -> Any:
+        async def handle_rtp_packet(packet: Any, arrival_time_ms: int) -> None:
+            if packet.payload_type not in payload_types:
+                await original(packet, arrival_time_ms=arrival_time_ms)
+                return
+            if len(packet.payload) < 4 or packet.timestamp in seen:
+                return  # a redundant copy of an event already reported
+            seen.append(packet.timestamp)
+            event = packet.payload[0]
+            if event < len(EVENT_KEYS):
+                on_digit(EVENT_KEYS[event])
 
-    receiver._handle_rtp_packet = handle_rtp_packet
+        return handle_rtp_packet
+
+    _compat.rtp.hook_handle_rtp(receiver, wrap)
 
 
 class InbandDtmfListener:

@@ -5,8 +5,9 @@ per packet, RTP objects built and serialised with a datetime per packet, three a
 `sendto`; and on the way in, an asyncio queue and a task switch before the packet is even
 decrypted. At a hundred calls that chain, not the media, is most of the process's CPU.
 
-Two hooks, both confined to this module (they touch aiortc 1.16 / aioice 0.13 internals, named
-below; `supported()` checks the versions and aiortc's own path is used otherwise):
+Two hooks, both made through `callbot._compat` (the aiortc 1.16 / aioice 0.13 internals they
+need are checked when it is imported; `supported()` is that check's answer, and aiortc's own
+path is used otherwise, after a WARNING naming what is missing):
 
 - Sending: one loop over the process's audio clock sends every call's packet of the tick.
   Each packet is a prepared RTP header (the sender's own header extensions: a template made by
@@ -30,15 +31,12 @@ import time
 import weakref
 from typing import Any
 
-import aioice
-import aiortc
 import pylibsrtp
-from aioice.ice import StunProtocol
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcdtlstransport import State
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import RtpPacket
 
+from .._compat import available, ice, rtp
 from .clock import AUDIO_TICKER, Ticker
 
 logger = logging.getLogger(__name__)
@@ -48,8 +46,9 @@ _HEADER = struct.Struct("!HI")  # sequence number and timestamp, at byte 2 of th
 
 
 def supported() -> bool:
-    """The hooks are written against these versions' internals."""
-    return aiortc.__version__.startswith("1.16.") and aioice.__version__.startswith("0.13.")
+    """Whether the aiortc/aioice internals the hooks need passed `callbot._compat`'s check
+    (which logged a WARNING naming any that is missing)."""
+    return available("fastpath") and available("jitter")
 
 
 def enabled() -> bool:
@@ -71,19 +70,19 @@ def send_audio(sender: Any, track: Any) -> bool:
     """Have `sender` (an aiortc `RTCRtpSender` about to start) send `track`'s Opus packets on
     the shared clock instead of its own task. False when it cannot (already started, or an
     unsupported aiortc): aiortc's path then runs as usual."""
-    if not enabled() or sender._RTCRtpSender__started:
+    if not enabled() or rtp.sender_started(sender):
         return False
 
     async def run_rtp(codec: Any) -> None:
         await _run_audio_sender(sender, track, codec)
 
-    sender._run_rtp = run_rtp  # RTCRtpSender.send() starts this as the sender's RTP task
+    rtp.replace_rtp_task(sender, run_rtp)
     return True
 
 
 async def _run_audio_sender(sender: Any, track: Any, codec: Any) -> None:
     """Stands in for `RTCRtpSender._run_rtp`: registers with the pump until stopped."""
-    sender._RTCRtpSender__rtp_started.set()
+    rtp.rtp_task_started(sender)
     stream = _AudioStream(sender, track, codec)
     pump = _pump()
     pump.add(stream)
@@ -93,10 +92,7 @@ async def _run_audio_sender(sender: Any, track: Any, codec: Any) -> None:
         pass
     finally:
         pump.remove(stream)
-        if sender._RTCRtpSender__track is not None:  # as aiortc does when its RTP task ends
-            sender._RTCRtpSender__track.stop()
-            sender._RTCRtpSender__track = None
-        sender._RTCRtpSender__rtp_exited.set()
+        rtp.rtp_task_exited(sender)
 
 
 class _AudioStream:
@@ -107,6 +103,8 @@ class _AudioStream:
         self.track = track
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._dtls = sender.transport
+        self._connection = rtp.ice_connection(self._dtls)
+        self._ssrc = rtp.sender_ssrc(sender)
         self._sequence = random.randint(0, 0xFFFF)
         self._origin = random.randint(0, 0xFFFFFFFF)
         self._header, self._abs_send_time = self._template(sender, codec)
@@ -115,11 +113,11 @@ class _AudioStream:
     def _template(sender: Any, codec: Any) -> tuple[bytearray, int | None]:
         """The RTP header aiortc would write for this sender, and where abs-send-time sits in
         it (found by serialising two values and comparing), if that extension is in use."""
-        extensions_map = sender._RTCRtpSender__rtp_header_extensions_map
+        extensions_map, ssrc, mid = rtp.header_inputs(sender)
         headers = []
         for value in (0, 0xFFFFFF):
-            packet = RtpPacket(payload_type=codec.payloadType, marker=1, ssrc=sender._ssrc)
-            packet.extensions.mid = sender._RTCRtpSender__mid
+            packet = RtpPacket(payload_type=codec.payloadType, marker=1, ssrc=ssrc)
+            packet.extensions.mid = mid
             packet.extensions.abs_send_time = value
             headers.append(packet.serialize(extensions_map))
         differ = [i for i, (a, b) in enumerate(zip(*headers, strict=True)) if a != b]
@@ -129,9 +127,9 @@ class _AudioStream:
         """Send this tick's packet (raises ConnectionError once the transport is closed)."""
         payload, pts = self.track.next_payload(tick)
         sender, dtls = self.sender, self._dtls
-        if not sender._enabled:
+        if not rtp.sender_enabled(sender):
             return
-        if dtls._state != State.CONNECTED:
+        if not rtp.dtls_connected(dtls):
             raise ConnectionError("the DTLS transport is not connected")
         timestamp = (self._origin + pts) & 0xFFFFFFFF
         header = self._header
@@ -140,22 +138,14 @@ class _AudioStream:
             at = self._abs_send_time
             header[at : at + 3] = ((ntp >> 14) & 0xFFFFFF).to_bytes(3, "big")
         data = bytes(header) + payload
-        dtmf = getattr(dtls, "_callbot_dtmf", None)  # see dtmf.hook_sender
+        dtmf = rtp.attached(dtls, "dtmf")  # see dtmf.hook_sender
         if dtmf:
-            owner = dtmf.get(sender._ssrc)
+            owner = dtmf.get(self._ssrc)
             if owner is not None and owner.wants(data):
                 data = owner.rewrite(data)
-        protected = dtls._tx_srtp.protect(data)
-        pair = dtls.transport._connection._nominated.get(1)
-        if pair is None or not isinstance(pair.protocol, StunProtocol):
-            raise ConnectionError("no ICE pair to send on")
-        pair.protocol.transport.sendto(protected, pair.remote_addr)
-        dtls._RTCDtlsTransport__tx_bytes += len(protected)
-        dtls._RTCDtlsTransport__tx_packets += 1
-        sender._RTCRtpSender__ntp_timestamp = ntp
-        sender._RTCRtpSender__rtp_timestamp = timestamp
-        sender._RTCRtpSender__octet_count += len(payload)
-        sender._RTCRtpSender__packet_count += 1
+        protected = rtp.srtp_protect(dtls, data)
+        ice.send_on_nominated(self._connection, protected)
+        rtp.count_sent(sender, dtls, ntp, timestamp, len(payload), len(protected))
         self._sequence = (self._sequence + 1) & 0xFFFF
 
 
@@ -230,22 +220,21 @@ class _InlineAudio:
         self._receiver = receiver
         self._payload_type = payload_type
         self._buffer = buffer
-        self._streams: dict[int, StreamStatistics] = receiver._RTCRtpReceiver__remote_streams
-        self._clock_rate = receiver._RTCRtpReceiver__codecs[payload_type].clockRate
+        self._streams: dict[int, StreamStatistics] = rtp.receive_statistics(receiver)
+        self._clock_rate = rtp.codec_clock_rate(receiver, payload_type)
         self._seen = 0.0
 
     def handle(self, dtls: Any, data: bytes) -> bool:
         """Handle one datagram of this receiver's SSRC; False to leave it to aiortc."""
         if data[1] & 0x7F != self._payload_type:
             return False  # e.g. a telephone-event: aiortc's path and callbot's DTMF hook
-        dtls._RTCDtlsTransport__rx_bytes += len(data)
-        dtls._RTCDtlsTransport__rx_packets += 1
+        rtp.count_received(dtls, len(data))
         try:
-            plain = dtls._rx_srtp.unprotect(data)
+            plain = rtp.srtp_receiving(dtls).unprotect(data)
         except pylibsrtp.Error:
             return True  # as aiortc: a packet that fails authentication is dropped
         receiver = self._receiver
-        if not receiver._enabled:
+        if not rtp.receiver_enabled(receiver):
             return True
         ssrc = int.from_bytes(plain[8:12], "big")
         start = 12 + 4 * (plain[0] & 0x0F)
@@ -260,7 +249,7 @@ class _InlineAudio:
         now = time.monotonic()
         if now - self._seen > 1.0:  # aiortc stamps this per packet; once a second is plenty
             self._seen = now
-            receiver._RTCRtpReceiver__active_ssrc[ssrc] = aiortc.clock.current_datetime()
+            rtp.mark_active(receiver, ssrc)
         stream = self._streams.get(ssrc)
         if stream is None:
             stream = self._streams[ssrc] = StreamStatistics(self._clock_rate)
@@ -276,27 +265,24 @@ def receive_inline(receiver: Any, payload_type: int, buffer: Any) -> bool:
     that needs aiortc's path: NACK, bandwidth estimation)."""
     if not enabled():
         return False
-    if (
-        receiver._RTCRtpReceiver__nack_generator is not None
-        or receiver._RTCRtpReceiver__remote_bitrate_estimator is not None
-        or payload_type not in receiver._RTCRtpReceiver__codecs
-    ):
+    if not rtp.plain_audio_receiver(receiver, payload_type):
         return False
     dtls = receiver.transport
-    connection = dtls.transport._connection
-    routes: dict[int, _InlineAudio] | None = getattr(connection, "_callbot_inline", None)
+    connection = rtp.ice_connection(dtls)
+    routes: dict[int, _InlineAudio] | None = rtp.attached(connection, "inline")
     if routes is None:
-        routes = connection._callbot_inline = {}
-        queue = connection._queue
-        ssrc_table = dtls._rtp_router.ssrc_table
+        routes = {}
+        rtp.attach(connection, "inline", routes)
+        queue = ice.input_queue(connection)
+        ssrc_table = rtp.ssrc_table(dtls)
 
         def data_received(data: bytes, component: int) -> None:
             if (
                 127 < data[0] < 192
                 and len(data) >= 12
                 and not 192 <= data[1] <= 208  # RTCP
-                and dtls._rx_srtp is not None
-                and dtls._state == State.CONNECTED
+                and rtp.srtp_receiving(dtls) is not None
+                and rtp.dtls_connected(dtls)
             ):
                 ssrc = int.from_bytes(data[8:12], "big")
                 route = routes.get(ssrc)
@@ -314,9 +300,9 @@ def receive_inline(receiver: Any, payload_type: int, buffer: Any) -> bool:
             return None
 
         pending: dict[Any, list[_InlineAudio]] = {}
-        connection._callbot_pending = pending
-        connection.data_received = data_received  # aioice calls it for every datagram
-    connection._callbot_pending.setdefault(receiver, []).append(
+        rtp.attach(connection, "pending", pending)
+        ice.replace_data_received(connection, data_received)
+    rtp.attached(connection, "pending").setdefault(receiver, []).append(
         _InlineAudio(receiver, payload_type, buffer)
     )
     return True

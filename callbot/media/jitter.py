@@ -8,7 +8,8 @@ event loop. A bot plays to no sound card and needs no playout smoothing (recordi
 consumers place audio by its timestamp), so this buffer hands each packet to the call's
 `IncomingMedia` as soon as it is the newest in sequence, skips lost ones at once, drops late or
 duplicate ones, and decodes (inline, ~30 us) only while someone needs samples. aiortc's
-decoder thread is never fed. `use_for()` is the single place that swaps it in. Once the first
+decoder thread is never fed. `use_for()` is the single place that swaps it in (through
+`callbot._compat`; aiortc's own buffer stays when the check found it changed). Once the first
 packet has come through aiortc (so the receiver's transport and SSRC are settled), the rest
 are handed over where they arrive, by fastpath.py.
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 from aiortc.rtcrtpreceiver import TimestampMapper
 
+from .._compat import available, rtp
 from . import fastpath
 from .incoming import IncomingMedia
 from .opus import OpusDecoder
@@ -54,7 +56,7 @@ class AudioJitterBuffer:
             self.skipped += ahead - 1
         self._last = sequence
         pts = self._timestamps.map(packet.timestamp)
-        payload = packet._data
+        payload = rtp.depayloaded(packet)
         self._hub.packet(payload, pts)
         if self._hub.wants_frames:
             if self._decoder is None:
@@ -67,13 +69,16 @@ class AudioJitterBuffer:
 def release(receiver: Any) -> None:
     """After the call: a buffer still waiting for its first packet forgets `receiver`, which
     refers to it (a reference cycle)."""
-    buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+    buffer = rtp.jitter_buffer(receiver)
     if isinstance(buffer, AudioJitterBuffer):
         buffer._receiver = None
 
 
-def use_for(receiver: Any, hub: IncomingMedia) -> AudioJitterBuffer:
-    """Route an aiortc audio `RTCRtpReceiver`'s packets to `hub` (before media arrives)."""
+def use_for(receiver: Any, hub: IncomingMedia) -> AudioJitterBuffer | None:
+    """Route an aiortc audio `RTCRtpReceiver`'s packets to `hub` (before media arrives);
+    None when aiortc's internals changed (its own buffer and decoder then feed `hub`)."""
+    if not available("jitter"):
+        return None
     buffer = AudioJitterBuffer(hub, receiver)
-    receiver._RTCRtpReceiver__jitter_buffer = buffer
+    rtp.use_jitter_buffer(receiver, buffer)
     return buffer

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from callbot import _compat
 from callbot.media import analysis, fastpath
 
 from helpers import direct_call
@@ -20,7 +21,8 @@ def fast_path_available() -> None:
     new aiortc in progress) with CALLBOT_TEST_WITHOUT_FASTPATH=1."""
     if fastpath.supported():
         return
-    reason = "the fast path needs aiortc 1.16 / aioice 0.13 (pinned in pyproject.toml)"
+    missing = [*_compat.missing("fastpath"), *_compat.missing("jitter")]
+    reason = f"the fast path is off: callbot._compat found these internals missing: {missing}"
     if os.environ.get("CALLBOT_TEST_WITHOUT_FASTPATH") == "1":
         pytest.skip(reason)
     pytest.fail(reason)
@@ -34,8 +36,8 @@ def _hooks(call) -> tuple[bool, bool]:
         for pump in fastpath._PUMPS.values()
         for stream in pump._streams
     )
-    connection = transceiver.receiver.transport.transport._connection
-    return pumped, bool(getattr(connection, "_callbot_inline", None))
+    connection = _compat.rtp.ice_connection(transceiver.receiver.transport)
+    return pumped, bool(_compat.rtp.attached(connection, "inline"))
 
 
 async def _tone_both_ways(tmp_path: Path, tone_file) -> dict:

@@ -1,0 +1,53 @@
+"""aioice internals behind plain functions: the ICE connection's datagram input, its
+nominated pair, its check list, and the module-level host-address function.
+
+Upstream hook: aioice has no per-connection host-address filter. It is asked for in
+https://github.com/aiortc/aioice/issues/2 (open since 2018) and
+https://github.com/aiortc/aioice/pull/57 (open; the maintainer suggested a
+`filter_host_addresses` callable instead); until one lands, `install_host_addresses` replaces
+`aioice.ice.get_host_addresses`, the function aioice calls while gathering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import aioice.ice
+from aioice.ice import StunProtocol
+
+HostAddresses = Callable[[bool, bool], list[str]]
+
+
+def send_on_nominated(connection: Any, data: bytes) -> None:
+    """Send a datagram on the connection's nominated pair (component 1), as
+    `Connection.sendto` would without awaiting; ConnectionError when there is none."""
+    pair = connection._nominated.get(1)
+    if pair is None or not isinstance(pair.protocol, StunProtocol):
+        raise ConnectionError("no ICE pair to send on")
+    pair.protocol.transport.sendto(data, pair.remote_addr)
+
+
+def input_queue(connection: Any) -> asyncio.Queue[Any]:
+    """Where the connection queues received datagrams for `recv()` (aiortc's reader)."""
+    return connection._queue  # type: ignore[no-any-return]
+
+
+def replace_data_received(connection: Any, handler: Callable[[bytes, int], None]) -> None:
+    """Have aioice call `handler(data, component)` for every datagram the connection gets."""
+    connection.data_received = handler
+
+
+def clear_check_list(connection: Any) -> None:
+    """Drop the candidate pairs (pairs -> STUN protocols -> the connection: a cycle)."""
+    connection._check_list.clear()
+
+
+def host_addresses_installed(function: HostAddresses) -> bool:
+    return aioice.ice.get_host_addresses is function
+
+
+def install_host_addresses(function: HostAddresses) -> None:
+    """Make `function(use_ipv4, use_ipv6)` the host-address source of aioice's gathering."""
+    aioice.ice.get_host_addresses = function  # type: ignore[assignment]
