@@ -69,6 +69,9 @@ def test_the_documented_install_works(tmp_path: Path) -> None:
         cwd=venv,  # not this checkout's directory
     )
     assert where.startswith(str(site)), where  # the installed copy, not this checkout
+    packages = {p.parent.relative_to(ROOT) for p in (ROOT / "callbot").rglob("__init__.py")}
+    missing = sorted(str(p) for p in packages if not (site / p / "__init__.py").exists())
+    assert missing == [], f"packages left out of the install (pyproject.toml): {missing}"
     tone = tmp_path / "a440.wav"
     made = subprocess.run([venv / "bin" / "callbot", "media", "tone", str(tone)], cwd=venv,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
