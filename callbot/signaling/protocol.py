@@ -312,7 +312,20 @@ class Close:
     reason: str
 
 
-Action = Send | Close
+@dataclass(frozen=True)
+class Publish:
+    """Hand `payload` to relay node `node` ("*": every other node) over the backplane.
+
+    Only a clustered relay (`callbot serve --redis`) emits these; docs/howto/cluster.md
+    lists the payloads (`t`: up, down, deliver, received)."""
+
+    node: str
+    payload: dict[str, Any]
+
+
+Action = Send | Close | Publish
+#: `Publish.node` for a message to every other node.
+ALL_NODES = "*"
 
 
 @dataclass(frozen=True)
@@ -374,6 +387,7 @@ class _Session:
     last_rate_error: float = -1e9
     last_assigned: int = 0  # dispatch sequence number of the last call given to this session
     closing: bool = False  # a fatal error was sent; the close is on its way
+    node: str | None = None  # the relay node holding this connection; None: this one
 
 
 @dataclass
@@ -434,8 +448,14 @@ class RelayCore:
         ice_servers_for: IceServersFor = lambda user: [],
         limits: RelayLimits | None = None,
         janus_url: str | None = None,
+        node: str | None = None,
     ) -> None:
         self._authenticate = authenticate
+        #: This relay's name among the nodes of a cluster (see `remote`); None: a lone relay,
+        #: which never emits `Publish`.
+        self.node = node
+        self._remote_count = 0  # sessions mirrored from other nodes
+        self._owners: dict[str, str] = {}  # call id -> node owning it, for calls of other nodes
         #: The Janus (SFU) for group calls that `welcome` announces, if any.
         self.janus_url = janus_url
         self._ice_servers_for = ice_servers_for
@@ -458,7 +478,8 @@ class RelayCore:
 
     @property
     def connection_count(self) -> int:
-        return len(self._sessions)
+        """Connections to this relay (not those of other nodes of its cluster)."""
+        return len(self._sessions) - self._remote_count
 
     @property
     def call_count(self) -> int:
@@ -487,13 +508,13 @@ class RelayCore:
         limits = self.limits
         session = _Session(conn, now, _Bucket(limits.rate, limits.burst, limits.burst, now))
         self._sessions[conn] = session
-        if len(self._sessions) > limits.max_connections:
+        if self.connection_count > limits.max_connections:
             self._count_error(SESSION_LIMIT)
             return self._fatal(session, SESSION_LIMIT, "the relay is at its connection limit")
         return []
 
     def received(self, conn: str, data: str | bytes, now: float) -> list[Action]:
-        return self._receive(conn, data, now) + self._presence_updates()
+        return self._route(self._receive(conn, data, now) + self._presence_updates())
 
     def _receive(self, conn: str, data: str | bytes, now: float) -> list[Action]:
         session = self._sessions.get(conn)
@@ -517,13 +538,17 @@ class RelayCore:
             return [Send(conn, error(exc.code, exc.message, exc.call_id, fatal=False))]
 
     def closed(self, conn: str, now: float) -> list[Action]:
-        return self._close(conn, now) + self._presence_updates()
+        return self._route(self._close(conn, now) + self._presence_updates())
 
     def _close(self, conn: str, now: float) -> list[Action]:
         session = self._sessions.pop(conn, None)
         if session is None:
             return []
         actions: list[Action] = []
+        if session.node is not None:
+            self._remote_count -= 1
+        elif session.user is not None:
+            actions.append(Publish(ALL_NODES, {"t": "down", "conn": conn}))
         self._presence.forget_connection(conn)
         if session.user is not None:
             self._touched.add(session.user)
@@ -533,6 +558,7 @@ class RelayCore:
         for call_id in list(session.calls):
             call = self._calls.get(call_id)
             if call is None:
+                self._disown(call_id)
                 continue
             if conn in call.ringing:
                 call.ringing.discard(conn)
@@ -548,7 +574,7 @@ class RelayCore:
         """Apply time: hello deadline, token expiry, ring timeout, absent parties."""
         actions: list[Action] = []
         for session in list(self._sessions.values()):
-            if session.closing:
+            if session.closing or session.node is not None:
                 continue
             if session.user is None and now - session.opened_at > self.limits.hello_timeout:
                 actions += self._fatal(session, AUTH_FAILED, "no hello within the time limit")
@@ -568,7 +594,7 @@ class RelayCore:
                 actions += self._end_call(call, "unavailable")
                 self._forget(call)  # the absent party's grace is over: nothing is kept for it
         self._grants = {k: g for k, g in self._grants.items() if g.expires_at > now}
-        return actions + self._presence_updates()
+        return self._route(actions + self._presence_updates())
 
     def recheck_tokens(self, generation_of: Callable[[str], int]) -> list[Action]:
         """After a revocation: end every call a revoked user takes part in (media is peer to
@@ -593,8 +619,127 @@ class RelayCore:
             ):
                 actions += self._end_call(call, "revoked")
         for session in revoked:
-            actions += self._fatal(session, SESSION_REVOKED, "tokens of this user were revoked")
-        return actions + self._presence_updates()
+            if session.node is None:  # another node's sessions are cut by that node
+                actions += self._fatal(session, SESSION_REVOKED, "tokens of this user were revoked")
+        return self._route(actions + self._presence_updates())
+
+    # -- the cluster (DESIGN §8, docs/howto/cluster.md) -----------------------------------------
+
+    def remote(self, sender: str, payload: dict[str, Any], now: float) -> list[Action]:
+        """A message from relay node `sender` (over the backplane): a connection there came
+        (`up`) or went (`down`), a message for one of ours (`deliver`), or a message one of
+        its connections sent in a call this node owns (`received`)."""
+        kind = payload.get("t")
+        if kind == "up":
+            actions = self._mirror(sender, payload, now)
+        elif kind == "down":
+            session = self._sessions.get(str(payload.get("conn")))
+            remote = session is not None and session.node is not None
+            actions = self._close(session.conn, now) if remote and session else []
+        elif kind == "deliver":
+            actions = self._delivered(payload)
+        elif kind == "received":
+            actions = self._received_remotely(payload, now)
+        else:
+            actions = []
+        return self._route(actions + self._presence_updates())
+
+    def node_gone(self, node: str, now: float) -> list[Action]:
+        """Relay node `node` stopped (its liveness key expired): forget its connections."""
+        actions: list[Action] = []
+        for session in [s for s in self._sessions.values() if s.node == node]:
+            actions += self._close(session.conn, now)
+        return self._route(actions + self._presence_updates())
+
+    def _announcement(self, session: _Session) -> dict[str, Any]:
+        """What the other nodes keep of a connection of ours (`remote` payload `up`)."""
+        return {"t": "up", "conn": session.conn, "user": session.user, "role": session.role,
+                "max_calls": session.max_calls, "expires_at": session.expires_at,
+                "generation": session.generation}  # fmt: skip
+
+    def _mirror(self, node: str, payload: dict[str, Any], now: float) -> list[Action]:
+        """Add (or update) a connection held by `node`, so calls can be routed to it."""
+        conn, user = payload.get("conn"), payload.get("user")
+        if not (isinstance(conn, str) and isinstance(user, str) and ID_PATTERN.fullmatch(user)):
+            return []
+        session = self._sessions.get(conn)
+        if session is None:
+            bucket = _Bucket(0.0, 0.0, 0.0, now)  # never used: its node rate-limits it
+            session = self._sessions[conn] = _Session(conn, now, bucket, node=node)
+            self._remote_count += 1
+            self._by_user.setdefault(user, set()).add(conn)
+        elif session.node != node or session.user != user:
+            return []  # a conn id is one node's, for one user: ignore contradictions
+        session.user, session.role = user, "bot" if payload.get("role") == "bot" else "user"
+        max_calls = payload.get("max_calls")
+        session.max_calls = max_calls if isinstance(max_calls, int) else None
+        session.generation = int(payload.get("generation") or 0)
+        if session.role == "bot":
+            self._bots.add(user)
+        self._touched.add(user)
+        return []
+
+    def _delivered(self, payload: dict[str, Any]) -> list[Action]:
+        """A message from the node owning a call, for one of our connections: pass it on and
+        remember that node, to send it what this connection says in that call."""
+        session = self._sessions.get(str(payload.get("conn")))
+        message, owner = payload.get("msg"), payload.get("owner")
+        if session is None or session.node is not None or not isinstance(message, dict):
+            return []
+        call_id = message.get("call_id")
+        if isinstance(call_id, str) and isinstance(owner, str):
+            if message.get("type") == "call_offer":
+                self._owners[call_id] = owner
+                session.calls.add(call_id)
+            elif message.get("type") in ("hangup", "call_reject"):
+                session.calls.discard(call_id)
+                self._disown(call_id)
+        return [Send(session.conn, message)]
+
+    def _to_owner(self, session: _Session, owner: str, message: dict[str, Any]) -> list[Action]:
+        """A message of ours in a call another node owns: that node routes it."""
+        if message["type"] in ("hangup", "call_reject"):
+            session.calls.discard(message["call_id"])
+            self._disown(message["call_id"])
+        return [Publish(owner, {"t": "received", "conn": session.conn, "msg": message})]
+
+    def _received_remotely(self, payload: dict[str, Any], now: float) -> list[Action]:
+        """What a connection of another node said in a call this node owns (its node checked
+        rate and token; the message is validated again all the same)."""
+        session = self._sessions.get(str(payload.get("conn")))
+        message = payload.get("msg")
+        if session is None or session.node is None or not isinstance(message, dict):
+            return []
+        if message.get("type") not in IN_CALL | CALLEE_ONLY | {"hangup"}:
+            return []  # nothing else is ever forwarded to the owner of a call
+        try:
+            return self._dispatch(session, validate(message), now)
+        except ProtocolError as exc:
+            self._count_error(exc.code)
+            return [Send(session.conn, error(exc.code, exc.message, exc.call_id, fatal=False))]
+
+    def _disown(self, call_id: str) -> None:
+        """Forget the owner of another node's call once no connection of ours is in it."""
+        if call_id in self._owners and not any(
+            call_id in s.calls for s in self._sessions.values() if s.node is None
+        ):
+            del self._owners[call_id]
+
+    def _route(self, actions: list[Action]) -> list[Action]:
+        """Turn what goes to another node's connection into a `Publish` to that node; a lone
+        relay drops every `Publish`."""
+        if self.node is None:
+            return [a for a in actions if not isinstance(a, Publish)]
+        out: list[Action] = []
+        for action in actions:
+            session = None if isinstance(action, Publish) else self._sessions.get(action.conn)
+            if session is None or session.node is None:
+                out.append(action)
+            elif isinstance(action, Send):
+                payload = {"t": "deliver", "conn": action.conn, "owner": self.node,
+                           "msg": action.message}  # fmt: skip
+                out.append(Publish(session.node, payload))
+        return out
 
     # -- handlers ------------------------------------------------------------------------------
 
@@ -625,6 +770,7 @@ class RelayCore:
         self._by_user.setdefault(user, set()).add(session.conn)
         self._touched.add(user)
         actions: list[Action] = [
+            Publish(ALL_NODES, self._announcement(session)),
             Send(session.conn, {
                 "type": "welcome", "user": user, "role": session.role,
                 "session_id": uuid.uuid4().hex, "expires_at": identity.expires_at,
@@ -683,6 +829,9 @@ class RelayCore:
             return self._group_invite(session, message)
         if kind == "call_offer":
             return self._offer(session, message, now)
+        owner = self._owners.get(message["call_id"])
+        if owner is not None and message["call_id"] in session.calls:
+            return self._to_owner(session, owner, message)
         call = self._calls.get(message["call_id"])
         if call is None or call.ended:
             return self._unknown_call(session, message, now)
@@ -748,7 +897,10 @@ class RelayCore:
         if identity.user != session.user:
             raise ProtocolError(AUTH_FAILED, "refresh token is for another user")
         session.expires_at, session.generation = identity.expires_at, identity.generation
-        return [Send(session.conn, {"type": "refreshed", "expires_at": identity.expires_at})]
+        return [
+            Publish(ALL_NODES, self._announcement(session)),
+            Send(session.conn, {"type": "refreshed", "expires_at": identity.expires_at}),
+        ]
 
     def _offer(self, session: _Session, message: dict[str, Any], now: float) -> list[Action]:
         assert session.user is not None
