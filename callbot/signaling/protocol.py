@@ -268,6 +268,11 @@ def _check_invite(message: dict[str, Any]) -> None:
         )
 
 
+def _count(value: Any) -> int:
+    """A non-negative integer from another node's message; anything else counts as 0."""
+    return value if type(value) is int and value >= 0 else 0
+
+
 def presence_lists(states: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`presence_list` messages for `states`: one, or as many as needed for each to fit in
     MAX_MESSAGE_BYTES (500 users with long non-ASCII texts come to about 1.6 MB)."""
@@ -388,6 +393,7 @@ class _Session:
     last_assigned: int = 0  # dispatch sequence number of the last call given to this session
     closing: bool = False  # a fatal error was sent; the close is on its way
     node: str | None = None  # the relay node holding this connection; None: this one
+    load: int = 0  # its calls cluster-wide, as last told by its node (or to the other nodes)
 
 
 @dataclass
@@ -456,6 +462,7 @@ class RelayCore:
         self.node = node
         self._remote_count = 0  # sessions mirrored from other nodes
         self._owners: dict[str, str] = {}  # call id -> node owning it, for calls of other nodes
+        self._pool_members: set[str] = set()  # our bot connections, whose load others track
         #: The Janus (SFU) for group calls that `welcome` announces, if any.
         self.janus_url = janus_url
         self._ice_servers_for = ice_servers_for
@@ -545,6 +552,7 @@ class RelayCore:
         if session is None:
             return []
         actions: list[Action] = []
+        self._pool_members.discard(conn)
         if session.node is not None:
             self._remote_count -= 1
         elif session.user is not None:
@@ -655,7 +663,7 @@ class RelayCore:
         """What the other nodes keep of a connection of ours (`remote` payload `up`)."""
         return {"t": "up", "conn": session.conn, "user": session.user, "role": session.role,
                 "max_calls": session.max_calls, "expires_at": session.expires_at,
-                "generation": session.generation}  # fmt: skip
+                "generation": session.generation, "calls": len(session.calls)}  # fmt: skip
 
     def _mirror(self, node: str, payload: dict[str, Any], now: float) -> list[Action]:
         """Add (or update) a connection held by `node`, so calls can be routed to it."""
@@ -673,7 +681,10 @@ class RelayCore:
         session.user, session.role = user, "bot" if payload.get("role") == "bot" else "user"
         max_calls = payload.get("max_calls")
         session.max_calls = max_calls if isinstance(max_calls, int) else None
-        session.generation = int(payload.get("generation") or 0)
+        session.generation, session.load = (
+            _count(payload.get("generation")),
+            _count(payload.get("calls")),
+        )
         if session.role == "bot":
             self._bots.add(user)
         self._touched.add(user)
@@ -718,6 +729,22 @@ class RelayCore:
             self._count_error(exc.code)
             return [Send(session.conn, error(exc.code, exc.message, exc.call_id, fatal=False))]
 
+    @staticmethod
+    def _load(session: _Session) -> int:
+        """Calls a pool member has: those this node knows of, or more if its node said so."""
+        return max(len(session.calls), session.load)
+
+    def _load_changes(self) -> list[Action]:
+        """Tell the other nodes how many calls each of our pool members now has, so that
+        every node dispatches to the least loaded member wherever it is connected."""
+        actions: list[Action] = []
+        for conn in self._pool_members:
+            session = self._sessions[conn]
+            if session.load != len(session.calls):
+                session.load = len(session.calls)
+                actions.append(Publish(ALL_NODES, self._announcement(session)))
+        return actions
+
     def _disown(self, call_id: str) -> None:
         """Forget the owner of another node's call once no connection of ours is in it."""
         if call_id in self._owners and not any(
@@ -730,7 +757,7 @@ class RelayCore:
         relay drops every `Publish`."""
         if self.node is None:
             return [a for a in actions if not isinstance(a, Publish)]
-        out: list[Action] = []
+        out: list[Action] = self._load_changes()
         for action in actions:
             session = None if isinstance(action, Publish) else self._sessions.get(action.conn)
             if session is None or session.node is None:
@@ -767,6 +794,7 @@ class RelayCore:
         session.generation = identity.generation
         if session.role == "bot":
             self._bots.add(user)
+            self._pool_members.add(session.conn)
         self._by_user.setdefault(user, set()).add(session.conn)
         self._touched.add(user)
         actions: list[Action] = [
@@ -921,7 +949,7 @@ class RelayCore:
         if "grant" in message:
             ringing = [self._redeem(session, message, outgoing, now)]
         elif bots:
-            free = [s for s in bots if s.max_calls is None or len(s.calls) < s.max_calls]
+            free = [s for s in bots if s.max_calls is None or self._load(s) < s.max_calls]
             if not free:
                 busy = {"type": "call_reject", "call_id": call_id, "reason": "busy",
                         "from": target}  # fmt: skip
@@ -930,8 +958,8 @@ class RelayCore:
             chosen = min(
                 free,
                 key=lambda s: (
-                    len(s.calls) / (s.max_calls or 1_000_000),
-                    len(s.calls),
+                    self._load(s) / (s.max_calls or 1_000_000),
+                    self._load(s),
                     s.last_assigned,
                 ),
             )

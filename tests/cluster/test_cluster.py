@@ -148,3 +148,31 @@ def test_serve_with_unreachable_redis_exits_with_one_line(tmp_path: Path) -> Non
     (line,) = result.output.strip().splitlines()
     assert line.startswith("Error: cannot reach Redis at redis://user:***@127.0.0.1:")
     assert "secret" not in result.output
+
+
+async def test_pool_members_on_two_nodes_share_calls_from_a_third(nodes, cluster_bot) -> None:
+    a, b, c = await nodes("a"), await nodes("b"), await nodes("c")
+    members = [cluster_bot(node, "support", max_calls=1) for node in (b, c)]
+    for member in members:
+        _echo(member)
+    carol = cluster_bot(c, "carol", role="user")
+    dave = cluster_bot(a, "dave", role="user")
+    await asyncio.gather(*(m.start() for m in members), carol.start(), dave.start())
+    assert await _until(lambda: a.core.sessions_of("support") == c.core.sessions_of("support") == 2)
+
+    first = await carol.call("support")  # node c owns this call
+    await first.wait_connected(10)
+    # node a learns that member's load from its node, so its call goes to the other one
+    assert await _until(lambda: sum(a.core._load(s) for s in _members(a)) == 1)
+    second = await dave.call("support")
+    await second.wait_connected(10)
+    assert sorted(len(m.active_calls) for m in members) == [1, 1]
+    assert await _until(lambda: sum(a.core._load(s) for s in _members(a)) == 2)
+    full = await dave.call("support")
+    assert await full.wait_ended(5) == "rejected:busy"
+    await asyncio.gather(first.hangup(), second.hangup())
+
+
+def _members(relay: Relay) -> list:
+    """The relay's view of the `support` pool's connections (its own and other nodes')."""
+    return [relay.core._sessions[conn] for conn in relay.core._by_user.get("support", ())]
