@@ -136,7 +136,7 @@ class RedisBackplane:
         self._pubsub: Any = None
         self._listener: Listener | None = None
         self._outbox: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
-        self._revocations: asyncio.Queue[dict[str, int]] = asyncio.Queue()
+        self._sharing: set[asyncio.Task[None]] = set()
         self._peers: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -163,7 +163,7 @@ class RedisBackplane:
 
     async def stop(self) -> None:
         """Leave: drop this node's keys so the others forget its connections at once."""
-        for task in self._tasks:
+        for task in [*self._tasks, *self._sharing]:
             task.cancel()
         if self._client is None:
             return
@@ -178,8 +178,17 @@ class RedisBackplane:
         self._outbox.put_nowait((node, payload))
 
     def share_revocations(self, generations: dict[str, int]) -> None:
-        """Make this node's revocations (its state dir) the cluster's."""
-        self._revocations.put_nowait(generations)
+        """Make this node's revocations (its state dir) the cluster's, now."""
+        task = asyncio.get_running_loop().create_task(self._share(generations))
+        self._sharing.add(task)
+        task.add_done_callback(self._sharing.discard)
+
+    async def _share(self, generations: dict[str, int]) -> None:
+        try:
+            for user, generation in generations.items():
+                await self._client.eval(_RAISE, 2, REVOCATIONS, REVOKED_CHANNEL, user, generation)
+        except Exception as exc:
+            logger.warning("cluster: could not share revocations: %s", exc)
 
     # -- tasks -------------------------------------------------------------------------------
 
@@ -236,17 +245,12 @@ class RedisBackplane:
             logger.exception("cluster: handling a message on %s failed", channel)
 
     async def _watch(self) -> None:
-        """Keep this node alive, spread revocations, and notice nodes that died."""
+        """Keep this node alive, and notice nodes that died."""
         assert self._listener is not None
         while True:
             await asyncio.sleep(HEARTBEAT)
             try:
                 await self._beat()
-                while not self._revocations.empty():
-                    for user, generation in self._revocations.get_nowait().items():
-                        await self._client.eval(
-                            _RAISE, 2, REVOCATIONS, REVOKED_CHANNEL, user, generation
-                        )
                 alive = await self._alive()
             except Exception as exc:
                 logger.warning("cluster: Redis unavailable: %s", exc)
