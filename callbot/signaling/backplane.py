@@ -16,7 +16,7 @@ import uuid
 from typing import Any, Protocol
 
 from ..errors import CallbotError
-from .protocol import ALL_NODES
+from .protocol import ALL_NODES, Own
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,11 @@ if wanted > current then
   return wanted
 end
 return current
+"""
+#: Drop a call's owner key only if this node still holds it (compare-and-delete).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
@@ -71,6 +76,9 @@ class MemoryBackplane:
 
     def share_revocations(self, generations: dict[str, int]) -> None:
         """Revocations live in the state dir alone."""
+
+    def own(self, ownership: Own) -> None:
+        """Never called: a core without a node name emits no `Own`."""
 
     async def stop(self) -> None:
         """Nothing to close."""
@@ -125,7 +133,8 @@ class RedisBackplane:
     liveness and for which node holds which connections, a hash of revocations.
 
     Keys: `callbot:node:<node>` (liveness, LIVENESS_TTL), `callbot:conns:<node>` (hash conn ->
-    who is connected, same TTL), `callbot:revocations`. Channels: `callbot:to:<node>`,
+    who is connected, same TTL), `callbot:call:<call id>` (its owner node, set only if absent,
+    same TTL), `callbot:revocations`. Channels: `callbot:to:<node>`,
     `callbot:all`, `callbot:revoked`. Messages leave in the order published (one writer).
     """
 
@@ -135,7 +144,8 @@ class RedisBackplane:
         self._client: Any = None
         self._pubsub: Any = None
         self._listener: Listener | None = None
-        self._outbox: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self._outbox: asyncio.Queue[tuple[str, dict[str, Any]] | Own] = asyncio.Queue()
+        self._owned: set[str] = set()  # call ids whose owner key this node keeps alive
         self._sharing: set[asyncio.Task[None]] = set()
         self._peers: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -177,6 +187,10 @@ class RedisBackplane:
         """Queue `payload` for node `node` (ALL_NODES: every other node)."""
         self._outbox.put_nowait((node, payload))
 
+    def own(self, ownership: Own) -> None:
+        """Record (or drop) this node as the owner of a call, in order with its messages."""
+        self._outbox.put_nowait(ownership)
+
     def share_revocations(self, generations: dict[str, int]) -> None:
         """Make this node's revocations (its state dir) the cluster's, now."""
         task = asyncio.get_running_loop().create_task(self._share(generations))
@@ -199,12 +213,31 @@ class RedisBackplane:
             while not self._outbox.empty():
                 batch.append(self._outbox.get_nowait())
             pipe = self._client.pipeline(transaction=False)
-            for node, payload in batch:
-                self._stage(pipe, node, payload)
+            claims: dict[int, str] = {}  # result index of an owner key's SET NX -> call id
+            for item in batch:
+                if isinstance(item, Own) and item.owned:
+                    claims[len(pipe)] = item.call_id
+                if isinstance(item, Own):
+                    self._stage_ownership(pipe, item)
+                else:
+                    self._stage(pipe, *item)
             try:
-                await pipe.execute()
+                results = await pipe.execute()
             except Exception as exc:  # Redis away: those messages are lost (see cluster.md)
                 logger.warning("cluster: could not publish %d messages: %s", len(batch), exc)
+                continue
+            for index, call_id in claims.items():
+                if results[index] is None:  # compare-and-set lost: ids must be unique
+                    logger.warning("cluster: call %s is owned by another node too", call_id)
+
+    def _stage_ownership(self, pipe: Any, ownership: Own) -> None:
+        key = self._key("call", ownership.call_id)
+        if ownership.owned:
+            self._owned.add(ownership.call_id)
+            pipe.set(key, self.node, nx=True, px=int(LIVENESS_TTL * 1000))
+        else:
+            self._owned.discard(ownership.call_id)
+            pipe.eval(_RELEASE, 1, key, self.node)
 
     def _stage(self, pipe: Any, node: str, payload: dict[str, Any]) -> None:
         data = json.dumps({"from": self.node, "p": payload}, separators=(",", ":"))
@@ -265,6 +298,8 @@ class RedisBackplane:
         pipe = self._client.pipeline(transaction=False)
         pipe.set(self._key("node"), "1", px=ttl)
         pipe.pexpire(self._key("conns"), ttl)
+        for call_id in self._owned:
+            pipe.pexpire(self._key("call", call_id), ttl)
         await pipe.execute()
 
     async def _alive(self) -> set[str]:

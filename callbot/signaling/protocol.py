@@ -328,7 +328,16 @@ class Publish:
     payload: dict[str, Any]
 
 
-Action = Send | Close | Publish
+@dataclass(frozen=True)
+class Own:
+    """This node holds call `call_id` (`owned`), or no longer does: recorded in the backplane
+    so the cluster knows which node routes each call (only a clustered relay emits these)."""
+
+    call_id: str
+    owned: bool
+
+
+Action = Send | Close | Publish | Own
 #: `Publish.node` for a message to every other node.
 ALL_NODES = "*"
 
@@ -463,6 +472,7 @@ class RelayCore:
         self._remote_count = 0  # sessions mirrored from other nodes
         self._owners: dict[str, str] = {}  # call id -> node owning it, for calls of other nodes
         self._pool_members: set[str] = set()  # our bot connections, whose load others track
+        self._ownership: list[Own] = []  # calls taken or let go since the last `_route`
         #: The Janus (SFU) for group calls that `welcome` announces, if any.
         self.janus_url = janus_url
         self._ice_servers_for = ice_servers_for
@@ -755,11 +765,12 @@ class RelayCore:
     def _route(self, actions: list[Action]) -> list[Action]:
         """Turn what goes to another node's connection into a `Publish` to that node; a lone
         relay drops every `Publish`."""
+        ownership, self._ownership = self._ownership, []
         if self.node is None:
             return [a for a in actions if not isinstance(a, Publish)]
-        out: list[Action] = self._load_changes()
+        out: list[Action] = [*ownership, *self._load_changes()]
         for action in actions:
-            session = None if isinstance(action, Publish) else self._sessions.get(action.conn)
+            session = None if isinstance(action, Publish | Own) else self._sessions.get(action.conn)
             if session is None or session.node is None:
                 out.append(action)
             elif isinstance(action, Send):
@@ -825,6 +836,7 @@ class RelayCore:
             me.generation = session.generation
             call = _Call(call_id, me, other, set(), True, now, restored=True)
             self._calls[call_id] = call
+            self._ownership.append(Own(call_id, True))
             self._touched.add(session.user)
         if not call.answered and call.callee.user == session.user:
             call.ringing.add(session.conn)  # a callee device back while the call still rings
@@ -974,6 +986,7 @@ class RelayCore:
             {s.conn for s in ringing}, False, now + self.limits.ring_timeout,
         )  # fmt: skip
         self._calls[call_id] = call
+        self._ownership.append(Own(call_id, True))
         session.calls.add(call_id)
         for target_session in ringing:
             target_session.calls.add(call_id)
@@ -1150,7 +1163,8 @@ class RelayCore:
         return actions
 
     def _forget(self, call: _Call) -> None:
-        self._calls.pop(call.call_id, None)
+        if self._calls.pop(call.call_id, None) is not None:
+            self._ownership.append(Own(call.call_id, False))
         self._recently_ended[call.call_id] = None
         while len(self._recently_ended) > self.limits.remembered_ended:
             self._recently_ended.popitem(last=False)

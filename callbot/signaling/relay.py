@@ -35,6 +35,7 @@ from .protocol import (
     Action,
     Close,
     Identity,
+    Own,
     ProtocolError,
     Publish,
     RelayCore,
@@ -353,6 +354,9 @@ class Relay:
         for action in actions:
             if isinstance(action, Publish):
                 self.backplane.publish(action.node, action.payload)
+                continue
+            if isinstance(action, Own):
+                self.backplane.own(action)
                 continue
             outbox = self._outboxes.get(action.conn)
             if outbox is not None:

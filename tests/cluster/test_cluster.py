@@ -16,7 +16,7 @@ from callbot import Bot, Incoming
 from callbot.cli import main
 from callbot.identity import AuthError
 from callbot.media import analysis
-from callbot.signaling.backplane import BackplaneError, RedisBackplane
+from callbot.signaling.backplane import BackplaneError, RedisBackplane, connect
 from callbot.signaling.relay import Relay
 from callbot.signaling.state import RelayState
 
@@ -40,7 +40,7 @@ def _echo(bot: Bot) -> None:
 
 
 async def test_call_from_one_node_to_a_bot_on_another_carries_audio(
-    nodes, cluster_bot, tone_file
+    nodes, cluster_bot, tone_file, redis_url: str
 ) -> None:
     a, b = await nodes("a"), await nodes("b")
     echo = cluster_bot(b, "echo")
@@ -63,9 +63,20 @@ async def test_call_from_one_node_to_a_bot_on_another_carries_audio(
     (answered,) = echo.active_calls
     assert answered.metadata == {"ticket": 7} and answered.peer == "alice"
     assert (a.core.call_count, b.core.call_count) == (1, 0)  # the caller's node owns it
-    await call.hangup()
-    assert await answered.wait_ended(5) == "remote_hangup"
-    assert await _until(lambda: a.core.call_count == 0)
+    redis = await connect(redis_url)
+    try:
+        assert await redis.get(f"callbot:call:{call.id}") == b"node-a"
+        assert 0 < await redis.pttl(f"callbot:call:{call.id}") <= 5000
+        await call.hangup()
+        assert await answered.wait_ended(5) == "remote_hangup"
+        assert await _until(lambda: a.core.call_count == 0)
+        for _ in range(50):  # the owner key goes with the call
+            if not await redis.exists(f"callbot:call:{call.id}"):
+                break
+            await asyncio.sleep(0.02)
+        assert not await redis.exists(f"callbot:call:{call.id}")
+    finally:
+        await redis.aclose()
 
 
 async def test_bot_hangup_crosses_back_and_node_stop_is_seen(nodes, cluster_bot) -> None:

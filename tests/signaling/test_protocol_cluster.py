@@ -10,7 +10,15 @@ from typing import Any
 
 from test_protocol import FakeTokens, login, make_core, send
 
-from callbot.signaling.protocol import ALL_NODES, Action, Publish, RelayCore, RelayLimits, Send
+from callbot.signaling.protocol import (
+    ALL_NODES,
+    Action,
+    Own,
+    Publish,
+    RelayCore,
+    RelayLimits,
+    Send,
+)
 
 
 class Bus:
@@ -23,6 +31,7 @@ class Bus:
             n: RelayCore(tokens.authenticate, limits=RelayLimits(), node=n) for n in names
         }
         self.inbox: dict[str, list[dict[str, Any]]] = {}
+        self.ownership: list[tuple[str, Own]] = []
 
     def run(self, node: str, actions: list[Action]) -> None:
         queue = deque((node, a) for a in actions)
@@ -30,6 +39,8 @@ class Bus:
             sender, action = queue.popleft()
             if isinstance(action, Send):
                 self.inbox.setdefault(action.conn, []).append(action.message)
+            elif isinstance(action, Own):
+                self.ownership.append((sender, action))
             elif isinstance(action, Publish):
                 targets = (
                     [n for n in self.cores if n != sender]
@@ -99,6 +110,7 @@ def test_a_call_across_nodes_rings_every_device_and_keeps_its_order() -> None:
     assert bus.take("a1") == [{"type": "hangup", "call_id": "c1", "reason": "bye", "from": "bob"}]
     assert bus.cores["A"].call_count == 0
     assert bus.cores["B"]._owners == {} and bus.cores["C"]._owners == {}
+    assert bus.ownership == [("A", Own("c1", True)), ("A", Own("c1", False))]
 
 
 def test_a_node_gone_ends_the_calls_ringing_there() -> None:
