@@ -473,6 +473,8 @@ class RelayCore:
         self._owners: dict[str, str] = {}  # call id -> node owning it, for calls of other nodes
         self._pool_members: set[str] = set()  # our bot connections, whose load others track
         self._ownership: list[Own] = []  # calls taken or let go since the last `_route`
+        self._busy_here: set[str] = set()  # users in an answered call this node owns
+        self._busy_elsewhere: dict[str, set[str]] = {}  # user -> nodes saying they are on a call
         #: The Janus (SFU) for group calls that `welcome` announces, if any.
         self.janus_url = janus_url
         self._ice_servers_for = ice_servers_for
@@ -654,6 +656,9 @@ class RelayCore:
             session = self._sessions.get(str(payload.get("conn")))
             remote = session is not None and session.node is not None
             actions = self._close(session.conn, now) if remote and session else []
+        elif kind == "calls":
+            self._busy_elsewhere_from(sender, payload)
+            actions = []
         elif kind == "deliver":
             actions = self._delivered(payload)
         elif kind == "received":
@@ -667,13 +672,43 @@ class RelayCore:
         actions: list[Action] = []
         for session in [s for s in self._sessions.values() if s.node == node]:
             actions += self._close(session.conn, now)
+        for user, nodes in list(self._busy_elsewhere.items()):
+            if node in nodes:
+                self._busy_from(node, user, False)
         return self._route(actions + self._presence_updates())
 
     def _announcement(self, session: _Session) -> dict[str, Any]:
         """What the other nodes keep of a connection of ours (`remote` payload `up`)."""
+        assert session.user is not None
         return {"t": "up", "conn": session.conn, "user": session.user, "role": session.role,
                 "max_calls": session.max_calls, "expires_at": session.expires_at,
-                "generation": session.generation, "calls": len(session.calls)}  # fmt: skip
+                "generation": session.generation, "calls": len(session.calls),
+                "presence": self._presence.setting(session.user)}  # fmt: skip
+
+    def _busy_elsewhere_from(self, node: str, payload: dict[str, Any]) -> None:
+        """Another node says a user is (or no longer is) on a call it owns."""
+        user, busy = payload.get("user"), payload.get("on_call")
+        if isinstance(user, str) and ID_PATTERN.fullmatch(user) and isinstance(busy, bool):
+            self._busy_from(node, user, busy)
+
+    def _busy_from(self, node: str, user: str, busy: bool) -> None:
+        nodes = self._busy_elsewhere.setdefault(user, set())
+        (nodes.add if busy else nodes.discard)(node)
+        if not nodes:
+            del self._busy_elsewhere[user]
+        self._touched.add(user)
+
+    def _adopt_presence(self, user: str, setting: Any) -> None:
+        """The presence a user set on another node (checked as a `presence_set` would be)."""
+        if not isinstance(setting, dict):
+            return
+        try:
+            message = validate({**setting, "type": "presence_set"})
+        except ProtocolError:
+            return
+        self._presence.choose(user, message["status"], message.get("text"))
+        if "visible_to" in message:
+            self._presence.share(user, message["visible_to"])
 
     def _mirror(self, node: str, payload: dict[str, Any], now: float) -> list[Action]:
         """Add (or update) a connection held by `node`, so calls can be routed to it."""
@@ -695,6 +730,7 @@ class RelayCore:
             _count(payload.get("generation")),
             _count(payload.get("calls")),
         )
+        self._adopt_presence(user, payload.get("presence"))
         if session.role == "bot":
             self._bots.add(user)
         self._touched.add(user)
@@ -900,7 +936,8 @@ class RelayCore:
             if "visible_to" in message:
                 self._presence.share(session.user, message["visible_to"])
             self._touched.add(session.user)
-            return []
+            local = [self._sessions[c] for c in self._by_user[session.user]]
+            return [Publish(ALL_NODES, self._announcement(s)) for s in local if s.node is None]
         if kind == "presence_unsubscribe":
             self._presence.unsubscribe(session.conn, message["users"])
             return []
@@ -921,6 +958,10 @@ class RelayCore:
         return len({c for conn in self._by_user.get(user, ()) for c in self._sessions[conn].calls})
 
     def _on_call(self, user: str) -> bool:
+        return self._on_call_here(user) or bool(self._busy_elsewhere.get(user))
+
+    def _on_call_here(self, user: str) -> bool:
+        """Whether `user` is in an answered call this node knows of (owns)."""
         for conn in self._by_user.get(user, ()):
             for call_id in self._sessions[conn].calls:
                 call = self._calls.get(call_id)
@@ -930,7 +971,20 @@ class RelayCore:
 
     def _presence_updates(self) -> list[Action]:
         touched, self._touched = self._touched, set()
-        return [Send(conn, message) for conn, message in self._presence.updates(touched)]
+        actions: list[Action] = self._busy_changes(touched) if self.node is not None else []
+        return actions + [Send(c, message) for c, message in self._presence.updates(touched)]
+
+    def _busy_changes(self, users: set[str]) -> list[Action]:
+        """Tell the other nodes who started or stopped being on a call this node owns (their
+        watchers see `on_call` too)."""
+        actions: list[Action] = []
+        for user in users:
+            busy = self._on_call_here(user)
+            if busy != (user in self._busy_here):
+                (self._busy_here.add if busy else self._busy_here.discard)(user)
+                payload = {"t": "calls", "user": user, "on_call": busy}
+                actions.append(Publish(ALL_NODES, payload))
+        return actions
 
     def _refresh(self, session: _Session, message: dict[str, Any], now: float) -> list[Action]:
         identity = self._authenticate(message["token"], now)
@@ -1174,9 +1228,8 @@ class RelayCore:
 
     def _fatal(self, session: _Session, code: str, text: str) -> list[Action]:
         session.closing = True
-        actions = [Send(session.conn, error(code, text, fatal=True)),
-                   Close(session.conn, CLOSE_CODES.get(code, 4000), code)]  # fmt: skip
-        return actions
+        return [Send(session.conn, error(code, text, fatal=True)),
+                Close(session.conn, CLOSE_CODES.get(code, 4000), code)]  # fmt: skip
 
     def _rate_limited(self, session: _Session, now: float) -> list[Action]:
         self._count_error(RATE_LIMITED)

@@ -157,3 +157,27 @@ def test_malformed_messages_from_other_nodes_are_dropped() -> None:
         assert all(isinstance(a, Publish) for a in actions), (payload, actions)
     assert core.connection_count == 1 and core.user_of("a1") == "alice"
     assert core.sessions_of("bob") == 2  # b1, and b2 with its bad numbers taken as 0
+
+
+def test_presence_and_on_call_are_seen_from_every_node() -> None:
+    bus = Bus("A", "B", "C")
+    bus.login("A", "a1", "alice")
+    bus.login("B", "b1", "bob")
+    bus.login("C", "c1", "carol")
+    bus.send("B", "b1", {"type": "presence_set", "status": "away", "text": "lunch",
+                         "visible_to": ["alice"]})  # fmt: skip
+    bus.send("A", "a1", {"type": "presence_subscribe", "users": ["bob"]})
+    bus.send("C", "c1", {"type": "presence_subscribe", "users": ["bob"]})
+    assert bus.take("a1") == [
+        {"type": "presence_list", "users": [{"user": "bob", "status": "away", "text": "lunch"}]}
+    ]
+    assert bus.take("c1")[0]["users"][0]["status"] == "unknown"  # not in bob's audience
+
+    bus.send("C", "c1", {**OFFER, "call_id": "c2"})  # carol (node C) calls bob (node B)
+    bus.send("B", "b1", {"type": "call_answer", "call_id": "c2", "sdp": "v=0"})
+    assert [m["status"] for m in bus.take("a1") if m["type"] == "presence_update"] == ["on_call"]
+    bus.send("C", "c1", {"type": "hangup", "call_id": "c2"})
+    assert [m["status"] for m in bus.take("a1") if m["type"] == "presence_update"] == ["away"]
+
+    bus.run("B", bus.cores["B"].closed("b1", 1.0))
+    assert bus.take("a1")[-1]["status"] == "offline"
