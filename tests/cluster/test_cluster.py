@@ -187,3 +187,18 @@ async def test_pool_members_on_two_nodes_share_calls_from_a_third(nodes, cluster
 def _members(relay: Relay) -> list:
     """The relay's view of the `support` pool's connections (its own and other nodes')."""
     return [relay.core._sessions[conn] for conn in relay.core._by_user.get("support", ())]
+
+
+async def test_presence_across_nodes(nodes, cluster_bot) -> None:
+    a, b = await nodes("a"), await nodes("b")
+    alice = cluster_bot(a, "alice", role="user")
+    bob = cluster_bot(b, "bob", role="user")
+    await alice.start()
+    await bob.start()
+    await bob.set_presence("away", "lunch", visible_to=["alice"])
+    assert await _until(lambda: a.core._presence.setting("bob") is not None)
+    await alice.subscribe_presence(["bob"])
+    assert await _until(lambda: alice.presence.get("bob", {}).get("status") == "away")
+    assert alice.presence["bob"]["text"] == "lunch"
+    await bob.stop()
+    assert await _until(lambda: alice.presence["bob"]["status"] == "offline")
