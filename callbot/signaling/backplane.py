@@ -273,7 +273,7 @@ class RedisBackplane:
             self._peers.add(sender)
             self._listener.from_node(sender, payload)
         except (ValueError, KeyError, TypeError) as exc:
-            logger.info("cluster: dropped a malformed message on %s: %s", channel, exc)
+            logger.info("cluster: dropped a malformed message on %s: %r", channel, exc)
         except Exception:
             logger.exception("cluster: handling a message on %s failed", channel)
 
@@ -289,7 +289,7 @@ class RedisBackplane:
                 logger.warning("cluster: Redis unavailable: %s", exc)
                 continue
             for node in self._peers - alive:
-                logger.info("cluster: node %s is gone; forgetting its connections", node)
+                logger.info("cluster: node %r is gone; forgetting its connections", node)
                 self._peers.discard(node)
                 self._listener.node_gone(node)
 

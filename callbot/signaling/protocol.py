@@ -470,7 +470,8 @@ class RelayCore:
         #: which never emits `Publish`.
         self.node = node
         self._remote_count = 0  # sessions mirrored from other nodes
-        self._owners: dict[str, str] = {}  # call id -> node owning it, for calls of other nodes
+        #: Calls other nodes own that connections of ours take part in: id -> (owner, our conns).
+        self._owners: dict[str, tuple[str, set[str]]] = {}
         self._pool_members: set[str] = set()  # our bot connections, whose load others track
         self._ownership: list[Own] = []  # calls taken or let go since the last `_route`
         self._busy_here: set[str] = set()  # users in an answered call this node owns
@@ -507,7 +508,10 @@ class RelayCore:
 
     @property
     def user_count(self) -> int:
-        return len(self._by_user)
+        """Users with a connection to this relay (not only to other nodes of its cluster)."""
+        if not self._remote_count:
+            return len(self._by_user)
+        return len({s.user for s in self._sessions.values() if s.node is None and s.user})
 
     def sessions_of(self, user: str) -> int:
         return len(self._by_user.get(user, ()))
@@ -578,7 +582,7 @@ class RelayCore:
         for call_id in list(session.calls):
             call = self._calls.get(call_id)
             if call is None:
-                self._disown(call_id)
+                self._disown(call_id, conn)
                 continue
             if conn in call.ringing:
                 call.ringing.discard(conn)
@@ -746,18 +750,18 @@ class RelayCore:
         call_id = message.get("call_id")
         if isinstance(call_id, str) and isinstance(owner, str):
             if message.get("type") == "call_offer":
-                self._owners[call_id] = owner
+                self._owners.setdefault(call_id, (owner, set()))[1].add(session.conn)
                 session.calls.add(call_id)
             elif message.get("type") in ("hangup", "call_reject"):
                 session.calls.discard(call_id)
-                self._disown(call_id)
+                self._disown(call_id, session.conn)
         return [Send(session.conn, message)]
 
     def _to_owner(self, session: _Session, owner: str, message: dict[str, Any]) -> list[Action]:
         """A message of ours in a call another node owns: that node routes it."""
         if message["type"] in ("hangup", "call_reject"):
             session.calls.discard(message["call_id"])
-            self._disown(message["call_id"])
+            self._disown(message["call_id"], session.conn)
         return [Publish(owner, {"t": "received", "conn": session.conn, "msg": message})]
 
     def _received_remotely(self, payload: dict[str, Any], now: float) -> list[Action]:
@@ -791,12 +795,14 @@ class RelayCore:
                 actions.append(Publish(ALL_NODES, self._announcement(session)))
         return actions
 
-    def _disown(self, call_id: str) -> None:
-        """Forget the owner of another node's call once no connection of ours is in it."""
-        if call_id in self._owners and not any(
-            call_id in s.calls for s in self._sessions.values() if s.node is None
-        ):
-            del self._owners[call_id]
+    def _disown(self, call_id: str, conn: str) -> None:
+        """Connection `conn` left another node's call; forget that call's owner once no
+        connection of ours is in it."""
+        entry = self._owners.get(call_id)
+        if entry is not None:
+            entry[1].discard(conn)
+            if not entry[1]:
+                del self._owners[call_id]
 
     def _route(self, actions: list[Action]) -> list[Action]:
         """Turn what goes to another node's connection into a `Publish` to that node; a lone
@@ -905,9 +911,9 @@ class RelayCore:
             return self._group_invite(session, message)
         if kind == "call_offer":
             return self._offer(session, message, now)
-        owner = self._owners.get(message["call_id"])
-        if owner is not None and message["call_id"] in session.calls:
-            return self._to_owner(session, owner, message)
+        owned = self._owners.get(message["call_id"])
+        if owned is not None and session.conn in owned[1]:
+            return self._to_owner(session, owned[0], message)
         call = self._calls.get(message["call_id"])
         if call is None or call.ended:
             return self._unknown_call(session, message, now)

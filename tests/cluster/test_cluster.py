@@ -100,7 +100,7 @@ async def test_bot_hangup_crosses_back_and_node_stop_is_seen(nodes, cluster_bot)
     await bot.stop()
     assert await _until(lambda: a.core.sessions_of("quick") == 0)
     await b.stop()  # its keys go: a forgets it, and a caller gets a clean "offline"
-    assert await _until(lambda: a.core.user_count == 1)
+    assert await _until(lambda: a.core._remote_count == 0 and a.core.user_count == 1)
 
 
 async def test_revocation_on_any_node_cuts_sessions_on_every_node(

@@ -84,7 +84,8 @@ def test_a_call_across_nodes_rings_every_device_and_keeps_its_order() -> None:
     bus.login("A", "a1", "alice")
     bus.login("B", "b1", "bob")
     bus.login("C", "c1", "bob")  # bob twice, on two nodes
-    assert bus.cores["A"].sessions_of("bob") == 2 and bus.cores["A"].connection_count == 1
+    core_a = bus.cores["A"]
+    assert (core_a.sessions_of("bob"), core_a.connection_count, core_a.user_count) == (2, 1, 1)
 
     bus.send("A", "a1", OFFER)
     assert (
