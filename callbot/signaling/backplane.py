@@ -29,6 +29,7 @@ CONNECT_TIMEOUT = 3.0
 ALL_CHANNEL = PREFIX + "all"
 REVOKED_CHANNEL = PREFIX + "revoked"
 REVOCATIONS = PREFIX + "revocations"  # hash: user -> token generation
+BYE = {"t": "bye"}  # on `callbot:all` from a node that stops: forget it at once
 
 #: Raise a user's generation in the revocations hash if `ARGV[2]` is higher, and announce it;
 #: one script so two nodes revoking at once cannot lower it. Returns the generation kept.
@@ -59,6 +60,8 @@ class Listener(Protocol):
     def from_node(self, node: str, payload: dict[str, Any]) -> None: ...
 
     def node_gone(self, node: str) -> None: ...
+
+    def reconnected(self) -> None: ...
 
     def revoked(self, user: str, generation: int) -> None: ...
 
@@ -148,6 +151,7 @@ class RedisBackplane:
         self._owned: set[str] = set()  # call ids whose owner key this node keeps alive
         self._sharing: set[asyncio.Task[None]] = set()
         self._peers: set[str] = set()
+        self._missing: dict[str, int] = {}  # peer -> checks in a row its liveness key was absent
         self._tasks: list[asyncio.Task[None]] = []
 
     def _key(self, kind: str, node: str | None = None) -> str:
@@ -178,6 +182,7 @@ class RedisBackplane:
         if self._client is None:
             return
         with contextlib.suppress(Exception):
+            await self._client.publish(ALL_CHANNEL, json.dumps({"from": self.node, "p": BYE}))
             await self._client.delete(self._key("node"), self._key("conns"))
             await self._pubsub.aclose()
         await self._client.aclose()
@@ -270,6 +275,10 @@ class RedisBackplane:
             sender, payload = str(envelope["from"]), envelope["p"]
             if sender == self.node or not isinstance(payload, dict):
                 return
+            if payload == BYE:
+                self._peers.discard(sender)
+                self._listener.node_gone(sender)
+                return
             self._peers.add(sender)
             self._listener.from_node(sender, payload)
         except (ValueError, KeyError, TypeError) as exc:
@@ -278,29 +287,50 @@ class RedisBackplane:
             logger.exception("cluster: handling a message on %s failed", channel)
 
     async def _watch(self) -> None:
-        """Keep this node alive, and notice nodes that died."""
+        """Keep this node alive, and notice nodes that died: liveness key absent at two
+        checks in a row (one miss may be a Redis that just restarted, empty)."""
         assert self._listener is not None
+        healthy = True
         while True:
             await asyncio.sleep(HEARTBEAT)
             try:
-                await self._beat()
+                forgotten = await self._beat()
                 alive = await self._alive()
             except Exception as exc:
-                logger.warning("cluster: Redis unavailable: %s", exc)
+                if healthy:
+                    logger.warning("cluster: Redis unavailable: %s", exc)
+                healthy = False
                 continue
-            for node in self._peers - alive:
+            healthy = True
+            if forgotten:  # Redis restarted (or this node stalled): tell it all again
+                logger.info("cluster: Redis lost this node's keys; announcing its connections")
+                self._missing.clear()
+                self._listener.reconnected()
+                continue
+            self._forget_missing(alive)
+
+    def _forget_missing(self, alive: set[str]) -> None:
+        assert self._listener is not None
+        for node in alive:
+            self._missing.pop(node, None)
+        for node in self._peers - alive:
+            self._missing[node] = self._missing.get(node, 0) + 1
+            if self._missing[node] >= 2:
                 logger.info("cluster: node %r is gone; forgetting its connections", node)
                 self._peers.discard(node)
+                del self._missing[node]
                 self._listener.node_gone(node)
 
-    async def _beat(self) -> None:
+    async def _beat(self) -> bool:
+        """Refresh this node's keys; whether its liveness key was gone (Redis forgot us)."""
         ttl = int(LIVENESS_TTL * 1000)
         pipe = self._client.pipeline(transaction=False)
-        pipe.set(self._key("node"), "1", px=ttl)
+        pipe.set(self._key("node"), "1", px=ttl, get=True)
         pipe.pexpire(self._key("conns"), ttl)
-        for call_id in self._owned:
+        for call_id in self._owned:  # (set again if Redis restarted without it)
+            pipe.set(self._key("call", call_id), self.node, nx=True, px=ttl)
             pipe.pexpire(self._key("call", call_id), ttl)
-        await pipe.execute()
+        return (await pipe.execute())[0] is None
 
     async def _alive(self) -> set[str]:
         """The other nodes whose liveness key is there."""

@@ -681,6 +681,12 @@ class RelayCore:
                 self._busy_from(node, user, False)
         return self._route(actions + self._presence_updates())
 
+    def announcements(self) -> list[Action]:
+        """Every connection of ours, announced again (after the backplane lost its state,
+        e.g. Redis restarted)."""
+        local = [s for s in self._sessions.values() if s.node is None and s.user is not None]
+        return self._route([Publish(ALL_NODES, self._announcement(s)) for s in local])
+
     def _announcement(self, session: _Session) -> dict[str, Any]:
         """What the other nodes keep of a connection of ours (`remote` payload `up`)."""
         assert session.user is not None

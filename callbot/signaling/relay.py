@@ -371,6 +371,12 @@ class Relay:
     def node_gone(self, node: str) -> None:
         self._apply(self.core.node_gone(node, time.time()))
 
+    def reconnected(self) -> None:
+        """Redis is back after an outage (maybe restarted, empty): announce our connections
+        and our revocations again."""
+        self._apply(self.core.announcements())
+        self.backplane.share_revocations(self.state.generations())
+
     def revoked(self, user: str, generation: int) -> None:
         """A revocation made on another node (or by `callbot token revoke --redis`): adopt
         it, and cut the user's sessions here at once."""

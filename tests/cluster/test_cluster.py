@@ -202,3 +202,41 @@ async def test_presence_across_nodes(nodes, cluster_bot) -> None:
     assert alice.presence["bob"]["text"] == "lunch"
     await bob.stop()
     assert await _until(lambda: alice.presence["bob"]["status"] == "offline")
+
+
+async def test_redis_restart_mid_call_loses_no_call(
+    nodes, cluster_bot, redis_server, tone_file
+) -> None:
+    a, b = await nodes("a"), await nodes("b")
+    echo = cluster_bot(b, "echo")
+    _echo(echo)
+    alice = cluster_bot(a, "alice", role="user")
+    await echo.start()
+    await alice.start()
+    assert await _until(lambda: a.core.sessions_of("echo") == 1)
+    call = await alice.call("echo")
+    await call.wait_connected(10)
+    (answered,) = echo.active_calls
+
+    redis_server.stop(kill=True)  # kill -9, then an empty Redis on the same port
+    redis_server.start()
+    redis = await connect(redis_server.url)
+    try:  # the nodes see their keys gone and tell the new Redis everything again
+        for _ in range(100):
+            if await redis.hlen("callbot:conns:node-b") and await redis.exists(
+                f"callbot:call:{call.id}"
+            ):
+                break
+            await asyncio.sleep(0.1)
+        assert await redis.hlen("callbot:conns:node-b") == 1
+        assert await redis.get(f"callbot:call:{call.id}") == b"node-a"
+    finally:
+        await redis.aclose()
+    frames = call.audio_frames()  # media never stopped: it is peer to peer
+    call.send_audio_file(tone_file(".wav", 440.0, seconds=1.5))
+    assert abs(analysis.dominant_frequency(await collect_frames(frames, 2.0)) - 440.0) <= 5
+    await call.hangup()  # and the call's signalling still crosses nodes
+    assert await answered.wait_ended(5) == "remote_hangup"
+    again = await alice.call("echo")
+    await again.wait_connected(10)
+    await again.hangup()
