@@ -240,3 +240,54 @@ async def test_redis_restart_mid_call_loses_no_call(
     again = await alice.call("echo")
     await again.wait_connected(10)
     await again.hangup()
+
+
+async def test_a_node_that_dies_is_forgotten_and_media_goes_on(
+    nodes, cluster_bot, tone_file
+) -> None:
+    a, b = await nodes("a"), await nodes("b")
+    echo = cluster_bot(b, "echo")
+    _echo(echo)
+    alice = cluster_bot(a, "alice", role="user")
+    await echo.start()
+    await alice.start()
+    assert await _until(lambda: a.core.sessions_of("echo") == 1)
+    call = await alice.call("echo")
+    await call.wait_connected(10)
+
+    backplane = b.backplane
+    assert isinstance(backplane, RedisBackplane)
+    for task in backplane._tasks:  # as with kill -9: no bye, its keys left to expire
+        task.cancel()
+    client, backplane._client = backplane._client, None
+    await client.aclose()
+    await b.stop()
+    started = time.monotonic()
+    assert await _until(lambda: a.core.sessions_of("echo") == 0, 15)
+    print(f"node b forgotten {time.monotonic() - started:.1f}s after it died")
+    assert a.core.call_count == 1  # the call waits for its party to come back (absent_grace)
+    frames = call.audio_frames()
+    call.send_audio_file(tone_file(".wav", 440.0, seconds=1.5))
+    assert abs(analysis.dominant_frequency(await collect_frames(frames, 2.0)) - 440.0) <= 5
+
+
+async def test_revoking_a_party_ends_its_call_across_nodes(
+    nodes, cluster_bot, shared_state
+) -> None:
+    a, b = await nodes("a"), await nodes("b")
+    echo = cluster_bot(b, "echo")
+    _echo(echo)
+    alice = cluster_bot(a, "alice", role="user")
+    await echo.start()
+    await alice.start()
+    assert await _until(lambda: a.core.sessions_of("echo") == 1)
+    call = await alice.call("echo")
+    await call.wait_connected(10)
+    (answered,) = echo.active_calls
+
+    state = RelayState(shared_state("b"))  # on the callee's node; node a owns the call
+    state.revoke("echo")
+    state.close()
+    assert await call.wait_ended(10) == "revoked"
+    assert await answered.wait_ended(10) == "revoked"
+    assert echo._client is not None and echo._client.fatal_error.code == "session_revoked"
