@@ -658,15 +658,15 @@ class RelayCore:
             actions = self._mirror(sender, payload, now)
         elif kind == "down":
             session = self._sessions.get(str(payload.get("conn")))
-            remote = session is not None and session.node is not None
-            actions = self._close(session.conn, now) if remote and session else []
+            held = session is not None and session.node == sender  # only its node closes it
+            actions = self._close(session.conn, now) if held and session else []
         elif kind == "calls":
             self._busy_elsewhere_from(sender, payload)
             actions = []
         elif kind == "deliver":
             actions = self._delivered(payload)
         elif kind == "received":
-            actions = self._received_remotely(payload, now)
+            actions = self._received_remotely(sender, payload, now)
         else:
             actions = []
         return self._route(actions + self._presence_updates())
@@ -770,12 +770,12 @@ class RelayCore:
             self._disown(message["call_id"], session.conn)
         return [Publish(owner, {"t": "received", "conn": session.conn, "msg": message})]
 
-    def _received_remotely(self, payload: dict[str, Any], now: float) -> list[Action]:
-        """What a connection of another node said in a call this node owns (its node checked
+    def _received_remotely(self, node: str, payload: dict[str, Any], now: float) -> list[Action]:
+        """What a connection of node `node` said in a call this node owns (its node checked
         rate and token; the message is validated again all the same)."""
         session = self._sessions.get(str(payload.get("conn")))
         message = payload.get("msg")
-        if session is None or session.node is None or not isinstance(message, dict):
+        if session is None or session.node != node or not isinstance(message, dict):
             return []
         if message.get("type") not in IN_CALL | CALLEE_ONLY | {"hangup"}:
             return []  # nothing else is ever forwarded to the owner of a call

@@ -156,6 +156,10 @@ def test_malformed_messages_from_other_nodes_are_dropped() -> None:
     ]:  # fmt: skip
         actions = core.remote("B", payload, 0.0)
         assert all(isinstance(a, Publish) for a in actions), (payload, actions)
+    # a node speaks only for its own connections
+    assert core.remote("C", {"t": "down", "conn": "b1"}, 0.0) == []
+    hangup = {"type": "hangup", "call_id": "x"}
+    assert core.remote("C", {"t": "received", "conn": "b1", "msg": hangup}, 0.0) == []
     assert core.connection_count == 1 and core.user_of("a1") == "alice"
     assert core.sessions_of("bob") == 2  # b1, and b2 with its bad numbers taken as 0
 
