@@ -456,8 +456,21 @@ def _end_with_supervisor(supervisor: int) -> None:
     help="Janus WebSocket API for group calls (e.g. ws://127.0.0.1:8188), told to every client "
     "in welcome. Env: CALLBOT_JANUS_URL.",
 )
+@click.option(
+    "--redis",
+    "redis_url",
+    metavar="URL",
+    envvar="CALLBOT_REDIS_URL",
+    help="Join a cluster of relays sharing routing over this Redis (redis://host:6379/0; "
+    "docs/howto/cluster.md). Env: CALLBOT_REDIS_URL.",
+)
 def serve(
-    host: str, port: int, state_dir: Path | None, relay_ice: RelayIceServers, janus: str | None
+    host: str,
+    port: int,
+    state_dir: Path | None,
+    relay_ice: RelayIceServers,
+    janus: str | None,
+    redis_url: str | None,
 ) -> None:
     """Run the relay (signalling server) alone.
 
@@ -467,7 +480,9 @@ def serve(
       CALLBOT_TURN_SECRET=... callbot serve --turn-url turn:turn.example.org:3478
       callbot token create alice --ttl 1h --state-dir /var/lib/callbot
       callbot serve --janus ws://127.0.0.1:8188   # group calls (docs/howto/group-calls.md)
+      callbot serve --redis redis://127.0.0.1:6379/0   # one node of a cluster
     """
+    from .signaling.backplane import RedisBackplane, redacted
     from .signaling.relay import Relay
 
     if janus is not None and not janus.startswith(("ws://", "wss://")):
@@ -476,9 +491,11 @@ def serve(
         )
 
     async def serve_forever() -> None:
+        backplane = RedisBackplane(redis_url) if redis_url else None
         relay = Relay(
-            host, port, state_dir, ice_servers=relay_ice.fixed, turn=relay_ice.turn, janus_url=janus
-        )
+            host, port, state_dir, ice_servers=relay_ice.fixed, turn=relay_ice.turn,
+            janus_url=janus, backplane=backplane,
+        )  # fmt: skip
         await relay.start()
         say(
             f"relay listening on {relay.url} (health: {relay.http_url}/healthz; "
@@ -488,6 +505,8 @@ def serve(
         _say_relay_ice(relay_ice)
         if janus is not None:
             say(f"group calls on Janus at {janus}")
+        if backplane is not None:
+            say(f"cluster node {backplane.node} sharing routing over {redacted(backplane.url)}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -746,18 +765,32 @@ def token_create(user: str, ttl: str, relay_url: str, role: str, state_dir: Path
 @token.command("revoke")
 @click.argument("user")
 @_state_option
-def token_revoke(user: str, state_dir: Path | None) -> None:
+@click.option(
+    "--redis",
+    "redis_url",
+    metavar="URL",
+    envvar="CALLBOT_REDIS_URL",
+    help="Also revoke on every relay of the cluster sharing this Redis. Env: CALLBOT_REDIS_URL.",
+)
+def token_revoke(user: str, state_dir: Path | None, redis_url: str | None) -> None:
     """Invalidate every token of USER; a running relay cuts their sessions at once.
 
     \b
-    Example:
+    Examples:
       callbot token revoke alice
+      callbot token revoke alice --redis redis://127.0.0.1:6379/0   # the whole cluster
     """
+    from .signaling.backplane import cluster_generation, revoke_in_cluster
     from .signaling.state import RelayState
 
     state = RelayState(state_dir)
     try:
+        if redis_url:  # above what any node knows, so every node adopts it
+            cluster = _run(cluster_generation(redis_url, user))
+            state.raise_generation(user, cluster)
         generation = state.revoke(user)
+        if redis_url:
+            generation = _run(revoke_in_cluster(redis_url, user, generation))
     finally:
         state.close()
     say(f"revoked all tokens of {user} (generation {generation})")

@@ -59,6 +59,18 @@ class PresenceBoard:
         """Who may see `user`'s presence: "everyone" or these users (`[]`: nobody)."""
         self._audience[user] = None if visible_to == EVERYONE else frozenset(visible_to)
 
+    def setting(self, user: str) -> dict[str, Any] | None:
+        """What `user` chose and who may see it (for the other relays of a cluster, which
+        pass it back to `choose` and `share`); None if they never set anything."""
+        if user not in self._chosen and user not in self._audience:
+            return None
+        status, text = self._chosen.get(user, ("available", None))
+        out: dict[str, Any] = {"status": status, "text": text}
+        if user in self._audience:
+            audience = self._audience[user]
+            out["visible_to"] = EVERYONE if audience is None else sorted(audience)
+        return out
+
     def may_see(self, conn: str, user: str) -> bool:
         """The policy: bots and oneself are visible; users only to whom they allow."""
         watcher = self._user_of(conn)

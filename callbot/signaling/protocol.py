@@ -268,6 +268,11 @@ def _check_invite(message: dict[str, Any]) -> None:
         )
 
 
+def _count(value: Any) -> int:
+    """A non-negative integer from another node's message; anything else counts as 0."""
+    return value if type(value) is int and value >= 0 else 0
+
+
 def presence_lists(states: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`presence_list` messages for `states`: one, or as many as needed for each to fit in
     MAX_MESSAGE_BYTES (500 users with long non-ASCII texts come to about 1.6 MB)."""
@@ -312,7 +317,29 @@ class Close:
     reason: str
 
 
-Action = Send | Close
+@dataclass(frozen=True)
+class Publish:
+    """Hand `payload` to relay node `node` ("*": every other node) over the backplane.
+
+    Only a clustered relay (`callbot serve --redis`) emits these; docs/howto/cluster.md
+    lists the payloads (`t`: up, down, deliver, received)."""
+
+    node: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Own:
+    """This node holds call `call_id` (`owned`), or no longer does: recorded in the backplane
+    so the cluster knows which node routes each call (only a clustered relay emits these)."""
+
+    call_id: str
+    owned: bool
+
+
+Action = Send | Close | Publish | Own
+#: `Publish.node` for a message to every other node.
+ALL_NODES = "*"
 
 
 @dataclass(frozen=True)
@@ -374,6 +401,8 @@ class _Session:
     last_rate_error: float = -1e9
     last_assigned: int = 0  # dispatch sequence number of the last call given to this session
     closing: bool = False  # a fatal error was sent; the close is on its way
+    node: str | None = None  # the relay node holding this connection; None: this one
+    load: int = 0  # its calls cluster-wide, as last told by its node (or to the other nodes)
 
 
 @dataclass
@@ -434,8 +463,19 @@ class RelayCore:
         ice_servers_for: IceServersFor = lambda user: [],
         limits: RelayLimits | None = None,
         janus_url: str | None = None,
+        node: str | None = None,
     ) -> None:
         self._authenticate = authenticate
+        #: This relay's name among the nodes of a cluster (see `remote`); None: a lone relay,
+        #: which never emits `Publish`.
+        self.node = node
+        self._remote_count = 0  # sessions mirrored from other nodes
+        #: Calls other nodes own that connections of ours take part in: id -> (owner, our conns).
+        self._owners: dict[str, tuple[str, set[str]]] = {}
+        self._pool_members: set[str] = set()  # our bot connections, whose load others track
+        self._ownership: list[Own] = []  # calls taken or let go since the last `_route`
+        self._busy_here: set[str] = set()  # users in an answered call this node owns
+        self._busy_elsewhere: dict[str, set[str]] = {}  # user -> nodes saying they are on a call
         #: The Janus (SFU) for group calls that `welcome` announces, if any.
         self.janus_url = janus_url
         self._ice_servers_for = ice_servers_for
@@ -458,7 +498,8 @@ class RelayCore:
 
     @property
     def connection_count(self) -> int:
-        return len(self._sessions)
+        """Connections to this relay (not those of other nodes of its cluster)."""
+        return len(self._sessions) - self._remote_count
 
     @property
     def call_count(self) -> int:
@@ -467,7 +508,10 @@ class RelayCore:
 
     @property
     def user_count(self) -> int:
-        return len(self._by_user)
+        """Users with a connection to this relay (not only to other nodes of its cluster)."""
+        if not self._remote_count:
+            return len(self._by_user)
+        return len({s.user for s in self._sessions.values() if s.node is None and s.user})
 
     def sessions_of(self, user: str) -> int:
         return len(self._by_user.get(user, ()))
@@ -487,13 +531,13 @@ class RelayCore:
         limits = self.limits
         session = _Session(conn, now, _Bucket(limits.rate, limits.burst, limits.burst, now))
         self._sessions[conn] = session
-        if len(self._sessions) > limits.max_connections:
+        if self.connection_count > limits.max_connections:
             self._count_error(SESSION_LIMIT)
             return self._fatal(session, SESSION_LIMIT, "the relay is at its connection limit")
         return []
 
     def received(self, conn: str, data: str | bytes, now: float) -> list[Action]:
-        return self._receive(conn, data, now) + self._presence_updates()
+        return self._route(self._receive(conn, data, now) + self._presence_updates())
 
     def _receive(self, conn: str, data: str | bytes, now: float) -> list[Action]:
         session = self._sessions.get(conn)
@@ -517,13 +561,18 @@ class RelayCore:
             return [Send(conn, error(exc.code, exc.message, exc.call_id, fatal=False))]
 
     def closed(self, conn: str, now: float) -> list[Action]:
-        return self._close(conn, now) + self._presence_updates()
+        return self._route(self._close(conn, now) + self._presence_updates())
 
     def _close(self, conn: str, now: float) -> list[Action]:
         session = self._sessions.pop(conn, None)
         if session is None:
             return []
         actions: list[Action] = []
+        self._pool_members.discard(conn)
+        if session.node is not None:
+            self._remote_count -= 1
+        elif session.user is not None:
+            actions.append(Publish(ALL_NODES, {"t": "down", "conn": conn}))
         self._presence.forget_connection(conn)
         if session.user is not None:
             self._touched.add(session.user)
@@ -533,6 +582,7 @@ class RelayCore:
         for call_id in list(session.calls):
             call = self._calls.get(call_id)
             if call is None:
+                self._disown(call_id, conn)
                 continue
             if conn in call.ringing:
                 call.ringing.discard(conn)
@@ -548,7 +598,7 @@ class RelayCore:
         """Apply time: hello deadline, token expiry, ring timeout, absent parties."""
         actions: list[Action] = []
         for session in list(self._sessions.values()):
-            if session.closing:
+            if session.closing or session.node is not None:
                 continue
             if session.user is None and now - session.opened_at > self.limits.hello_timeout:
                 actions += self._fatal(session, AUTH_FAILED, "no hello within the time limit")
@@ -568,7 +618,7 @@ class RelayCore:
                 actions += self._end_call(call, "unavailable")
                 self._forget(call)  # the absent party's grace is over: nothing is kept for it
         self._grants = {k: g for k, g in self._grants.items() if g.expires_at > now}
-        return actions + self._presence_updates()
+        return self._route(actions + self._presence_updates())
 
     def recheck_tokens(self, generation_of: Callable[[str], int]) -> list[Action]:
         """After a revocation: end every call a revoked user takes part in (media is peer to
@@ -593,8 +643,189 @@ class RelayCore:
             ):
                 actions += self._end_call(call, "revoked")
         for session in revoked:
-            actions += self._fatal(session, SESSION_REVOKED, "tokens of this user were revoked")
-        return actions + self._presence_updates()
+            if session.node is None:  # another node's sessions are cut by that node
+                actions += self._fatal(session, SESSION_REVOKED, "tokens of this user were revoked")
+        return self._route(actions + self._presence_updates())
+
+    # -- the cluster (DESIGN §8, docs/howto/cluster.md) -----------------------------------------
+
+    def remote(self, sender: str, payload: dict[str, Any], now: float) -> list[Action]:
+        """A message from relay node `sender` (over the backplane): a connection there came
+        (`up`) or went (`down`), a message for one of ours (`deliver`), or a message one of
+        its connections sent in a call this node owns (`received`)."""
+        kind = payload.get("t")
+        if kind == "up":
+            actions = self._mirror(sender, payload, now)
+        elif kind == "down":
+            session = self._sessions.get(str(payload.get("conn")))
+            held = session is not None and session.node == sender  # only its node closes it
+            actions = self._close(session.conn, now) if held and session else []
+        elif kind == "calls":
+            self._busy_elsewhere_from(sender, payload)
+            actions = []
+        elif kind == "deliver":
+            actions = self._delivered(payload)
+        elif kind == "received":
+            actions = self._received_remotely(sender, payload, now)
+        else:
+            actions = []
+        return self._route(actions + self._presence_updates())
+
+    def node_gone(self, node: str, now: float) -> list[Action]:
+        """Relay node `node` stopped (its liveness key expired): forget its connections."""
+        actions: list[Action] = []
+        for session in [s for s in self._sessions.values() if s.node == node]:
+            actions += self._close(session.conn, now)
+        for user, nodes in list(self._busy_elsewhere.items()):
+            if node in nodes:
+                self._busy_from(node, user, False)
+        return self._route(actions + self._presence_updates())
+
+    def announcements(self) -> list[Action]:
+        """Every connection of ours, announced again (after the backplane lost its state,
+        e.g. Redis restarted)."""
+        local = [s for s in self._sessions.values() if s.node is None and s.user is not None]
+        return self._route([Publish(ALL_NODES, self._announcement(s)) for s in local])
+
+    def _announcement(self, session: _Session) -> dict[str, Any]:
+        """What the other nodes keep of a connection of ours (`remote` payload `up`)."""
+        assert session.user is not None
+        return {"t": "up", "conn": session.conn, "user": session.user, "role": session.role,
+                "max_calls": session.max_calls, "expires_at": session.expires_at,
+                "generation": session.generation, "calls": len(session.calls),
+                "presence": self._presence.setting(session.user)}  # fmt: skip
+
+    def _busy_elsewhere_from(self, node: str, payload: dict[str, Any]) -> None:
+        """Another node says a user is (or no longer is) on a call it owns."""
+        user, busy = payload.get("user"), payload.get("on_call")
+        if isinstance(user, str) and ID_PATTERN.fullmatch(user) and isinstance(busy, bool):
+            self._busy_from(node, user, busy)
+
+    def _busy_from(self, node: str, user: str, busy: bool) -> None:
+        nodes = self._busy_elsewhere.setdefault(user, set())
+        (nodes.add if busy else nodes.discard)(node)
+        if not nodes:
+            del self._busy_elsewhere[user]
+        self._touched.add(user)
+
+    def _adopt_presence(self, user: str, setting: Any) -> None:
+        """The presence a user set on another node (checked as a `presence_set` would be)."""
+        if not isinstance(setting, dict):
+            return
+        try:
+            message = validate({**setting, "type": "presence_set"})
+        except ProtocolError:
+            return
+        self._presence.choose(user, message["status"], message.get("text"))
+        if "visible_to" in message:
+            self._presence.share(user, message["visible_to"])
+
+    def _mirror(self, node: str, payload: dict[str, Any], now: float) -> list[Action]:
+        """Add (or update) a connection held by `node`, so calls can be routed to it."""
+        conn, user = payload.get("conn"), payload.get("user")
+        if not (isinstance(conn, str) and isinstance(user, str) and ID_PATTERN.fullmatch(user)):
+            return []
+        session = self._sessions.get(conn)
+        if session is None:
+            bucket = _Bucket(0.0, 0.0, 0.0, now)  # never used: its node rate-limits it
+            session = self._sessions[conn] = _Session(conn, now, bucket, node=node)
+            self._remote_count += 1
+            self._by_user.setdefault(user, set()).add(conn)
+        elif session.node != node or session.user != user:
+            return []  # a conn id is one node's, for one user: ignore contradictions
+        session.user, session.role = user, "bot" if payload.get("role") == "bot" else "user"
+        max_calls = payload.get("max_calls")
+        session.max_calls = max_calls if isinstance(max_calls, int) else None
+        session.generation, session.load = (
+            _count(payload.get("generation")),
+            _count(payload.get("calls")),
+        )
+        self._adopt_presence(user, payload.get("presence"))
+        if session.role == "bot":
+            self._bots.add(user)
+        self._touched.add(user)
+        return []
+
+    def _delivered(self, payload: dict[str, Any]) -> list[Action]:
+        """A message from the node owning a call, for one of our connections: pass it on and
+        remember that node, to send it what this connection says in that call."""
+        session = self._sessions.get(str(payload.get("conn")))
+        message, owner = payload.get("msg"), payload.get("owner")
+        if session is None or session.node is not None or not isinstance(message, dict):
+            return []
+        call_id = message.get("call_id")
+        if isinstance(call_id, str) and isinstance(owner, str):
+            if message.get("type") == "call_offer":
+                self._owners.setdefault(call_id, (owner, set()))[1].add(session.conn)
+                session.calls.add(call_id)
+            elif message.get("type") in ("hangup", "call_reject"):
+                session.calls.discard(call_id)
+                self._disown(call_id, session.conn)
+        return [Send(session.conn, message)]
+
+    def _to_owner(self, session: _Session, owner: str, message: dict[str, Any]) -> list[Action]:
+        """A message of ours in a call another node owns: that node routes it."""
+        if message["type"] in ("hangup", "call_reject"):
+            session.calls.discard(message["call_id"])
+            self._disown(message["call_id"], session.conn)
+        return [Publish(owner, {"t": "received", "conn": session.conn, "msg": message})]
+
+    def _received_remotely(self, node: str, payload: dict[str, Any], now: float) -> list[Action]:
+        """What a connection of node `node` said in a call this node owns (its node checked
+        rate and token; the message is validated again all the same)."""
+        session = self._sessions.get(str(payload.get("conn")))
+        message = payload.get("msg")
+        if session is None or session.node != node or not isinstance(message, dict):
+            return []
+        if message.get("type") not in IN_CALL | CALLEE_ONLY | {"hangup"}:
+            return []  # nothing else is ever forwarded to the owner of a call
+        try:
+            return self._dispatch(session, validate(message), now)
+        except ProtocolError as exc:
+            self._count_error(exc.code)
+            return [Send(session.conn, error(exc.code, exc.message, exc.call_id, fatal=False))]
+
+    @staticmethod
+    def _load(session: _Session) -> int:
+        """Calls a pool member has: those this node knows of, or more if its node said so."""
+        return max(len(session.calls), session.load)
+
+    def _load_changes(self) -> list[Action]:
+        """Tell the other nodes how many calls each of our pool members now has, so that
+        every node dispatches to the least loaded member wherever it is connected."""
+        actions: list[Action] = []
+        for conn in self._pool_members:
+            session = self._sessions[conn]
+            if session.load != len(session.calls):
+                session.load = len(session.calls)
+                actions.append(Publish(ALL_NODES, self._announcement(session)))
+        return actions
+
+    def _disown(self, call_id: str, conn: str) -> None:
+        """Connection `conn` left another node's call; forget that call's owner once no
+        connection of ours is in it."""
+        entry = self._owners.get(call_id)
+        if entry is not None:
+            entry[1].discard(conn)
+            if not entry[1]:
+                del self._owners[call_id]
+
+    def _route(self, actions: list[Action]) -> list[Action]:
+        """Turn what goes to another node's connection into a `Publish` to that node; a lone
+        relay drops every `Publish`."""
+        ownership, self._ownership = self._ownership, []
+        if self.node is None:
+            return [a for a in actions if not isinstance(a, Publish)]
+        out: list[Action] = [*ownership, *self._load_changes()]
+        for action in actions:
+            session = None if isinstance(action, Publish | Own) else self._sessions.get(action.conn)
+            if session is None or session.node is None:
+                out.append(action)
+            elif isinstance(action, Send):
+                payload = {"t": "deliver", "conn": action.conn, "owner": self.node,
+                           "msg": action.message}  # fmt: skip
+                out.append(Publish(session.node, payload))
+        return out
 
     # -- handlers ------------------------------------------------------------------------------
 
@@ -622,9 +853,11 @@ class RelayCore:
         session.generation = identity.generation
         if session.role == "bot":
             self._bots.add(user)
+            self._pool_members.add(session.conn)
         self._by_user.setdefault(user, set()).add(session.conn)
         self._touched.add(user)
         actions: list[Action] = [
+            Publish(ALL_NODES, self._announcement(session)),
             Send(session.conn, {
                 "type": "welcome", "user": user, "role": session.role,
                 "session_id": uuid.uuid4().hex, "expires_at": identity.expires_at,
@@ -651,6 +884,7 @@ class RelayCore:
             me.generation = session.generation
             call = _Call(call_id, me, other, set(), True, now, restored=True)
             self._calls[call_id] = call
+            self._ownership.append(Own(call_id, True))
             self._touched.add(session.user)
         if not call.answered and call.callee.user == session.user:
             call.ringing.add(session.conn)  # a callee device back while the call still rings
@@ -683,6 +917,9 @@ class RelayCore:
             return self._group_invite(session, message)
         if kind == "call_offer":
             return self._offer(session, message, now)
+        owned = self._owners.get(message["call_id"])
+        if owned is not None and session.conn in owned[1]:
+            return self._to_owner(session, owned[0], message)
         call = self._calls.get(message["call_id"])
         if call is None or call.ended:
             return self._unknown_call(session, message, now)
@@ -711,7 +948,8 @@ class RelayCore:
             if "visible_to" in message:
                 self._presence.share(session.user, message["visible_to"])
             self._touched.add(session.user)
-            return []
+            local = [self._sessions[c] for c in self._by_user[session.user]]
+            return [Publish(ALL_NODES, self._announcement(s)) for s in local if s.node is None]
         if kind == "presence_unsubscribe":
             self._presence.unsubscribe(session.conn, message["users"])
             return []
@@ -732,6 +970,10 @@ class RelayCore:
         return len({c for conn in self._by_user.get(user, ()) for c in self._sessions[conn].calls})
 
     def _on_call(self, user: str) -> bool:
+        return self._on_call_here(user) or bool(self._busy_elsewhere.get(user))
+
+    def _on_call_here(self, user: str) -> bool:
+        """Whether `user` is in an answered call this node knows of (owns)."""
         for conn in self._by_user.get(user, ()):
             for call_id in self._sessions[conn].calls:
                 call = self._calls.get(call_id)
@@ -741,14 +983,30 @@ class RelayCore:
 
     def _presence_updates(self) -> list[Action]:
         touched, self._touched = self._touched, set()
-        return [Send(conn, message) for conn, message in self._presence.updates(touched)]
+        actions: list[Action] = self._busy_changes(touched) if self.node is not None else []
+        return actions + [Send(c, message) for c, message in self._presence.updates(touched)]
+
+    def _busy_changes(self, users: set[str]) -> list[Action]:
+        """Tell the other nodes who started or stopped being on a call this node owns (their
+        watchers see `on_call` too)."""
+        actions: list[Action] = []
+        for user in users:
+            busy = self._on_call_here(user)
+            if busy != (user in self._busy_here):
+                (self._busy_here.add if busy else self._busy_here.discard)(user)
+                payload = {"t": "calls", "user": user, "on_call": busy}
+                actions.append(Publish(ALL_NODES, payload))
+        return actions
 
     def _refresh(self, session: _Session, message: dict[str, Any], now: float) -> list[Action]:
         identity = self._authenticate(message["token"], now)
         if identity.user != session.user:
             raise ProtocolError(AUTH_FAILED, "refresh token is for another user")
         session.expires_at, session.generation = identity.expires_at, identity.generation
-        return [Send(session.conn, {"type": "refreshed", "expires_at": identity.expires_at})]
+        return [
+            Publish(ALL_NODES, self._announcement(session)),
+            Send(session.conn, {"type": "refreshed", "expires_at": identity.expires_at}),
+        ]
 
     def _offer(self, session: _Session, message: dict[str, Any], now: float) -> list[Action]:
         assert session.user is not None
@@ -769,7 +1027,7 @@ class RelayCore:
         if "grant" in message:
             ringing = [self._redeem(session, message, outgoing, now)]
         elif bots:
-            free = [s for s in bots if s.max_calls is None or len(s.calls) < s.max_calls]
+            free = [s for s in bots if s.max_calls is None or self._load(s) < s.max_calls]
             if not free:
                 busy = {"type": "call_reject", "call_id": call_id, "reason": "busy",
                         "from": target}  # fmt: skip
@@ -778,8 +1036,8 @@ class RelayCore:
             chosen = min(
                 free,
                 key=lambda s: (
-                    len(s.calls) / (s.max_calls or 1_000_000),
-                    len(s.calls),
+                    self._load(s) / (s.max_calls or 1_000_000),
+                    self._load(s),
                     s.last_assigned,
                 ),
             )
@@ -794,6 +1052,7 @@ class RelayCore:
             {s.conn for s in ringing}, False, now + self.limits.ring_timeout,
         )  # fmt: skip
         self._calls[call_id] = call
+        self._ownership.append(Own(call_id, True))
         session.calls.add(call_id)
         for target_session in ringing:
             target_session.calls.add(call_id)
@@ -970,7 +1229,8 @@ class RelayCore:
         return actions
 
     def _forget(self, call: _Call) -> None:
-        self._calls.pop(call.call_id, None)
+        if self._calls.pop(call.call_id, None) is not None:
+            self._ownership.append(Own(call.call_id, False))
         self._recently_ended[call.call_id] = None
         while len(self._recently_ended) > self.limits.remembered_ended:
             self._recently_ended.popitem(last=False)
@@ -980,9 +1240,8 @@ class RelayCore:
 
     def _fatal(self, session: _Session, code: str, text: str) -> list[Action]:
         session.closing = True
-        actions = [Send(session.conn, error(code, text, fatal=True)),
-                   Close(session.conn, CLOSE_CODES.get(code, 4000), code)]  # fmt: skip
-        return actions
+        return [Send(session.conn, error(code, text, fatal=True)),
+                Close(session.conn, CLOSE_CODES.get(code, 4000), code)]  # fmt: skip
 
     def _rate_limited(self, session: _Session, now: float) -> list[Action]:
         self._count_error(RATE_LIMITED)

@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ..identity import AuthError
+from .backplane import MemoryBackplane, RedisBackplane
 from .metrics import metrics_text
 from .protocol import (
     INTERNAL_ERROR,
@@ -34,7 +35,9 @@ from .protocol import (
     Action,
     Close,
     Identity,
+    Own,
     ProtocolError,
+    Publish,
     RelayCore,
     RelayLimits,
     Send,
@@ -240,14 +243,19 @@ class Relay:
         ice_servers: Iterable[dict[str, Any]] = (),
         turn: TurnRestAuth | None = None,
         janus_url: str | None = None,
+        backplane: MemoryBackplane | RedisBackplane | None = None,
     ) -> None:
         self.host = host
+        #: What this relay shares with the other nodes of its cluster (none by default).
+        self.backplane = backplane or MemoryBackplane()
         self.port = port
         self.state = RelayState(state_dir)
         self._ice_servers = list(ice_servers)
         #: TURN servers whose per-user credentials this relay mints (welcome and ice-config).
         self.turn = turn
-        self.core = RelayCore(self._authenticate, self._ice_servers_for, limits, janus_url)
+        self.core = RelayCore(
+            self._authenticate, self._ice_servers_for, limits, janus_url, self.backplane.node
+        )
         self._outboxes: dict[str, _Outbox] = {}
         self.loop_lag = 0.0  # seconds the event loop was late at the last timer tick
         self._server: Server | None = None
@@ -267,6 +275,8 @@ class Relay:
         return f"[{self.host}]" if ":" in self.host else self.host
 
     async def start(self) -> Relay:
+        await self.backplane.start(self)
+        self.backplane.share_revocations(self.state.generations())
         self._server = await serve(
             self._handle,
             self.host,
@@ -292,6 +302,7 @@ class Relay:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        await self.backplane.stop()
         self.state.close()
 
     async def serve_forever(self) -> None:
@@ -341,9 +352,36 @@ class Relay:
 
     def _apply(self, actions: list[Action]) -> None:
         for action in actions:
+            if isinstance(action, Publish):
+                self.backplane.publish(action.node, action.payload)
+                continue
+            if isinstance(action, Own):
+                self.backplane.own(action)
+                continue
             outbox = self._outboxes.get(action.conn)
             if outbox is not None:
                 outbox.put(action)
+
+    # -- the cluster (backplane.Listener) -------------------------------------------------------
+
+    def from_node(self, node: str, payload: dict[str, Any]) -> None:
+        """A message from another relay node of the cluster."""
+        self._apply(self.core.remote(node, payload, time.time()))
+
+    def node_gone(self, node: str) -> None:
+        self._apply(self.core.node_gone(node, time.time()))
+
+    def reconnected(self) -> None:
+        """Redis is back after an outage (maybe restarted, empty): announce our connections
+        and our revocations again."""
+        self._apply(self.core.announcements())
+        self.backplane.share_revocations(self.state.generations())
+
+    def revoked(self, user: str, generation: int) -> None:
+        """A revocation made on another node (or by `callbot token revoke --redis`): adopt
+        it, and cut the user's sessions here at once."""
+        if self.state.raise_generation(user, generation):
+            self._apply(self.core.recheck_tokens(self.state.generation))
 
     def _ice_servers_for(self, user: str) -> list[dict[str, Any]]:
         """The fixed servers, then the TURN servers with credentials minted now for `user`."""
@@ -375,6 +413,7 @@ class Relay:
             await asyncio.sleep(REVOCATION_POLL)
             try:
                 if self.state.changed():
+                    self.backplane.share_revocations(self.state.generations())
                     self._apply(self.core.recheck_tokens(self.state.generation))
             except Exception:
                 logger.exception("relay: could not read the state directory")

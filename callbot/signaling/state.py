@@ -75,6 +75,25 @@ class RelayState:
         self._own_change = True  # data_version only moves for other connections' commits
         return self.generation(user)
 
+    def raise_generation(self, user: str, generation: int) -> bool:
+        """Adopt a revocation made elsewhere (another relay of a cluster): the generation of
+        `user` becomes at least `generation`. Whether it went up."""
+        if generation <= self.generation(user):
+            return False
+        self._db.execute(
+            "INSERT INTO revocations (user, generation, revoked_at) VALUES (?, ?, ?)"
+            " ON CONFLICT(user) DO UPDATE SET generation = MAX(generation, excluded.generation),"
+            " revoked_at = excluded.revoked_at",
+            (user, generation, time.time()),
+        )
+        self._own_change = True
+        return True
+
+    def generations(self) -> dict[str, int]:
+        """Every revoked user and their current generation."""
+        rows = self._db.execute("SELECT user, generation FROM revocations").fetchall()
+        return {str(user): int(generation) for user, generation in rows}
+
     def mint(self, user: str, ttl: float, role: str = "user") -> str:
         """A token for `user`; `role="bot"` for a bot pool member (`--role bot`)."""
         return mint_token(self.secret, user, ttl, self.generation(user), role=role)
