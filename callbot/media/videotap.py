@@ -19,6 +19,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 OnFrame = Callable[[bytes, int], None]
+_SENDING: set[asyncio.Future[None]] = set()
 
 
 class _TappedQueue:
@@ -59,6 +60,8 @@ def tap_encoded_video(receiver: Any, on_frame: OnFrame) -> Callable[[], None] | 
         live = ref()
         if live is not None:
             for source in live.getSynchronizationSources():
-                asyncio.ensure_future(live._send_rtcp_pli(source.source))
+                task = asyncio.ensure_future(live._send_rtcp_pli(source.source))
+                _SENDING.add(task)  # kept until sent (the loop holds tasks weakly)
+                task.add_done_callback(_SENDING.discard)
 
     return request_keyframe

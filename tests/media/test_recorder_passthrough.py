@@ -123,9 +123,7 @@ async def test_recording_started_mid_call_starts_with_a_requested_keyframe(
     assert np.abs(pictures[0].astype(int) - pictures[-1].astype(int)).mean() > 5
 
 
-def test_size_change_is_stored_and_logged(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_size_change_is_stored_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A keyframe of another size goes in as received; players follow it; the log says so."""
     frames = _vp8_frames([(320, 240)] * 10 + [(160, 120)] * 10)
     writer = Vp8PacketWriter(tmp_path / "resized.mkv", SIZE)
