@@ -123,6 +123,29 @@ async def test_recording_started_mid_call_starts_with_a_requested_keyframe(
     assert np.abs(pictures[0].astype(int) - pictures[-1].astype(int)).mean() > 5
 
 
+async def test_recording_resumes_at_a_keyframe_after_deafen(tmp_path: Path, video_pair) -> None:
+    """While deafened nothing is stored; after, the file goes on from a (requested) keyframe,
+    never from frames referring to pictures it lacks."""
+    caller, callee = video_pair
+    await caller.set_video_source(MovingBar())
+    target = tmp_path / "deafened.webm"
+    recording = callee.record_incoming(video_path=target)
+    await asyncio.sleep(1.5)
+    await callee.deafen()
+    await asyncio.sleep(1.0)
+    await callee.undeafen()
+    await asyncio.sleep(1.5)
+    await recording.stop()
+
+    packets = _packets(target)
+    times = [float(p.pts * p.time_base) for p in packets]
+    gaps = [i for i in range(1, len(times)) if times[i] - times[i - 1] > 0.5]
+    assert len(gaps) == 1, times
+    assert packets[0].is_keyframe and packets[gaps[0]].is_keyframe
+    assert gaps[0] >= 10 and len(packets) - gaps[0] >= 10, (gaps, len(packets))
+    assert len(_pictures(target)) == len(packets)
+
+
 def test_size_change_is_stored_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A keyframe of another size goes in as received; players follow it; the log says so."""
     frames = _vp8_frames([(320, 240)] * 10 + [(160, 120)] * 10)
