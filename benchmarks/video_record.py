@@ -12,7 +12,8 @@ each writer alone (stored as received, and re-encoded as before), its CPU time m
     python benchmarks/video_record.py                  # 4 calls, 10 s windows
     python benchmarks/video_record.py --calls 8 --seconds 20 --formats webm,mp4
 
-To compare with an older callbot, run the same script with that checkout first on PYTHONPATH.
+The "before" figures in docs/performance.md are the in-call part of this script run against an
+older callbot (its checkout first on PYTHONPATH, the replay part removed: it needs today's writers).
 """
 
 from __future__ import annotations
