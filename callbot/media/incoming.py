@@ -61,7 +61,7 @@ class IncomingMedia:
         self._packet_sinks: list[PacketSink] = []
         self._task: asyncio.Task[None] | None = None
         self._ended = False
-        #: The codec of what packet sinks get ("opus", "vp8"), None if they get nothing.
+        #: "vp8" when video packet sinks get the received frames undecoded (set by the call).
         self.encoding: str | None = None
         #: Asks the sender for a keyframe (set with `encoding` for video).
         self.keyframe_request: Callable[[], None] | None = None

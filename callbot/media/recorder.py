@@ -6,9 +6,8 @@ them to its writer on the shared write pool, one job in flight, through a bounde
 stays flat on long calls, and if the disk is slower than real time frames are dropped and
 counted rather than buffered without end. Received Opus (into Ogg/WebM/Matroska) and VP8 (into
 WebM/Matroska) are stored as they are, inline: no decoding, no encoding. Other video (encoding
-is the slow part) is handed over
-frame by frame and never waits more than `VIDEO_MAX_LAG` for the writer, so a recording killed
-with SIGKILL plays up to about its last second, as audio does.
+is the slow part) is handed over frame by frame and never waits more than `VIDEO_MAX_LAG` for
+the writer, so a recording killed with SIGKILL plays up to about its last second, as audio does.
 """
 
 from __future__ import annotations
@@ -145,13 +144,11 @@ class VideoPacketTimeline:
         self._want_keyframe = want_keyframe
         self._origin: int | None = None
         self._last = -1  # the last pts written
-        self.skipped = 0  # frames dropped while waiting for a keyframe
 
     def place(self, payload: bytes, pts: int) -> list[VideoItem]:
         keyframe = vp8.is_keyframe(payload)
         if self._origin is None or pts - self._origin <= self._last:
             if not keyframe:
-                self.skipped += 1
                 self._want_keyframe()
                 return []
             self._origin = pts - self._last - 1  # first: 0; after a restart: right after
