@@ -35,7 +35,7 @@ from .config import CallConfig
 from .errors import CallbotError, CallError, InvalidStateError, MediaError
 from .events import Emitter
 from .identity import IdentityError, KnownPeers
-from .media import dtmf, jitter
+from .media import dtmf, jitter, videotap
 from .media.clock import AUDIO_TICKER
 from .media.decoder import AUDIO_FRAME_SAMPLES, AudioFramer
 from .media.endpoint import play_audio_file, play_video_file, record
@@ -760,6 +760,7 @@ class Call(Emitter):
         assert self._pc is not None
         self._codecs = _negotiated_codecs(answer_sdp)
         wire_outgoing(self._pc, answer_sdp, self._audio_out, self._video_out)
+        self._tap_video()
         settled = dtmf.negotiated(answer_sdp)
         audio = next((t for t in self._pc.getTransceivers() if t.kind == "audio"), None)
         if settled is None or audio is None:
@@ -779,6 +780,17 @@ class Call(Emitter):
             settled.clock_rate,
         )
         dtmf.hook_sender(audio.sender.transport, self._rfc4733)
+
+    def _tap_video(self) -> None:
+        """Received VP8 is offered undecoded too, for recordings that store it as is."""
+        assert self._pc is not None
+        video = next((t for t in self._pc.getTransceivers() if t.kind == "video"), None)
+        hub = self._incoming["video"]
+        if video is None or not self._codecs.get("video", "").lower().startswith("vp8/"):
+            return
+        hub.keyframe_request = videotap.tap_encoded_video(video.receiver, hub.encoded_video)
+        if hub.keyframe_request is not None:
+            hub.encoding = "vp8"
 
     def _listener_added(self, event: str, _handler: Any) -> None:
         if event == "dtmf":

@@ -3,9 +3,10 @@
 Video arrives as frames from aiortc's decoder, read for the whole call by `IncomingMedia` (aiortc
 queues them without bound until someone reads). Audio arrives as Opus packets straight from the
 receive buffer (jitter.py): packet sinks (recorders storing Opus as is) take them untouched, and
-they are decoded, once, only while some frame sink needs samples. Sinks (recorders, frame
-iterators, tracks handed to users) each get everything; a slow consumer loses its own oldest
-frames, counted, never everybody's memory.
+they are decoded, once, only while some frame sink needs samples. Received VP8 is also offered
+undecoded, as the frames aiortc assembles (videotap.py), to packet sinks storing it as is. Sinks
+(recorders, frame iterators, tracks handed to users) each get everything; a slow consumer loses
+its own oldest frames, counted, never everybody's memory.
 """
 
 from __future__ import annotations
@@ -14,18 +15,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from . import opus
+from . import opus, vp8
 
 logger = logging.getLogger(__name__)
 
 Frame = av.AudioFrame | av.VideoFrame
+#: Seconds between two keyframe requests (RTCP PLI) while a packet sink waits for one.
+KEYFRAME_REQUEST_EVERY = 1.0
 
 
 class FrameSink(Protocol):
@@ -37,7 +40,8 @@ class FrameSink(Protocol):
 
 
 class PacketSink(Protocol):
-    """Receives every Opus packet (payload, 48 kHz timestamp) of incoming audio, then `end()`."""
+    """Receives every Opus packet (payload, 48 kHz timestamp) of incoming audio, or every
+    encoded frame (payload, 90 kHz timestamp) of incoming video, then `end()`."""
 
     def write_packet(self, payload: bytes, pts: int) -> None: ...
 
@@ -57,6 +61,12 @@ class IncomingMedia:
         self._packet_sinks: list[PacketSink] = []
         self._task: asyncio.Task[None] | None = None
         self._ended = False
+        #: "vp8" when video packet sinks get the received frames undecoded (set by the call).
+        self.encoding: str | None = None
+        #: Asks the sender for a keyframe (set with `encoding` for video).
+        self.keyframe_request: Callable[[], None] | None = None
+        self._keyframe_asked = -KEYFRAME_REQUEST_EVERY
+        self._resync = False  # video packets were held back: resume at a keyframe
 
     @property
     def wants_frames(self) -> bool:
@@ -75,6 +85,36 @@ class IncomingMedia:
             except Exception:  # one broken sink must not starve the others
                 logger.exception("%s packet sink %r failed; removing it", self.kind, sink)
                 self.remove_packet_sink(sink)
+
+    def encoded_video(self, payload: bytes, pts: int) -> None:
+        """An encoded VP8 frame arrived (before decoding), stamped in 90 kHz units. Nothing
+        goes out while silenced; after that, packet sinks resume at a keyframe (the frames in
+        between refer to pictures they never got)."""
+        if not self._packet_sinks:
+            return
+        if self.silenced:
+            self._resync = True
+            return
+        if self._resync:
+            if not vp8.is_keyframe(payload):
+                self.want_keyframe()
+                return
+            self._resync = False
+        for sink in list(self._packet_sinks):
+            try:
+                sink.write_packet(payload, pts)
+            except Exception:  # one broken sink must not starve the others
+                logger.exception("%s packet sink %r failed; removing it", self.kind, sink)
+                self.remove_packet_sink(sink)
+
+    def want_keyframe(self) -> None:
+        """Ask the sender for a keyframe, at most once per `KEYFRAME_REQUEST_EVERY` seconds."""
+        now = time.monotonic()
+        if self.keyframe_request is not None and now - self._keyframe_asked >= (
+            KEYFRAME_REQUEST_EVERY
+        ):
+            self._keyframe_asked = now
+            self.keyframe_request()
 
     def deliver(self, frame: Frame) -> None:
         """A decoded frame for the frame sinks (silence while deafened or held)."""

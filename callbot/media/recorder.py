@@ -4,9 +4,10 @@ A `TrackRecorder` is a sink of the call's `IncomingMedia`. It stamps frames onto
 timeline (gaps from lost packets become silence, so the file keeps wall-clock time) and hands
 them to its writer on the shared write pool, one job in flight, through a bounded queue: memory
 stays flat on long calls, and if the disk is slower than real time frames are dropped and
-counted rather than buffered without end. Video (encoding is the slow part) is handed over
-frame by frame and never waits more than `VIDEO_MAX_LAG` for the writer, so a recording killed
-with SIGKILL plays up to about its last second, as audio does.
+counted rather than buffered without end. Received Opus (into Ogg/WebM/Matroska) and VP8 (into
+WebM/Matroska) are stored as they are, inline: no decoding, no encoding. Other video (encoding
+is the slow part) is handed over frame by frame and never waits more than `VIDEO_MAX_LAG` for
+the writer, so a recording killed with SIGKILL plays up to about its last second, as audio does.
 """
 
 from __future__ import annotations
@@ -27,10 +28,18 @@ import av
 import numpy as np
 
 from ..errors import MediaError
-from . import opus
+from . import opus, vp8
 from .incoming import Frame, IncomingMedia
 from .pool import WRITE_POOL
-from .writers import VIDEO_CLOCK, FrameWriter, OpusItem, OpusPacketWriter, open_writer
+from .writers import (
+    VIDEO_CLOCK,
+    FrameWriter,
+    OpusItem,
+    OpusPacketWriter,
+    VideoItem,
+    Vp8PacketWriter,
+    open_writer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +135,27 @@ class PacketTimeline:
         return item
 
 
+class VideoPacketTimeline:
+    """The same for encoded VP8 frames, stamped from the first keyframe: frames before it are
+    dropped (they refer to pictures the file lacks) while the sender is asked for one. A
+    timestamp going back (the sender restarted) waits for the next keyframe the same way."""
+
+    def __init__(self, want_keyframe: Callable[[], None]) -> None:
+        self._want_keyframe = want_keyframe
+        self._origin: int | None = None
+        self._last = -1  # the last pts written
+
+    def place(self, payload: bytes, pts: int) -> list[VideoItem]:
+        keyframe = vp8.is_keyframe(payload)
+        if self._origin is None or pts - self._origin <= self._last:
+            if not keyframe:
+                self._want_keyframe()
+                return []
+            self._origin = pts - self._last - 1  # first: 0; after a restart: right after
+        self._last = pts - self._origin
+        return [VideoItem(payload, self._last, keyframe)]
+
+
 def _silence_like(frame: av.AudioFrame, samples: int) -> av.AudioFrame:
     channels = len(frame.layout.channels)
     planar = frame.format.is_planar
@@ -175,7 +205,9 @@ class TrackRecorder:
         self.frames = 0
         self.dropped = 0
         self.error: MediaError | None = None
-        self._writer: FrameWriter = open_writer(self.path, self.kind, video_size)
+        self._writer: FrameWriter = open_writer(
+            self.path, self.kind, video_size, encoded=source.encoding
+        )
         self._source = source
         self._on_error = on_error
         self._loop = asyncio.get_running_loop()
@@ -185,10 +217,14 @@ class TrackRecorder:
         self._stopped: asyncio.Future[None] = self._loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
         self._batch = BATCH if self.kind == "audio" else 1  # a video frame costs more to write
-        #: Opus received is stored as it is (no decoding) when the file is an Opus container
-        self.passthrough = isinstance(self._writer, OpusPacketWriter)
+        #: Opus or VP8 received is stored as it is (no decoding) when the container allows
+        self.passthrough = isinstance(self._writer, OpusPacketWriter | Vp8PacketWriter)
         if self.passthrough:
-            self._packets = PacketTimeline()
+            self._packets: PacketTimeline | VideoPacketTimeline = (
+                PacketTimeline()
+                if self.kind == "audio"
+                else VideoPacketTimeline(source.want_keyframe)
+            )
             source.add_packet_sink(self)
         else:
             self._timeline = AudioTimeline() if self.kind == "audio" else VideoTimeline()

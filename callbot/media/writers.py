@@ -9,6 +9,7 @@ fragmented, Matroska/WebM gets short clusters, and FFmpeg flushes after every pa
 from __future__ import annotations
 
 import fractions
+import logging
 import time
 import wave
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ import av
 import av.error
 
 from ..errors import MediaError
+from . import vp8
+
+logger = logging.getLogger(__name__)
 
 AUDIO_RATE = 48000
 VIDEO_CLOCK = 90000
@@ -59,6 +63,8 @@ _VIDEO_OPTIONS = {
 
 AUDIO_SUFFIXES = frozenset({".wav", *_AUDIO_CODECS})
 VIDEO_SUFFIXES = frozenset(_VIDEO_CODECS)
+#: Where received VP8 is stored as it is (FFmpeg cannot put VP8 in MP4: it is re-encoded).
+VP8_SUFFIXES = frozenset({".webm", ".mkv"})
 
 
 class FrameWriter(Protocol):
@@ -78,8 +84,20 @@ class OpusItem:
     samples: int
 
 
-def open_writer(path: Path, kind: str, default_size: tuple[int, int]) -> FrameWriter:
-    """Create the file now (so a bad path fails at once) and return its writer.
+@dataclass(frozen=True)
+class VideoItem:
+    """A received encoded VP8 frame placed on a recording's timeline (90 kHz units)."""
+
+    payload: bytes
+    pts: int
+    keyframe: bool
+
+
+def open_writer(
+    path: Path, kind: str, default_size: tuple[int, int], *, encoded: str | None = None
+) -> FrameWriter:
+    """Create the file now (so a bad path fails at once) and return its writer. `encoded` is
+    the codec the source offers undecoded ("vp8"): stored as it is where the container allows.
 
     The file is created exclusively: a recording never replaces an existing file (a caller's
     call id reused as a name must not overwrite an earlier recording or a bot's own asset).
@@ -98,6 +116,8 @@ def open_writer(path: Path, kind: str, default_size: tuple[int, int]) -> FrameWr
             return WavWriter(path)
         if kind == "audio" and _AUDIO_CODECS[suffix] == "libopus":
             return OpusPacketWriter(path)
+        if kind == "video" and encoded == "vp8" and suffix in VP8_SUFFIXES:
+            return Vp8PacketWriter(path, default_size)
         return ContainerWriter(path, kind, default_size)
     except FileExistsError as exc:
         raise MediaError(path, "already exists: recordings never replace a file") from exc
@@ -172,6 +192,73 @@ class OpusPacketWriter:
 
 _OPUS_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
 OPUS_IO_BUFFER = 2048
+
+
+class Vp8PacketWriter:
+    """WebM or Matroska holding the received VP8 frames as they are: no decoding, no encoding.
+
+    The stream is added at the first keyframe, whose header gives the picture size (a file
+    starts with a keyframe: the recorder drops what comes before). A later keyframe of another
+    size is stored as it is: VP8 carries its size in every keyframe and players follow it;
+    only the track header keeps the first size. Clusters close every 200 ms and each is
+    flushed to the file, so a killed recording plays up to about its last second.
+    """
+
+    def __init__(self, path: Path, default_size: tuple[int, int]) -> None:
+        muxer, options = _CONTAINERS[path.suffix.lower()]
+        self._path = path
+        self._default_size = default_size
+        self._file = path.open("xb", buffering=0)
+        self._container = av.open(
+            self._file, mode="w", format=muxer,
+            container_options={"flush_packets": "1", **options},
+        )  # fmt: skip
+        self._stream: av.stream.Stream | None = None
+        self._size: tuple[int, int] | None = None
+
+    def write(self, item: VideoItem) -> None:
+        if item.keyframe:
+            self._keyframe(item.payload)
+        if self._stream is None:
+            return  # not reached: the recorder starts with a keyframe
+        packet = av.Packet(item.payload)
+        packet.pts = packet.dts = item.pts
+        packet.time_base = _VIDEO_TIME_BASE
+        packet.is_keyframe = item.keyframe
+        packet.stream = self._stream
+        self._container.mux(packet)
+
+    def _keyframe(self, payload: bytes) -> None:
+        """Open the stream at the first keyframe; log a change of picture size."""
+        size = vp8.keyframe_size(payload)
+        if size is None or size == self._size:
+            return
+        if self._stream is None:
+            self._open_stream(size)
+        else:
+            logger.info(
+                "recording %s: the picture changes from %dx%d to %dx%d (stored as received)",
+                self._path, *self._size or (0, 0), *size,
+            )  # fmt: skip
+        self._size = size
+
+    def _open_stream(self, size: tuple[int, int]) -> None:
+        self._stream = self._container.add_mux_stream("vp8", width=size[0], height=size[1])
+        self._stream.time_base = _VIDEO_TIME_BASE
+
+    def close(self) -> None:
+        try:
+            if self._stream is None:  # nothing received: still a valid (empty) file
+                self._open_stream(self._default_size)
+                self._container.start_encoding()
+        finally:
+            try:
+                self._container.close()
+            finally:
+                self._file.close()
+
+
+_VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 
 
 class ContainerWriter:
