@@ -35,7 +35,7 @@ from .config import CallConfig
 from .errors import CallbotError, CallError, InvalidStateError, MediaError
 from .events import Emitter
 from .identity import IdentityError, KnownPeers
-from .media import dtmf, jitter, videotap
+from .media import dtmf, jitter
 from .media.clock import AUDIO_TICKER
 from .media.decoder import AUDIO_FRAME_SAMPLES, AudioFramer
 from .media.endpoint import play_audio_file, play_video_file, record
@@ -788,7 +788,7 @@ class Call(Emitter):
         hub = self._incoming["video"]
         if video is None or not self._codecs.get("video", "").lower().startswith("vp8/"):
             return
-        hub.keyframe_request = videotap.tap_encoded_video(video.receiver, hub.encoded_video)
+        hub.keyframe_request = _compat.videotap.tap_encoded_video(video.receiver, hub.encoded_video)
         if hub.keyframe_request is not None:
             hub.encoding = "vp8"
 

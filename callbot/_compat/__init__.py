@@ -2,7 +2,8 @@
 
 callbot reaches below aiortc's public API for its lean packet path (media/fastpath.py), its
 audio receive buffer (media/jitter.py), RFC 4733 DTMF (media/dtmf.py), the per-call ICE
-address filter (ice.py) and freeing ended calls early (peer.py). Those modules call the plain
+address filter (ice.py), freeing ended calls early (peer.py) and storing received VP8 as is
+(`videotap`). Those modules call the plain
 functions of `rtp` (aiortc) and `ice` (aioice) here; `check.NEEDS` lists every internal those
 functions use, and importing this package checks them: a missing one turns off the feature
 that needs it, with a WARNING naming it (`available()` then answers False and callers use
@@ -20,7 +21,7 @@ from typing import Any
 
 import aiortc.codecs
 
-from . import ice, rtp
+from . import ice, rtp, videotap
 from .check import FALLBACKS, NEEDS, Need, Report, check
 from .ice import HostAddresses
 
@@ -39,6 +40,7 @@ __all__ = [
     "provide_host_addresses",
     "recheck",
     "rtp",
+    "videotap",
 ]
 
 logger = logging.getLogger("callbot.compat")

@@ -39,6 +39,7 @@ FALLBACKS = {
     "no loopback fallback",
     "release": "an ended call's objects are freed by the garbage collector, later",
     "keyframe": "video switching from packets to frames waits for the encoder's next keyframe",
+    "videotap": "video recorded to .webm/.mkv is decoded and encoded again, not stored as received",
 }
 #: The versions whose internals `NEEDS` was written against (pyproject.toml pins them).
 TESTED = {"aiortc": (aiortc, "1.16."), "aioice": (aioice, "0.13.")}
@@ -137,6 +138,9 @@ NEEDS: list[Need] = [
     Need("release", SSL.Connection, "_verify_helper", "init"),
     # peer.wire_outgoing: the keyframe request aiortc itself makes on a PLI
     Need("keyframe", _sender, "_send_keyframe", "method", ()),
+    # videotap.py: received VP8 frames stored as they are, and a PLI to get a keyframe
+    Need("videotap", _receiver, "__decoder_queue", "init"),
+    Need("videotap", _receiver, "_send_rtcp_pli", "method", ("media_ssrc",)),
 ]  # fmt: skip
 
 

@@ -4,9 +4,9 @@ Video arrives as frames from aiortc's decoder, read for the whole call by `Incom
 queues them without bound until someone reads). Audio arrives as Opus packets straight from the
 receive buffer (jitter.py): packet sinks (recorders storing Opus as is) take them untouched, and
 they are decoded, once, only while some frame sink needs samples. Received VP8 is also offered
-undecoded, as the frames aiortc assembles (videotap.py), to packet sinks storing it as is. Sinks
-(recorders, frame iterators, tracks handed to users) each get everything; a slow consumer loses
-its own oldest frames, counted, never everybody's memory.
+undecoded, as the frames aiortc assembles (_compat/videotap.py), to packet sinks storing it as
+is. Sinks (recorders, frame iterators, tracks handed to users) each get everything; a slow
+consumer loses its own oldest frames, counted, never everybody's memory.
 """
 
 from __future__ import annotations

@@ -45,10 +45,12 @@ class _TappedQueue:
 def tap_encoded_video(receiver: Any, on_frame: OnFrame) -> Callable[[], None] | None:
     """Show every encoded frame `receiver` (an aiortc video `RTCRtpReceiver`) assembles to
     `on_frame(data, pts)`; return a function asking the sender for a keyframe (RTCP PLI,
-    RFC 4585 §6.3.1), or None for an aiortc without that queue. Moves to callbot/_compat
-    (private aiortc 1.16 access: the decoder queue and `_send_rtcp_pli`)."""
+    RFC 4585 §6.3.1), or None where the check found these internals missing (the decoder
+    queue and `_send_rtcp_pli`, the "videotap" feature of check.NEEDS)."""
+    from . import available  # the package imports this module: resolved at call time
+
     inner = getattr(receiver, "_RTCRtpReceiver__decoder_queue", None)
-    if inner is None or not hasattr(receiver, "_send_rtcp_pli"):
+    if inner is None or not available("videotap"):
         return None
     if isinstance(inner, _TappedQueue):  # tapped already (negotiated again): retarget
         inner._on_frame = on_frame
