@@ -938,7 +938,20 @@ class RelayCore:
             return self._end_call(call, "cancelled", message=outgoing, sender=session.conn)
         if kind == "transfer" and message.get("replaces") is not None:
             outgoing["grant"] = self._grant(session, other, message, now)
+        self._check_room_for(call, other)
         return self._to_party(call, other, outgoing)
+
+    def _check_room_for(self, call: _Call, party: _Party) -> None:
+        """A party that is away (reconnecting) gets what was sent meanwhile when it is back, up
+        to `pending_per_party` messages: past that, the sender is told its message was dropped."""
+        away = party.conn is None and not (party is call.callee and not call.answered)
+        if away and len(party.pending) >= self.limits.pending_per_party:
+            raise ProtocolError(
+                RATE_LIMITED,
+                f"{party.user} is reconnecting and {len(party.pending)} messages already wait "
+                "for it; this one was dropped",
+                call.call_id,
+            )
 
     def _presence_message(self, session: _Session, message: dict[str, Any]) -> list[Action]:
         assert session.user is not None

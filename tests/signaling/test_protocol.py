@@ -1094,9 +1094,10 @@ def test_messages_held_for_an_absent_party_are_capped() -> None:
     login(core, "b", "bob")
     established(core)
     core.closed("b", 1.0)
-    for _ in range(4):
-        send(core, "a", ice("c1"), 2.0)
-        send(core, "a", {"type": "hold", "call_id": "c1"}, 2.0)
+    assert send(core, "a", ice("c1"), 2.0) == []
+    assert send(core, "a", {"type": "hold", "call_id": "c1"}, 2.0) == []
+    for _ in range(3):  # no room left: each further message is refused to its sender, not lost
+        assert_error(send(core, "a", ice("c1"), 2.0), "a", "rate_limited", "c1")
     core.opened("b2", 3.0)
     actions = send(
         core, "b2", {"type": "hello", "token": "good:bob", "calls": claim("c1", "alice")}, 3.0
