@@ -198,7 +198,7 @@ class Bot(Emitter):
         if always_relay:  # TURN relay candidates only: the peer never learns our addresses
             self.config = replace(self.config, ice=replace(self.config.ice, relay_only=True))
         if self.identity is not None or known_peers is not None or require_signatures:
-            trust = Trust(self.identity, known_peers, require_signatures)  # type: ignore[arg-type]
+            trust = Trust(self.identity, known_peers, require_signatures)
             self.config = replace(self.config, trust=trust)
         self._on_token_expiring = on_token_expiring
         self.follow_transfers = follow_transfers
@@ -540,10 +540,11 @@ class Bot(Emitter):
             self.presence.update({s["user"]: s for s in states})
             self.emit("presence_list", states)
             return
-        if kind == "presence_update" and "user" in message:
+        user = message.get("user")
+        if kind == "presence_update" and isinstance(user, str):
             state = {k: message.get(k) for k in ("user", "status", "text")}
-            self.presence[state["user"]] = state
-            self.emit("presence_update", state["user"], state["status"], state["text"])
+            self.presence[user] = state
+            self.emit("presence_update", user, state["status"], state["text"])
             return
         call = self._calls.get(call_id) if isinstance(call_id, str) else None
         if kind == "error":

@@ -562,7 +562,7 @@ class Call(Emitter):
             return result
         report = await self._pc.getStats()
         for stat in report.values():
-            kind = getattr(stat, "kind", None)
+            kind: str = getattr(stat, "kind", "")  # every RTP stream's stats have one
             if stat.type == "transport":
                 result["transport"] = {
                     "packets_sent": stat.packetsSent, "packets_received": stat.packetsReceived,

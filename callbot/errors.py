@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 
 class CallbotError(Exception):
@@ -12,8 +12,8 @@ class CallbotError(Exception):
 class MediaError(CallbotError):
     """A media file cannot be read, decoded or written; names the file and the reason."""
 
-    def __init__(self, path: str | Path | None, reason: str) -> None:
-        self.path = None if path is None else str(path)
+    def __init__(self, path: str | os.PathLike[str] | None, reason: str) -> None:
+        self.path = None if path is None else os.fspath(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}" if self.path else reason)
 

@@ -272,8 +272,8 @@ def media_duration(path: str | os.PathLike[str]) -> float:
             first, last = math.inf, -math.inf
             video_times: list[float] = []
             for frame in container.decode(*streams):
-                if frame.time is None:
-                    continue
+                if not isinstance(frame, av.AudioFrame | av.VideoFrame) or frame.time is None:
+                    continue  # (only audio and video streams are decoded)
                 first = min(first, frame.time)
                 if isinstance(frame, av.AudioFrame):
                     last = max(last, frame.time + frame.samples / frame.sample_rate)
@@ -496,7 +496,8 @@ def _peak_share(spectra: np.ndarray, peaks: int = 2, half_width: int = 2) -> np.
         near = np.abs(columns[None, :] - top[:, None]) <= half_width
         taken += np.where(near, power, 0).sum(axis=1)
         power[near] = 0
-    return taken / total
+    share: np.ndarray = taken / total
+    return share
 
 
 def check_speech_like(

@@ -6,7 +6,7 @@ call's ICE address filter (`gather_within`), and video restricted to the configu
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.sdp import SessionDescription
@@ -16,6 +16,9 @@ from . import _compat
 from ._compat import rtp
 from .ice import IceConfig, check_relay_candidates, gather_within
 from .media import fastpath, jitter
+
+if TYPE_CHECKING:
+    from .media.tracks import OutgoingAudioTrack, OutgoingVideoTrack
 
 #: Video codec names callbot accepts -> aiortc's MIME types.
 VIDEO_MIME_TYPES = {"vp8": "video/VP8", "h264": "video/H264"}
@@ -40,7 +43,12 @@ async def set_local_description(
     return pc.localDescription.sdp
 
 
-def wire_outgoing(pc: RTCPeerConnection, answer_sdp: str, audio_out: Any, video_out: Any) -> None:
+def wire_outgoing(
+    pc: RTCPeerConnection,
+    answer_sdp: str,
+    audio_out: OutgoingAudioTrack | None,
+    video_out: OutgoingVideoTrack | None,
+) -> None:
     """Once negotiated: audio leaves as Opus packets only if Opus won (then on the fast path,
     see media/fastpath.py), and a video track that goes from passed-through packets back to
     frames gets aiortc's encoder to start with a keyframe (the request aiortc itself makes

@@ -217,7 +217,7 @@ def _describe_audio(path: Path) -> dict[str, Any]:
     return {
         "path": str(path),
         "seconds": round(clip.duration, 2),
-        "active_seconds": 0.0 if silent else round(span[1] - span[0], 2),
+        "active_seconds": 0.0 if span is None else round(span[1] - span[0], 2),
         "level_dbfs": None if silent else round(analysis.level_dbfs(clip), 1),
         "dominant_hz": None if silent else round(analysis.dominant_frequency(clip), 1),
     }

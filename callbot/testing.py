@@ -575,7 +575,9 @@ def callbot_loop() -> Iterator[LoopThread]:
 
 
 @pytest.fixture
-def callbot_relay(callbot_loop: LoopThread, tmp_path_factory: pytest.TempPathFactory):
+def callbot_relay(
+    callbot_loop: LoopThread, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CallbotRelay]:
     """An embedded relay on 127.0.0.1 (free port) with its own state dir: `.url`, `.mint()`."""
     from .signaling.relay import Relay
 
@@ -590,7 +592,9 @@ def callbot_relay(callbot_loop: LoopThread, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture
-def bot_factory(callbot_loop: LoopThread, callbot_relay: CallbotRelay, tmp_path: Path):
+def bot_factory(
+    callbot_loop: LoopThread, callbot_relay: CallbotRelay, tmp_path: Path
+) -> Iterator[BotFactory]:
     """Start bots on `callbot_relay`: `bot_factory("bot.py")`, `bot_factory(as_id="echo",
     plugins=["echo"])`, `bot_factory("bot.py", subprocess=True)`; all stopped afterwards."""
     factory = BotFactory(callbot_loop, callbot_relay, tmp_path)

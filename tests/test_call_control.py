@@ -6,6 +6,10 @@ from __future__ import annotations
 import asyncio
 import urllib.request
 from pathlib import Path
+from typing import Any
+
+import pytest
+from mitm import MitmRelay
 
 from callbot import Bot, Call, Incoming
 from callbot.media import analysis
@@ -255,3 +259,34 @@ async def test_stats_per_direction(make_bot, tone_file, relay) -> None:
     await alice_call.hangup()
     final = await alice_call.stats()  # kept after the end
     assert final["sent"]["audio"]["packets"] >= stats["sent"]["audio"]["packets"]
+
+
+class _HostilePresence(MitmRelay):
+    """A relay path that turns bob's "away" update into one whose `user` is not a string."""
+
+    async def _from_relay(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        if message.get("type") == "presence_update" and message.get("status") == "away":
+            message["user"] = ["bob"]
+        return await super()._from_relay(message)
+
+
+async def test_presence_update_with_a_non_string_user_is_ignored(
+    relay, make_bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with _HostilePresence(relay.url) as mitm:
+        alice = Bot("alice", server=mitm.url, token=relay.mint("alice", role="user"), role="user")
+        bob = make_bot("bob")
+        await asyncio.gather(alice.start(), bob.start())
+        updates: list[tuple[object, str, str | None]] = []
+        lists: list[list[dict[str, Any]]] = []
+        alice.on("presence_update", lambda user, status, text: updates.append((user, status, text)))
+        alice.on("presence_list", lists.append)
+        await alice.subscribe_presence(["bob"])
+        await eventually(lambda: bool(lists))
+        await bob.set_presence("away")
+        await bob.set_presence("dnd")
+        await eventually(lambda: ("bob", "dnd", None) in updates)
+        await alice.stop()
+    assert [status for _, status, _ in updates] == ["dnd"]
+    assert all(isinstance(user, str) for user in alice.presence)
+    assert "handling relay message" not in caplog.text

@@ -20,7 +20,7 @@ from pathlib import Path
 import av
 
 from ..errors import MediaError
-from .decoder import AUDIO_FRAME_SAMPLES, AUDIO_RATE, FileDecoder
+from .decoder import AUDIO_FRAME_SAMPLES, AUDIO_RATE, DecodedChunk, FileDecoder
 from .loops import SETTLE_FRAMES, encode_cycle
 from .opus import OpusEncoder
 from .pool import DECODE_POOL
@@ -224,10 +224,12 @@ class PromptCache:
         entry.cycle_stream = []
 
     @staticmethod
-    def _add(entry: Prompt, audio: OpusEncoder | None, video: _Vp8Encoder | None, chunk) -> None:
+    def _add(
+        entry: Prompt, audio: OpusEncoder | None, video: _Vp8Encoder | None, chunk: DecodedChunk
+    ) -> None:
         if audio is not None:
-            for frame in chunk.audio:
-                payloads = audio.encode(frame)
+            for sound in chunk.audio:
+                payloads = audio.encode(sound)
                 entry.audio.extend(payloads)
                 entry.size += sum(len(p) for p in payloads)
         if video is not None:

@@ -8,6 +8,7 @@ continuous line with no gap at the seam and audio and video share the same loop 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,8 +124,8 @@ class AudioFramer:
         self._fifo.write(frame)
         self.written += frame.samples
         out = []
-        while self._fifo.samples >= AUDIO_FRAME_SAMPLES:
-            chunk = self._fifo.read(AUDIO_FRAME_SAMPLES)
+        # (read() gives None once fewer than AUDIO_FRAME_SAMPLES samples are left)
+        while (chunk := self._fifo.read(AUDIO_FRAME_SAMPLES)) is not None:
             chunk.pts = None
             out.append(chunk)
         return out
@@ -237,7 +238,7 @@ class FileDecoder:
         self._container.close()
         raise MediaError(self.path, reason)
 
-    def _streams(self) -> list[av.stream.Stream]:
+    def _streams(self) -> list[av.AudioStream | av.VideoStream]:
         return [s for s in (self._audio, self._video) if s is not None]
 
     def _stream_origin(self) -> float:
@@ -248,7 +249,7 @@ class FileDecoder:
         ]
         return min(starts) if starts else 0.0
 
-    def _decode(self, packet: av.Packet) -> list[av.frame.Frame]:
+    def _decode(self, packet: av.Packet) -> Sequence[av.frame.Frame]:
         try:
             frames = packet.decode()
         except av.error.FFmpegError as exc:
@@ -327,11 +328,10 @@ class FileDecoder:
         """Start the next pass on a fresh demuxer and decoders. Seeking back would leave the
         decoders' state (e.g. Opus pre-skip) different from the first pass, so every later pass
         would come out a few milliseconds shorter than the first."""
-        audio_index = self._audio.index if self._audio is not None else None
-        video_index = self._video.index if self._video is not None else None
+        had_audio, had_video = self._audio is not None, self._video is not None
         self._container.close()
         self._container = self._open(self.path)
-        streams = self._container.streams
-        self._audio = streams[audio_index] if audio_index is not None else None
-        self._video = streams[video_index] if video_index is not None else None
+        streams = self._container.streams  # the same file: its first streams, as in __init__
+        self._audio = streams.audio[0] if had_audio else None
+        self._video = streams.video[0] if had_video else None
         self._demux = self._container.demux(*self._streams())

@@ -85,13 +85,17 @@ def negotiated(answer_sdp: str) -> Negotiated | None:
         if media.kind != "audio" or not media.rtp.codecs:
             continue
         audio = next(c for c in media.rtp.codecs if c.mimeType.lower() != TELEPHONE_EVENT)
+        if audio.payloadType is None:  # (an answer's codecs all have one)
+            continue
         event = next(
             (c for c in media.rtp.codecs
              if c.mimeType.lower() == TELEPHONE_EVENT and c.clockRate == audio.clockRate),
             None,
         )  # fmt: skip
         every = frozenset(
-            c.payloadType for c in media.rtp.codecs if c.mimeType.lower() == TELEPHONE_EVENT
+            c.payloadType
+            for c in media.rtp.codecs
+            if c.mimeType.lower() == TELEPHONE_EVENT and c.payloadType is not None
         )
         return Negotiated(
             audio.payloadType, event.payloadType if event else None, audio.clockRate, every
@@ -155,7 +159,7 @@ class Rfc4733Sender:
         self._last_ts: int | None = None
         self._step = clock_rate // 50  # timestamp units per 20 ms packet, refined from the stream
 
-    def send(self, digits: str, duration_ms: int, gap_ms: int) -> Awaitable[None]:
+    def send(self, digits: str, duration_ms: int, gap_ms: int) -> asyncio.Future[list[None]]:
         """Queue keys; the returned awaitable completes when the last one is sent."""
         loop = asyncio.get_running_loop()
         futures = []
@@ -275,8 +279,12 @@ class InbandDtmfListener:
         self._expected: float | None = None  # where the next frame should start (seconds)
         self._previous = np.zeros(0, np.float32)
 
-    def write(self, frame: av.AudioFrame) -> None:
-        start = float(frame.pts * frame.time_base) if frame.pts is not None else None
+    def write(self, frame: av.AudioFrame | av.VideoFrame) -> None:
+        """Feed one received frame (a `FrameSink`: only audio carries tones)."""
+        if not isinstance(frame, av.AudioFrame):
+            return
+        at, time_base = frame.pts, frame.time_base
+        start = float(at * time_base) if at is not None and time_base is not None else None
         if start is not None and self._expected is not None and self._previous.size:
             missing = round((start - self._expected) / (self._previous.size / DETECT_RATE))
             if 0 < missing * self._previous.size / DETECT_RATE <= self.MAX_CONCEALED:

@@ -253,7 +253,8 @@ class _InlineAudio:
         stream = self._streams.get(ssrc)
         if stream is None:
             stream = self._streams[ssrc] = StreamStatistics(self._clock_rate)
-        stream.add(packet)
+        # aiortc annotates a full RtpPacket but reads only the sequence number: _Header has it
+        stream.add(packet)  # type: ignore[arg-type]
         self._buffer.add(packet)
         return True
 

@@ -64,10 +64,21 @@ class PromptFeed:
         if loop:
             PROMPTS.want_loop(prompt)
 
-    path = property(lambda self: self._prompt.path)
-    has_audio = property(lambda self: self._prompt.has_audio)
-    has_video = property(lambda self: self._prompt.has_video)
-    fps = property(lambda self: self._prompt.fps)
+    @property
+    def path(self) -> Path:
+        return self._prompt.path
+
+    @property
+    def has_audio(self) -> bool:
+        return self._prompt.has_audio
+
+    @property
+    def has_video(self) -> bool:
+        return self._prompt.has_video
+
+    @property
+    def fps(self) -> float:
+        return self._prompt.fps
 
     @property
     def last_frame(self) -> av.VideoFrame | None:
@@ -139,10 +150,21 @@ class FileFeed:
         self.on_error: Callable[[MediaError], None] | None = None
         self._ingest(decoder.read(PRIME_SECONDS))
 
-    path = property(lambda self: self._decoder.path)
-    has_audio = property(lambda self: self._decoder.has_audio)
-    has_video = property(lambda self: self._decoder.has_video)
-    fps = property(lambda self: self._decoder.fps)
+    @property
+    def path(self) -> Path:
+        return self._decoder.path
+
+    @property
+    def has_audio(self) -> bool:
+        return self._decoder.has_audio
+
+    @property
+    def has_video(self) -> bool:
+        return self._decoder.has_video
+
+    @property
+    def fps(self) -> float:
+        return self._decoder.fps
 
     def next_audio(self) -> AudioItem | None:
         frame = self._audio.popleft() if self._audio else None

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 import av
 import numpy as np
@@ -182,7 +182,8 @@ class IncomingMedia:
     async def _pump(self, track: MediaStreamTrack) -> None:
         try:
             while True:
-                frame = await track.recv()
+                # a remote track aiortc created yields decoded frames, never packets
+                frame = cast(Frame, await track.recv())
                 self.frames += 1
                 self.last_frame_at = time.monotonic()
                 self.deliver(frame)
@@ -197,7 +198,8 @@ class IncomingMedia:
         self._ended = True
         sinks, self._sinks = self._sinks, []
         packet_sinks, self._packet_sinks = self._packet_sinks, []
-        for sink in [*sinks, *packet_sinks]:
+        ending: list[FrameSink | PacketSink] = [*sinks, *packet_sinks]
+        for sink in ending:
             sink.end()
 
 

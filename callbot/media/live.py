@@ -15,6 +15,7 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .decoder import AudioFramer, fit_video_frame
+from .tracks import PlaybackResult
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class TrackSource:
         self._latest: av.VideoFrame | None = None
         self._active = {self.kind}
         loop = asyncio.get_running_loop()
-        self.done: asyncio.Future[str] = loop.create_future()
+        self.done: asyncio.Future[PlaybackResult] = loop.create_future()
         self._task = loop.create_task(self._read(), name=f"callbot-track-source-{self.kind}")
 
     @property
@@ -54,7 +55,7 @@ class TrackSource:
         frame, self._latest = self._latest, None
         return frame
 
-    def release(self, kind: str, result: str = "stopped") -> None:
+    def release(self, kind: str, result: PlaybackResult = "stopped") -> None:
         self._active.discard(kind)
         if not self._active:
             self._finish(result)
@@ -80,7 +81,7 @@ class TrackSource:
             logger.exception("live %s source failed", self.kind)
             self._finish("error")
 
-    def _finish(self, result: str) -> None:
+    def _finish(self, result: PlaybackResult) -> None:
         self._active.clear()
         if not self.done.done():
             self.done.set_result(result)

@@ -7,17 +7,16 @@ import logging
 import time
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import av
 
 from ..errors import MediaError
 from .decoder import AUDIO_FRAME_SAMPLES, AUDIO_RATE
 from .feeds import AudioItem, FileFeed, PromptFeed, VideoItem
+from .tracks import PlaybackResult
 
 logger = logging.getLogger(__name__)
-
-PlaybackResult = Literal["finished", "stopped", "error", "ended"]
 
 AUDIO_FRAME_SECONDS = AUDIO_FRAME_SAMPLES / AUDIO_RATE
 

@@ -98,7 +98,8 @@ class AudioTimeline:
 
     def place(self, frame: av.AudioFrame) -> list[av.AudioFrame]:
         rate = frame.sample_rate
-        start = float(frame.pts * frame.time_base) if frame.pts is not None else None
+        at, time_base = frame.pts, frame.time_base
+        start = float(at * time_base) if at is not None and time_base is not None else None
         gap = self._gaps.before(start, frame.samples / rate)
         if gap is None:
             return []  # a duplicate: already covered
@@ -176,7 +177,8 @@ class VideoTimeline:
         self._origin: int | None = None
 
     def place(self, frame: av.VideoFrame) -> list[av.VideoFrame]:
-        pts = int(frame.pts * frame.time_base * 90000) if frame.pts is not None else 0
+        at, time_base = frame.pts, frame.time_base
+        pts = int(at * time_base * 90000) if at is not None and time_base is not None else 0
         if self._origin is None:
             self._origin = pts
         frame.pts = pts - self._origin

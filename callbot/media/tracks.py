@@ -17,7 +17,7 @@ import fractions
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Literal, Protocol
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -39,6 +39,9 @@ MAX_VIDEO_BACKLOG = 5
 #: one per tick spaces them evenly; only more than this pending means the track is behind.
 VIDEO_SLACK = 1
 
+#: How a source's play ended: "ended" means the call ended first.
+PlaybackResult = Literal["finished", "stopped", "error", "ended"]
+
 _AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
 _VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 
@@ -56,7 +59,7 @@ class MediaSource(Protocol):
 
     def video_frame(self, now: float) -> VideoItem | None: ...
 
-    def release(self, kind: str, result: str = "stopped") -> None: ...
+    def release(self, kind: str, result: PlaybackResult = "stopped") -> None: ...
 
 
 class _OutgoingTrack(MediaStreamTrack):
@@ -148,7 +151,8 @@ class OutgoingAudioTrack(_OutgoingTrack):
             self._ticker.dropped += tick - self._last_tick - 1
         self._last_tick = tick
         pts = (tick - self._first_tick) * AUDIO_FRAME_SAMPLES
-        item = self._next_insert()  # inserted frames (DTMF) go out even when muted
+        # inserted frames (DTMF) go out even when muted
+        item: AudioItem | None = self._next_insert()
         if item is None:
             item = self._from_source()
         return item, pts
