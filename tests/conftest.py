@@ -113,3 +113,14 @@ async def make_bot(relay: Relay) -> AsyncIterator[Callable[..., Bot]]:
 
     yield make
     await asyncio.gather(*(b.stop() for b in bots), return_exceptions=True)
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """The environment for callbot subprocesses: a state dir of the test's own, no relay or
+    token inherited from the shell."""
+    env = dict(os.environ)
+    env["CALLBOT_STATE_DIR"] = str(tmp_path / "state")
+    env.pop("CALLBOT_SERVER", None)
+    env.pop("CALLBOT_TOKEN", None)
+    return env

@@ -65,15 +65,6 @@ class Proc:
 
 
 @pytest.fixture
-def cli_env(tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["CALLBOT_STATE_DIR"] = str(tmp_path / "state")
-    env.pop("CALLBOT_SERVER", None)
-    env.pop("CALLBOT_TOKEN", None)
-    return env
-
-
-@pytest.fixture
 def spawn(tmp_path: Path, cli_env: dict[str, str]) -> Iterator:
     started: list[Proc] = []
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import signal
@@ -22,12 +21,9 @@ READY = r"bot (\S+) ready \(pid \d+\); call it with: (.+)"
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["CALLBOT_STATE_DIR"] = str(tmp_path / "state")
-    env.pop("CALLBOT_SERVER", None)
-    env.pop("CALLBOT_TOKEN", None)
-    return env
+def env(cli_env: dict[str, str]) -> dict[str, str]:
+    """The environment for callbot subprocesses (conftest's `cli_env`)."""
+    return cli_env
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import shlex
 import signal
@@ -39,12 +38,9 @@ def workdir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["CALLBOT_STATE_DIR"] = str(tmp_path / "state")
-    env.pop("CALLBOT_SERVER", None)
-    env.pop("CALLBOT_TOKEN", None)
-    return env
+def env(cli_env: dict[str, str]) -> dict[str, str]:
+    """The environment for callbot subprocesses (conftest's `cli_env`)."""
+    return cli_env
 
 
 def _wait_for(log: Path, pattern: str, process: subprocess.Popen, timeout: float = 30) -> None:

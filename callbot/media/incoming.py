@@ -79,12 +79,7 @@ class IncomingMedia:
         self.last_frame_at = time.monotonic()
         if self.silenced:
             payload = opus.silent_payload()
-        for sink in list(self._packet_sinks):
-            try:
-                sink.write_packet(payload, pts)
-            except Exception:  # one broken sink must not starve the others
-                logger.exception("%s packet sink %r failed; removing it", self.kind, sink)
-                self.remove_packet_sink(sink)
+        self._to_packet_sinks(payload, pts)
 
     def encoded_video(self, payload: bytes, pts: int) -> None:
         """An encoded VP8 frame arrived (before decoding), stamped in 90 kHz units. Nothing
@@ -100,6 +95,9 @@ class IncomingMedia:
                 self.want_keyframe()
                 return
             self._resync = False
+        self._to_packet_sinks(payload, pts)
+
+    def _to_packet_sinks(self, payload: bytes, pts: int) -> None:
         for sink in list(self._packet_sinks):
             try:
                 sink.write_packet(payload, pts)
