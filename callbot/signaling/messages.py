@@ -12,7 +12,7 @@ import reprlib
 import typing
 from collections.abc import Mapping
 from types import UnionType
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict, overload
 
 from ..errors import CallbotError
 from .presence import EVERYONE, MAX_TEXT, MAX_WATCHED, STATUSES
@@ -132,7 +132,7 @@ class _InviteBody(TypedDict):
 class Hello(TypedDict):
     type: Literal["hello"]
     token: str
-    role: NotRequired[Literal["user", "bot"]]
+    role: NotRequired[str]  # "user" or "bot" (checked by validate)
     max_calls: NotRequired[int | None]
     calls: NotRequired[list[CallClaim]]
     client: NotRequired[str]
@@ -190,9 +190,9 @@ class Transfer(_TransferBody, _ToOptional):
 
 class PresenceSet(TypedDict):
     type: Literal["presence_set"]
-    status: Literal["available", "away", "dnd"]
+    status: str  # available, away or dnd (checked by validate, like the rest below)
     text: NotRequired[str | None]
-    visible_to: NotRequired[Literal["everyone"] | list[str]]
+    visible_to: NotRequired[str | list[str]]  # "everyone" or user ids
 
 
 class PresenceSubscribe(TypedDict):
@@ -227,7 +227,7 @@ ClientMessage = (
 class Welcome(TypedDict):
     type: Literal["welcome"]
     user: str
-    role: Literal["user", "bot"]
+    role: str  # "user" or "bot"
     session_id: str
     expires_at: float
     ice_servers: list[dict[str, Any]]  # RTCIceServer-shaped: urls, username, credential
@@ -330,6 +330,25 @@ RelayMessage = (
 )  # fmt: skip
 """Every message the relay sends to a client."""
 
+AppMessage = ErrorMessage | PresenceList | PresenceUpdate | PeerMessage | DeliveredInvite
+"""What the relay sends besides session bookkeeping (welcome, refreshed): what a client
+hands on to its application."""
+
+
+@overload
+def delivered(message: CallOffer, sender: str) -> DeliveredOffer: ...
+@overload
+def delivered(message: GroupInvite, sender: str) -> DeliveredInvite: ...
+@overload
+def delivered(message: CallMessage, sender: str) -> PeerMessage: ...
+def delivered(message: CallMessage | GroupInvite, sender: str) -> PeerMessage | DeliveredInvite:
+    """The copy of `message` the relay delivers: without `to` (nor an offer's `grant`, which
+    the relay uses up), with `from`: the sender's user id."""
+    out = {k: v for k, v in message.items() if k not in ("to", "grant")}
+    out["from"] = sender
+    return typing.cast(PeerMessage | DeliveredInvite, out)
+
+
 FieldSchema = tuple[tuple[type, ...], bool]
 """A field's accepted runtime types, and whether it is required."""
 
@@ -352,8 +371,8 @@ def _runtime_types(hint: Any) -> tuple[type, ...]:
     raise TypeError(f"no JSON type for the annotation {hint!r}")
 
 
-def _schema(message_type: type) -> tuple[str, dict[str, FieldSchema]]:
-    """(type name, field -> schema) of one client message TypedDict, fields in order."""
+def fields_of(message_type: type) -> tuple[str, dict[str, FieldSchema]]:
+    """(type name, field -> schema) of one message TypedDict, fields in declaration order."""
     hints = typing.get_type_hints(message_type, include_extras=True)
     (kind,) = typing.get_args(hints.pop("type"))
     fields: dict[str, FieldSchema] = {}
@@ -366,7 +385,7 @@ def _schema(message_type: type) -> tuple[str, dict[str, FieldSchema]]:
 #: type -> field -> (accepted types, required), derived from `ClientMessage`. Unknown fields
 #: are ignored, never forwarded.
 CLIENT_MESSAGES: dict[str, dict[str, FieldSchema]] = dict(
-    _schema(t) for t in typing.get_args(ClientMessage)
+    fields_of(t) for t in typing.get_args(ClientMessage)
 )
 
 #: Messages about an established call, forwarded to the other party as they are.

@@ -11,9 +11,9 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast, overload
+from typing import Any, TypeVar, cast
 
 from .messages import (
     AUTH_EXPIRED,
@@ -36,7 +36,6 @@ from .messages import (
     CallReject,
     ClientMessage,
     DeliveredHangup,
-    DeliveredInvite,
     DeliveredOffer,
     DeliveredReject,
     DeliveredTransfer,
@@ -51,6 +50,7 @@ from .messages import (
     RelayMessage,
     Transfer,
     decode,
+    delivered,
     encode,
     error,
     presence_lists,
@@ -67,27 +67,21 @@ def _count(value: Any) -> int:
     return value if type(value) is int and value >= 0 else 0
 
 
-@overload
-def _forwarded(message: CallOffer, sender: str) -> DeliveredOffer: ...
-@overload
-def _forwarded(message: GroupInvite, sender: str) -> DeliveredInvite: ...
-@overload
-def _forwarded(message: CallMessage, sender: str) -> PeerMessage: ...
-def _forwarded(message: CallMessage | GroupInvite, sender: str) -> PeerMessage | DeliveredInvite:
-    """The copy the other side gets: without `to` (nor an offer's `grant`, used up by the
-    relay), with `from`. Refused if it would not fit MAX_MESSAGE_BYTES (it gains `from` and
-    `v`, and non-ASCII text is re-escaped as \\uXXXX: up to 3x longer)."""
-    out: dict[str, Any] = {k: v for k, v in message.items() if k != "to"}
-    out["from"] = sender
+_Delivered = TypeVar("_Delivered", bound=Mapping[str, object])
+
+
+def _fitting(out: _Delivered) -> _Delivered:
+    """A message to forward, refused if it would not fit MAX_MESSAGE_BYTES (a forwarded copy
+    gains `from` and `v`, and non-ASCII text is re-escaped as \\uXXXX: up to 3x longer)."""
     size = len(encode(out))  # ASCII only (json escapes the rest): characters are bytes
     if size > MAX_MESSAGE_BYTES:
+        call_id = out.get("call_id")
         raise ProtocolError(
             INVALID_MESSAGE,
             f"{out['type']}: forwarded it would be {size} bytes, over {MAX_MESSAGE_BYTES}",
-            out.get("call_id"),
+            call_id if isinstance(call_id, str) else None,
         )
-    out.pop("grant", None)
-    return cast(PeerMessage | DeliveredInvite, out)  # the fields of `message`'s delivered form
+    return out
 
 
 @dataclass(frozen=True)
@@ -723,7 +717,7 @@ class RelayCore:
         if sides is None:
             raise ProtocolError(CALL_NOT_FOUND, "not a party of this call", message["call_id"])
         me, other = sides
-        outgoing = _forwarded(message, me.user)
+        outgoing = _fitting(delivered(message, me.user))
         if kind in CALLEE_ONLY and me is not call.callee and not call.restored:
             raise ProtocolError(INVALID_MESSAGE, f"only the called side sends {kind}", call.call_id)
         if kind == "call_answer" and not call.restored:
@@ -774,7 +768,7 @@ class RelayCore:
         conns = [c for c in self._by_user.get(target, ()) if c != session.conn]
         if not conns:
             raise ProtocolError(USER_OFFLINE, f"{target} is not connected")
-        outgoing = _forwarded(message, session.user)
+        outgoing = _fitting(delivered(message, session.user))
         return [Send(conn, outgoing) for conn in sorted(conns)]
 
     def _calls_of(self, user: str) -> int:
@@ -833,7 +827,7 @@ class RelayCore:
         if not candidates:
             where = " (other than this connection)" if target == session.user else ""
             raise ProtocolError(USER_OFFLINE, f"{target} is not connected{where}", call_id)
-        outgoing = _forwarded(message, session.user)
+        outgoing = _fitting(delivered(message, session.user))
         bots = [s for s in candidates if s.role == "bot"]
         if "grant" in message:
             ringing = [self._redeem(session, message, outgoing, now)]
