@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import inspect
 import logging
 import os
@@ -39,6 +40,15 @@ from .identity import IdentityError, IdentityKey, KnownPeers, Trust
 from .safe import printable
 from .settings import Settings, SettingsError, parse_addresses
 from .signaling.client import RelayClient
+from .signaling.messages import (
+    AppMessage,
+    CallMessage,
+    DeliveredOffer,
+    PeerMessage,
+    PresenceSet,
+    PresenceState,
+    Welcome,
+)
 from .signaling.state import RelayState
 
 if TYPE_CHECKING:
@@ -124,13 +134,15 @@ class _CallPort:
         self._peer = peer
         self._grant = grant
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: CallMessage) -> None:
         client = self._bot._client
         if client is None:
             raise CallError("not_connected", "the bot is not connected to a relay")
-        if self._grant is not None and message.get("type") == "call_offer":
-            message = {**message, "grant": self._grant}
-        await client.send({"to": self._peer, **message})
+        message = copy.copy(message)
+        message["to"] = self._peer
+        if self._grant is not None and message["type"] == "call_offer":
+            message["grant"] = self._grant
+        await client.send(message)
 
 
 class Bot(Emitter):
@@ -209,12 +221,12 @@ class Bot(Emitter):
         self._on_token_expiring = on_token_expiring
         self.follow_transfers = follow_transfers
         #: Last known presence of the users followed: user -> {user, status, text}.
-        self.presence: dict[str, dict[str, Any]] = {}
-        self._my_presence: dict[str, Any] | None = None  # the last presence_set, resent
+        self.presence: dict[str, PresenceState] = {}
+        self._my_presence: PresenceSet | None = None  # the last presence_set, resent
         self._followed: set[str] = set()
         self._handlers: list[IncomingHandler] = []
         self._calls: dict[str, Call] = {}
-        self._inboxes: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self._inboxes: dict[str, asyncio.Queue[PeerMessage]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._client: RelayClient | None = None
         self._relay: Relay | None = None
@@ -363,7 +375,7 @@ class Bot(Emitter):
         None keeps the last choice."""
         if status not in ("available", "away", "dnd"):
             raise ValueError("status is 'available', 'away' or 'dnd'")
-        message: dict[str, Any] = {"type": "presence_set", "status": status, "text": text}
+        message: PresenceSet = {"type": "presence_set", "status": status, "text": text}
         if visible_to is not None:
             message["visible_to"] = visible_to
         elif self._my_presence is not None and "visible_to" in self._my_presence:
@@ -387,7 +399,7 @@ class Bot(Emitter):
             raise InvalidStateError("start the bot first (await bot.start())")
         return self._client
 
-    def _restore_session(self, welcome: dict[str, Any]) -> None:
+    def _restore_session(self, welcome: Welcome) -> None:
         """After every (re)connection: show our presence and follow our users again."""
         assert self._client is not None
         self._groups.relay_janus_url = welcome.get("janus") or None
@@ -554,7 +566,7 @@ class Bot(Emitter):
         self._inboxes.pop(call.id, None)
         task.cancel()
 
-    async def _deliver(self, call: Call, inbox: asyncio.Queue[dict[str, Any]]) -> None:
+    async def _deliver(self, call: Call, inbox: asyncio.Queue[PeerMessage]) -> None:
         """Apply a call's signalling messages one at a time, in order."""
         while True:
             message = await inbox.get()
@@ -573,27 +585,29 @@ class Bot(Emitter):
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _on_message(self, message: dict[str, Any]) -> None:
-        kind, call_id = message["type"], message.get("call_id")
-        if kind == "call_offer":
+    def _on_message(self, message: AppMessage) -> None:
+        if message["type"] == "call_offer":
             self._offered(message)
             return
-        if kind == "group_invite":
+        if message["type"] == "group_invite":
             self._groups.invited(message)
             return
-        if kind == "presence_list":
+        if message["type"] == "presence_list":
             states = [s for s in message.get("users", []) if isinstance(s, dict) and "user" in s]
             self.presence.update({s["user"]: s for s in states})
             self.emit("presence_list", states)
             return
-        user = message.get("user")
-        if kind == "presence_update" and isinstance(user, str):
-            state = {k: message.get(k) for k in ("user", "status", "text")}
-            self.presence[user] = state
-            self.emit("presence_update", user, state["status"], state["text"])
+        if message["type"] == "presence_update":
+            user = message.get("user")
+            if isinstance(user, str):
+                state: PresenceState = {"user": user, "status": message.get("status"),
+                                        "text": message.get("text")}  # fmt: skip
+                self.presence[user] = state
+                self.emit("presence_update", user, state["status"], state["text"])
             return
+        kind, call_id = message["type"], message.get("call_id")
         call = self._calls.get(call_id) if isinstance(call_id, str) else None
-        if kind == "error":
+        if message["type"] == "error":
             if call is not None:
                 code = str(message.get("code", "call_failed"))
                 error = CallError(code, str(message.get("message", "")), call.id)
@@ -607,7 +621,7 @@ class Bot(Emitter):
             return
         self._inboxes[call.id].put_nowait(message)
 
-    def _offered(self, offer: dict[str, Any]) -> None:
+    def _offered(self, offer: DeliveredOffer) -> None:
         """An offer arrived: create and register its call at once, before any other message is
         read, so what the caller sends right after (trickled `ice`, `hangup`) reaches the
         call's inbox; then ring in a task."""
@@ -654,7 +668,7 @@ class Bot(Emitter):
         incoming = Incoming(call, self.user_id)
         await asyncio.gather(*(self._run_handler(h, incoming, call) for h in self._handlers))
 
-    def _replaced_by(self, offer: dict[str, Any]) -> Call | None:
+    def _replaced_by(self, offer: DeliveredOffer) -> Call | None:
         """The consultation call this offer replaces (attended transfer), if any: named by the
         relay (which stamps it only for a caller holding the transferor's grant, never from
         caller metadata), ours, live, and with the party that did the transfer."""

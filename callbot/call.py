@@ -47,6 +47,7 @@ from .media.tones import dtmf_samples
 from .media.tracks import MediaSource, OutgoingAudioTrack, OutgoingVideoTrack
 from .peer import prefer_video_codec, release, set_local_description, wire_outgoing
 from .safe import printable
+from .signaling.messages import CallMessage, DeliveredAnswer, DeliveredIce, PeerMessage
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def check_reject_reason(reason: object) -> None:
 class CallSignaling(Protocol):
     """Carries one call's protocol messages to the peer (relay client, in-process link...)."""
 
-    async def send(self, message: dict[str, Any]) -> None: ...
+    async def send(self, message: CallMessage) -> None: ...
 
 
 class Call(Emitter):
@@ -177,7 +178,7 @@ class Call(Emitter):
         self._incoming = {"audio": IncomingMedia("audio"), "video": IncomingMedia("video")}
         self._channel: RTCDataChannel | None = None
         self._outbox: deque[str | bytes] = deque()
-        self._early_candidates: list[dict[str, Any]] = []
+        self._early_candidates: list[dict[str, Any] | None] = []  # `ice.candidate`s
         self._candidates_ready = False  # both descriptions set: remote candidates go straight in
         self._remote_candidates = 0  # how many the peer gave (SDP and trickled)
         self._recorders: list[TrackRecorder] = []
@@ -268,6 +269,7 @@ class Call(Emitter):
         await self._send(
             {
                 "type": "call_offer",
+                "call_id": self.id,
                 "to": self.peer,
                 "sdp": sdp,
                 "metadata": self.metadata,
@@ -299,7 +301,12 @@ class Call(Emitter):
         sdp = pc.localDescription.sdp
         self._setup_receive(sdp)
         await self._send(
-            {"type": "call_answer", "sdp": sdp, "sig": self._sign(self.peer, self.local_user, sdp)}
+            {
+                "type": "call_answer",
+                "call_id": self.id,
+                "sdp": sdp,
+                "sig": self._sign(self.peer, self.local_user, sdp),
+            }
         )
 
     def verify_offer(self) -> None:
@@ -320,7 +327,7 @@ class Call(Emitter):
         check_reject_reason(reason)
         self._require("ringing", "reject")
         with contextlib.suppress(CallbotError, OSError):
-            await self._send({"type": "call_reject", "reason": reason})
+            await self._send({"type": "call_reject", "call_id": self.id, "reason": reason})
         await self._end(f"rejected:{reason}")
 
     async def wait_connected(self, timeout: float | None = None) -> None:
@@ -491,7 +498,7 @@ class Call(Emitter):
     async def transfer(self, target: str) -> None:
         """Blind transfer: ask the peer to call `target`; this call ends `transferred`."""
         self._require_in_call("transfer")
-        await self._send({"type": "transfer", "target": target})
+        await self._send({"type": "transfer", "call_id": self.id, "target": target})
         await self._end("transferred", notify="transferred")
 
     async def attended_transfer(self, target: str) -> Call:
@@ -513,7 +520,12 @@ class Call(Emitter):
             raise InvalidStateError("no connected consultation call to transfer to", self.id)
         self._require_in_call("transfer")
         await self._send(
-            {"type": "transfer", "target": consultation.peer, "replaces": consultation.id}
+            {
+                "type": "transfer",
+                "call_id": self.id,
+                "target": consultation.peer,
+                "replaces": consultation.id,
+            }
         )
         await self._end("transferred", notify="transferred")
         # the target hangs the consultation up ("transferred") once the new call replaces it
@@ -525,14 +537,14 @@ class Call(Emitter):
         gets `held("remote")`; we emit `held("local")`."""
         self._require_in_call("hold")
         if "local" not in self._held_by:
-            await self._send({"type": "hold"})
+            await self._send({"type": "hold", "call_id": self.id})
             self._set_held("local", True)
 
     async def resume(self) -> None:
         """Take the call off our hold (a hold by the peer stays until the peer resumes)."""
         self._require_in_call("resume")
         if "local" in self._held_by:
-            await self._send({"type": "resume"})
+            await self._send({"type": "resume", "call_id": self.id})
             self._set_held("local", False)
 
     def send_data(self, payload: str | bytes) -> None:
@@ -591,7 +603,7 @@ class Call(Emitter):
 
     # -- signalling in -----------------------------------------------------------------------
 
-    async def handle_signal(self, message: dict[str, Any]) -> None:
+    async def handle_signal(self, message: PeerMessage) -> None:
         """Apply one protocol message from the peer (called by the signalling layer)."""
         if self.state == "ended":
             return
@@ -599,26 +611,26 @@ class Call(Emitter):
         if kind == "call_ringing":
             if self.state == "calling":
                 self.emit("ringing")
-        elif kind == "call_answer":
+        elif message["type"] == "call_answer":
             await self._on_answer(message)
-        elif kind == "call_reject":
-            reason = (
+        elif message["type"] == "call_reject":
+            refusal = (
                 message.get("reason")
                 if message.get("reason") in ("busy", "decline")
                 else ("decline")
             )
-            await self._end(f"rejected:{reason}")
-        elif kind == "ice":
+            await self._end(f"rejected:{refusal}")
+        elif message["type"] == "ice":
             await self._on_remote_candidate(message)
-        elif kind == "hangup":
+        elif message["type"] == "hangup":
             reason = message.get("reason")
             self.remote_end_reason = printable(reason, 64) if isinstance(reason, str) else None
             await self._end(reason if reason in ("transferred", "revoked") else "remote_hangup")
-        elif kind == "transfer" and self.state in ("connected", "held"):
+        elif message["type"] == "transfer" and self.state in ("connected", "held"):
             grant = message.get("grant")
             self.transfer_grant = grant if isinstance(grant, str) else None
             self.emit("transfer", str(message["target"]), message.get("replaces"))
-        elif kind == "mediastatus":
+        elif message["type"] == "mediastatus":
             self.remote_muted = {
                 "audio": bool(message.get("audio_muted")),
                 "video": bool(message.get("video_muted")),
@@ -693,7 +705,7 @@ class Call(Emitter):
         else:
             await self.refuse(error)
 
-    async def _on_answer(self, message: dict[str, Any]) -> None:
+    async def _on_answer(self, message: DeliveredAnswer) -> None:
         if self.state != "calling" or self._pc is None:
             logger.debug("call %s: answer in state %s ignored", self.id, self.state)
             return
@@ -719,18 +731,20 @@ class Call(Emitter):
         self._remote_candidates += held.count("\na=candidate:")
         await pc.setRemoteDescription(RTCSessionDescription(held, kind))
         if ended:
-            self._early_candidates.append({"type": "ice", "candidate": None})
+            self._early_candidates.append(None)
 
-    async def _on_remote_candidate(self, message: dict[str, Any]) -> None:
+    async def _on_remote_candidate(self, message: DeliveredIce) -> None:
+        candidate = message.get("candidate")
         if not self._candidates_ready:
             if len(self._early_candidates) < MAX_EARLY_CANDIDATES:
-                self._early_candidates.append(message)  # applied once both descriptions are set
+                self._early_candidates.append(candidate)  # applied once both descriptions are set
             return
-        await self._add_remote_candidate(message)
+        await self._add_remote_candidate(candidate)
 
-    async def _add_remote_candidate(self, message: dict[str, Any]) -> None:
+    async def _add_remote_candidate(self, init: dict[str, Any] | None) -> None:
+        """Apply an `ice.candidate` (an RTCIceCandidateInit; None: end of candidates)."""
         assert self._pc is not None
-        payload = message.get("candidate") or {}
+        payload = init or {}
         text = payload.get("candidate", "") if isinstance(payload, dict) else ""
         try:
             if not text:
@@ -864,6 +878,7 @@ class Call(Emitter):
         await self._send(
             {
                 "type": "mediastatus",
+                "call_id": self.id,
                 "audio_muted": self.is_muted,
                 "video_muted": self.is_video_muted,
                 "deafened": self._deafened,
@@ -899,8 +914,8 @@ class Call(Emitter):
     def _media_error(self, error: MediaError) -> None:
         self.emit("error", error)
 
-    async def _send(self, message: dict[str, Any]) -> None:
-        await self._signaling.send({**message, "call_id": self.id})
+    async def _send(self, message: CallMessage) -> None:
+        await self._signaling.send(message)
 
     def _set_state(self, state: CallState) -> None:
         if state == self.state:
@@ -957,7 +972,7 @@ class Call(Emitter):
         self._cancel_timer()
         if notify is not None:
             try:
-                await self._send({"type": "hangup", "reason": notify})
+                await self._send({"type": "hangup", "call_id": self.id, "reason": notify})
             except Exception as exc:  # the peer may be gone already: ending goes on regardless
                 logger.info("call %s: could not send hangup: %s", self.id, exc)
         for track in (self._audio_out, self._video_out):

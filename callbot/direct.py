@@ -12,18 +12,21 @@ from typing import Any
 
 from .call import Call
 from .config import CallConfig
+from .signaling.messages import CallMessage, PeerMessage, delivered
 
 
 class _Port:
-    """One side's `CallSignaling`: sending puts the message in the other side's inbox."""
+    """One side's `CallSignaling`: sending puts the message in the other side's inbox, as the
+    relay would deliver it (`from` this side's user, no `to`)."""
 
-    def __init__(self) -> None:
-        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    def __init__(self, user: str) -> None:
+        self.user = user
+        self.inbox: asyncio.Queue[PeerMessage] = asyncio.Queue()
         self.peer: _Port | None = None
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: CallMessage) -> None:
         assert self.peer is not None
-        self.peer.inbox.put_nowait(message)
+        self.peer.inbox.put_nowait(delivered(message, self.user))
 
 
 async def _deliver(port: _Port, call: Call) -> None:
@@ -47,7 +50,7 @@ async def connect_direct(
 ) -> tuple[Call, Call]:
     """Place a call from an in-process caller to an in-process callee and wait until both are
     connected. The callee answers with video when `accept_video` (default: `video`)."""
-    caller_port, callee_port = _Port(), _Port()
+    caller_port, callee_port = _Port("caller"), _Port("callee")
     caller_port.peer, callee_port.peer = callee_port, caller_port
     caller = Call(
         direction="outbound",
@@ -60,6 +63,7 @@ async def connect_direct(
     _follow(caller, caller_port)
     await caller.start()
     offer = await callee_port.inbox.get()
+    assert offer["type"] == "call_offer"  # the first thing a caller sends
     callee = Call(
         direction="inbound",
         peer="caller",

@@ -17,6 +17,8 @@ from typing import Any
 
 from ..config import CallConfig
 from ..errors import InvalidStateError
+from ..signaling.messages import DeliveredInvite
+from ..signaling.messages import GroupInvite as InviteMessage
 from .join import ROOM_TYPES, new_room_id, open_room
 from .room import Room, RoomId, RoomKind
 
@@ -25,7 +27,7 @@ logger = logging.getLogger(__name__)
 ENV_JANUS_URL = "CALLBOT_JANUS_URL"
 
 InviteHandler = Callable[["GroupInvite"], Awaitable[None] | None]
-SendToRelay = Callable[[dict[str, Any]], Awaitable[None]]
+SendToRelay = Callable[[InviteMessage], Awaitable[None]]
 
 
 class GroupInvite:
@@ -164,7 +166,7 @@ class GroupCalls:
         room.on("ended", lambda reason: self._rooms.discard(room))
         return room
 
-    def invited(self, message: dict[str, Any]) -> None:
+    def invited(self, message: DeliveredInvite) -> None:
         """A `group_invite` arrived from the relay: run every handler on it."""
         kind, janus = message.get("kind"), message.get("janus") or self.janus_url
         if kind not in ROOM_TYPES or janus is None:

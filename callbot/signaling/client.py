@@ -18,7 +18,7 @@ import urllib.parse
 import urllib.request
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -26,7 +26,18 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from ..errors import CallbotError
 from ..identity import AuthError
 from ..safe import printable
-from .messages import TRANSPORT_MAX_SIZE, ProtocolError, decode, encode
+from .messages import (
+    TRANSPORT_MAX_SIZE,
+    AppMessage,
+    CallClaim,
+    ClientMessage,
+    Hello,
+    ProtocolError,
+    RelayMessage,
+    Welcome,
+    decode,
+    encode,
+)
 from .turn import credentials_expiry
 
 logger = logging.getLogger(__name__)
@@ -89,12 +100,12 @@ class RelayClient:
         url: str,
         token: str,
         *,
-        on_message: Callable[[dict[str, Any]], None],
+        on_message: Callable[[AppMessage], None],
         role: str = "user",
         max_calls: int | None = None,
-        claims: Callable[[], list[dict[str, str]]] = list,
+        claims: Callable[[], list[CallClaim]] = list,
         on_token_expiring: Callable[[], Awaitable[str]] | None = None,
-        on_welcome: Callable[[dict[str, Any]], None] | None = None,
+        on_welcome: Callable[[Welcome], None] | None = None,
         reconnect: bool = True,
         on_fatal: Callable[[CallbotError], None] | None = None,
     ) -> None:
@@ -114,7 +125,7 @@ class RelayClient:
         self._on_fatal = on_fatal  # told once the relay refused us for good
         self._reconnect = reconnect
         self._websocket: ClientConnection | None = None
-        self._buffer: deque[dict[str, Any]] = deque(maxlen=MAX_BUFFERED)
+        self._buffer: deque[ClientMessage] = deque(maxlen=MAX_BUFFERED)
         self._welcomed = asyncio.Event()
         self._first: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -140,11 +151,11 @@ class RelayClient:
                 "unreachable", f"no welcome from {self.url} in {timeout}s"
             ) from None
 
-    def queue(self, message: dict[str, Any]) -> None:
+    def queue(self, message: ClientMessage) -> None:
         """Send a message right after the next welcome (or with the next flush)."""
         self._buffer.append(message)
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: ClientMessage) -> None:
         """Send a message now, or as soon as the relay is back."""
         if self.fatal_error is not None:
             raise self.fatal_error
@@ -206,33 +217,34 @@ class RelayClient:
             )
 
     async def _session(self, websocket: ClientConnection) -> None:
-        hello: dict[str, Any] = {"type": "hello", "token": self.token, "role": self.role,
-                                 "calls": self._claims(), "client": "callbot-python"}  # fmt: skip
+        hello: Hello = {"type": "hello", "token": self.token, "role": self.role,
+                        "calls": self._claims(), "client": "callbot-python"}  # fmt: skip
         if self.max_calls is not None:
             hello["max_calls"] = self.max_calls
         await websocket.send(encode(hello))
         async for data in websocket:
             try:
-                message = decode(data)
+                # The relay's messages are typed as it builds them; their values are still
+                # read defensively (.get, isinstance) where a bad one could do harm.
+                message = cast(RelayMessage, decode(data))
             except ProtocolError as exc:
                 logger.warning("relay sent an unreadable message: %s", exc)
                 continue
-            kind = message["type"]
-            if kind == "welcome":
+            if message["type"] == "welcome":
                 await self._welcome(websocket, message)
-            elif kind == "refreshed":
+            elif message["type"] == "refreshed":
                 self.expires_at = float(message.get("expires_at", self.expires_at))
                 self._schedule_refresh()
-            elif kind == "error" and message.get("fatal") is True:
+            elif message["type"] == "error" and message.get("fatal") is True:
                 self._fail(_fatal_error(message["code"], message.get("message", "")))
                 return
             else:
                 try:
                     self._on_message(message)
                 except Exception:
-                    logger.exception("handling relay message %s failed", kind)
+                    logger.exception("handling relay message %s failed", message["type"])
 
-    async def _welcome(self, websocket: ClientConnection, message: dict[str, Any]) -> None:
+    async def _welcome(self, websocket: ClientConnection, message: Welcome) -> None:
         self.user = message.get("user")
         self.ice_servers = list(message.get("ice_servers") or [])
         self._schedule_ice_refresh()

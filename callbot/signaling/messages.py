@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import re
 import reprlib
-from typing import Any
+import typing
+from collections.abc import Mapping
+from types import UnionType
+from typing import Any, Literal, NotRequired, TypedDict, overload
 
 from ..errors import CallbotError
 from .presence import EVERYONE, MAX_TEXT, MAX_WATCHED, STATUSES
@@ -48,38 +51,342 @@ CLOSE_CODES = {AUTH_FAILED: 4001, AUTH_EXPIRED: 4002, SESSION_REVOKED: 4003, SES
                FORBIDDEN: 4005}  # fmt: skip
 
 _NONE = type(None)
-_REQ, _OPT = True, False
 
-#: type -> field -> (accepted types, required). Unknown fields are ignored, never forwarded.
-CLIENT_MESSAGES: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
-    "hello": {"token": ((str,), _REQ), "role": ((str,), _OPT), "max_calls": ((int, _NONE), _OPT),
-              "calls": ((list,), _OPT), "client": ((str,), _OPT)},
-    "refresh": {"token": ((str,), _REQ)},
-    "call_offer": {"call_id": ((str,), _REQ), "to": ((str,), _REQ), "sdp": ((str,), _REQ),
-                   "metadata": ((dict, _NONE), _OPT), "sig": ((str, dict, _NONE), _OPT),
-                   "grant": ((str,), _OPT)},
-    "call_ringing": {"call_id": ((str,), _REQ), "to": ((str,), _OPT)},
-    "call_answer": {"call_id": ((str,), _REQ), "sdp": ((str,), _REQ),
-                    "sig": ((str, dict, _NONE), _OPT), "to": ((str,), _OPT)},
-    "call_reject": {"call_id": ((str,), _REQ), "reason": ((str,), _REQ), "to": ((str,), _OPT)},
-    "ice": {"call_id": ((str,), _REQ), "candidate": ((dict, _NONE), _OPT), "to": ((str,), _OPT)},
-    "hangup": {"call_id": ((str,), _REQ), "reason": ((str,), _OPT), "to": ((str,), _OPT)},
-    "renegotiate": {"call_id": ((str,), _REQ), "sdp": ((str,), _REQ),
-                    "description_type": ((str,), _OPT), "to": ((str,), _OPT)},
-    "mediastatus": {"call_id": ((str,), _REQ), "audio_muted": ((bool,), _REQ),
-                    "video_muted": ((bool,), _REQ), "deafened": ((bool,), _OPT),
-                    "to": ((str,), _OPT)},
-    "hold": {"call_id": ((str,), _REQ), "to": ((str,), _OPT)},
-    "resume": {"call_id": ((str,), _REQ), "to": ((str,), _OPT)},
-    "transfer": {"call_id": ((str,), _REQ), "target": ((str,), _REQ),
-                 "replaces": ((str, _NONE), _OPT), "to": ((str,), _OPT)},
-    "presence_set": {"status": ((str,), _REQ), "text": ((str, _NONE), _OPT),
-                     "visible_to": ((str, list), _OPT)},
-    "presence_subscribe": {"users": ((list,), _REQ)},
-    "presence_unsubscribe": {"users": ((list,), _REQ)},
-    "group_invite": {"to": ((str,), _REQ), "room": ((int, str), _REQ), "kind": ((str,), _REQ),
-                     "janus": ((str, _NONE), _OPT)},
-}  # fmt: skip
+# -- the messages, one TypedDict each (docs/protocol.md sections 3 and 4) ----------------------
+# Client -> relay messages are the `ClientMessage` union: CLIENT_MESSAGES, the table `validate`
+# checks frames against, is derived from them. The relay forwards a call message without `to`
+# and with `from` (the `Delivered*` types); its own are `Welcome` ... `PresenceUpdate`.
+# Every frame also carries `v` (added by `encode`, checked by `validate`), left out here.
+
+Signature = str | dict[str, Any] | None
+"""`sig`: forwarded untouched; callbot sends and checks {"alg": "ed25519", "key", "sig"}."""
+
+
+class CallClaim(TypedDict):
+    """An item of `hello.calls`: a call this client is still in, after a reconnect."""
+
+    call_id: str
+    peer: str
+
+
+class _To(TypedDict):
+    to: str
+
+
+class _ToOptional(TypedDict):
+    to: NotRequired[str]
+
+
+_From = TypedDict("_From", {"from": str})  # `from` is a Python keyword
+
+
+class _CallId(TypedDict):
+    call_id: str
+
+
+class _OfferBody(TypedDict):
+    sdp: str
+    metadata: NotRequired[dict[str, Any] | None]  # application data: any JSON object
+    sig: NotRequired[Signature]
+
+
+class _AnswerBody(_CallId):
+    sdp: str
+    sig: NotRequired[Signature]
+
+
+class _RejectBody(_CallId):
+    reason: Literal["busy", "decline"]
+
+
+class _IceBody(_CallId):
+    candidate: NotRequired[dict[str, Any] | None]  # an RTCIceCandidateInit, not looked into
+
+
+class _HangupBody(_CallId):
+    reason: NotRequired[str]
+
+
+class _RenegotiateBody(_CallId):
+    sdp: str
+    description_type: NotRequired[str]
+
+
+class _MediaStatusBody(_CallId):
+    audio_muted: bool
+    video_muted: bool
+    deafened: NotRequired[bool]
+
+
+class _TransferBody(_CallId):
+    target: str
+    replaces: NotRequired[str | None]
+
+
+class _InviteBody(TypedDict):
+    room: int | str
+    kind: Literal["videoroom", "audiobridge"]
+    janus: NotRequired[str | None]
+
+
+class Hello(TypedDict):
+    type: Literal["hello"]
+    token: str
+    role: NotRequired[str]  # "user" or "bot" (checked by validate)
+    max_calls: NotRequired[int | None]
+    calls: NotRequired[list[CallClaim]]
+    client: NotRequired[str]
+
+
+class Refresh(TypedDict):
+    type: Literal["refresh"]
+    token: str
+
+
+class CallOffer(_CallId, _To, _OfferBody):
+    type: Literal["call_offer"]
+    grant: NotRequired[str]  # attended transfer: the grant of the `transfer` received
+
+
+class CallRinging(_CallId, _ToOptional):
+    type: Literal["call_ringing"]
+
+
+class CallAnswer(_AnswerBody, _ToOptional):
+    type: Literal["call_answer"]
+
+
+class CallReject(_RejectBody, _ToOptional):
+    type: Literal["call_reject"]
+
+
+class Ice(_IceBody, _ToOptional):
+    type: Literal["ice"]
+
+
+class Hangup(_HangupBody, _ToOptional):
+    type: Literal["hangup"]
+
+
+class Renegotiate(_RenegotiateBody, _ToOptional):
+    type: Literal["renegotiate"]
+
+
+class MediaStatus(_MediaStatusBody, _ToOptional):
+    type: Literal["mediastatus"]
+
+
+class Hold(_CallId, _ToOptional):
+    type: Literal["hold"]
+
+
+class Resume(_CallId, _ToOptional):
+    type: Literal["resume"]
+
+
+class Transfer(_TransferBody, _ToOptional):
+    type: Literal["transfer"]
+
+
+class PresenceSet(TypedDict):
+    type: Literal["presence_set"]
+    status: str  # available, away or dnd (checked by validate, like the rest below)
+    text: NotRequired[str | None]
+    visible_to: NotRequired[str | list[str]]  # "everyone" or user ids
+
+
+class PresenceSubscribe(TypedDict):
+    type: Literal["presence_subscribe"]
+    users: list[str]
+
+
+class PresenceUnsubscribe(TypedDict):
+    type: Literal["presence_unsubscribe"]
+    users: list[str]
+
+
+class GroupInvite(_To, _InviteBody):
+    type: Literal["group_invite"]
+
+
+CallMessage = (
+    CallOffer | CallRinging | CallAnswer | CallReject | Ice | Hangup | Renegotiate | MediaStatus
+    | Hold | Resume | Transfer
+)  # fmt: skip
+"""What a party sends about one call (all carry `call_id`)."""
+ClientMessage = (
+    Hello | Refresh | CallMessage | PresenceSet | PresenceSubscribe | PresenceUnsubscribe
+    | GroupInvite
+)  # fmt: skip
+"""Every message a client sends to the relay."""
+
+
+# Relay -> client.
+
+
+class Welcome(TypedDict):
+    type: Literal["welcome"]
+    user: str
+    role: str  # "user" or "bot"
+    session_id: str
+    expires_at: float
+    ice_servers: list[dict[str, Any]]  # RTCIceServer-shaped: urls, username, credential
+    janus: str | None
+
+
+class Refreshed(TypedDict):
+    type: Literal["refreshed"]
+    expires_at: float
+
+
+class ErrorMessage(TypedDict):
+    type: Literal["error"]
+    code: str
+    message: str
+    fatal: bool
+    call_id: NotRequired[str]
+
+
+class PresenceState(TypedDict):
+    """One user's presence as a watcher sees it (`status` also on_call, offline, unknown)."""
+
+    user: str
+    status: str
+    text: str | None
+
+
+class PresenceList(TypedDict):
+    type: Literal["presence_list"]
+    users: list[PresenceState]
+
+
+class PresenceUpdate(PresenceState):
+    type: Literal["presence_update"]
+
+
+class DeliveredOffer(_CallId, _OfferBody, _From):
+    """A `call_offer` as the callee gets it; `replaces`/`transferred_by` only ever come from
+    the relay (the replacing call of an attended transfer)."""
+
+    type: Literal["call_offer"]
+    replaces: NotRequired[str]
+    transferred_by: NotRequired[str]
+
+
+class DeliveredRinging(_CallId, _From):
+    type: Literal["call_ringing"]
+
+
+class DeliveredAnswer(_AnswerBody, _From):
+    type: Literal["call_answer"]
+
+
+class DeliveredReject(_RejectBody, _From):
+    type: Literal["call_reject"]
+
+
+class DeliveredIce(_IceBody, _From):
+    type: Literal["ice"]
+
+
+class DeliveredHangup(_HangupBody, _From):
+    type: Literal["hangup"]
+
+
+class DeliveredRenegotiate(_RenegotiateBody, _From):
+    type: Literal["renegotiate"]
+
+
+class DeliveredMediaStatus(_MediaStatusBody, _From):
+    type: Literal["mediastatus"]
+
+
+class DeliveredHold(_CallId, _From):
+    type: Literal["hold"]
+
+
+class DeliveredResume(_CallId, _From):
+    type: Literal["resume"]
+
+
+class DeliveredTransfer(_TransferBody, _From):
+    type: Literal["transfer"]
+    grant: NotRequired[str]  # set by the relay on an attended transfer
+
+
+class DeliveredInvite(_InviteBody, _From):
+    type: Literal["group_invite"]
+
+
+PeerMessage = (
+    DeliveredOffer | DeliveredRinging | DeliveredAnswer | DeliveredReject | DeliveredIce
+    | DeliveredHangup | DeliveredRenegotiate | DeliveredMediaStatus | DeliveredHold
+    | DeliveredResume | DeliveredTransfer
+)  # fmt: skip
+"""A call message from the other party (or the relay speaking for it: busy, hangup)."""
+RelayMessage = (
+    Welcome | Refreshed | ErrorMessage | PresenceList | PresenceUpdate | PeerMessage
+    | DeliveredInvite
+)  # fmt: skip
+"""Every message the relay sends to a client."""
+
+AppMessage = ErrorMessage | PresenceList | PresenceUpdate | PeerMessage | DeliveredInvite
+"""What the relay sends besides session bookkeeping (welcome, refreshed): what a client
+hands on to its application."""
+
+
+@overload
+def delivered(message: CallOffer, sender: str) -> DeliveredOffer: ...
+@overload
+def delivered(message: GroupInvite, sender: str) -> DeliveredInvite: ...
+@overload
+def delivered(message: CallMessage, sender: str) -> PeerMessage: ...
+def delivered(message: CallMessage | GroupInvite, sender: str) -> PeerMessage | DeliveredInvite:
+    """The copy of `message` the relay delivers: without `to` (nor an offer's `grant`, which
+    the relay uses up), with `from`: the sender's user id."""
+    out = {k: v for k, v in message.items() if k not in ("to", "grant")}
+    out["from"] = sender
+    return typing.cast(PeerMessage | DeliveredInvite, out)
+
+
+FieldSchema = tuple[tuple[type, ...], bool]
+"""A field's accepted runtime types, and whether it is required."""
+
+
+def _runtime_types(hint: Any) -> tuple[type, ...]:
+    """The JSON value types a field annotation admits, in order (`None` as NoneType)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, UnionType):
+        return tuple(dict.fromkeys(t for arg in typing.get_args(hint) for t in _runtime_types(arg)))
+    if origin is Literal:
+        return tuple(dict.fromkeys(type(value) for value in typing.get_args(hint)))
+    if hint is None or hint is _NONE:
+        return (_NONE,)
+    if origin in (list, dict):
+        return (origin,)
+    if typing.is_typeddict(hint):
+        return (dict,)
+    if hint in (str, int, bool, float):
+        return (hint,)
+    raise TypeError(f"no JSON type for the annotation {hint!r}")
+
+
+def fields_of(message_type: type) -> tuple[str, dict[str, FieldSchema]]:
+    """(type name, field -> schema) of one message TypedDict, fields in declaration order."""
+    hints = typing.get_type_hints(message_type, include_extras=True)
+    (kind,) = typing.get_args(hints.pop("type"))
+    fields: dict[str, FieldSchema] = {}
+    for name, hint in hints.items():
+        required = typing.get_origin(hint) is not NotRequired
+        fields[name] = (_runtime_types(hint if required else typing.get_args(hint)[0]), required)
+    return kind, fields
+
+
+#: type -> field -> (accepted types, required), derived from `ClientMessage`. Unknown fields
+#: are ignored, never forwarded.
+CLIENT_MESSAGES: dict[str, dict[str, FieldSchema]] = dict(
+    fields_of(t) for t in typing.get_args(ClientMessage)
+)
 
 #: Messages about an established call, forwarded to the other party as they are.
 IN_CALL = frozenset({"ice", "renegotiate", "mediastatus", "hold", "resume", "transfer"})
@@ -108,7 +415,7 @@ class ProtocolError(CallbotError):
         self.fatal = code in FATAL_CODES if fatal is None else fatal
 
 
-def encode(message: dict[str, Any]) -> str:
+def encode(message: Mapping[str, object]) -> str:
     """Serialise a message, adding the protocol version."""
     return json.dumps({**message, "v": VERSION}, separators=(",", ":"))
 
@@ -156,7 +463,7 @@ def _is(value: Any, types: tuple[type, ...]) -> bool:
     return isinstance(value, types)
 
 
-def validate(message: dict[str, Any]) -> dict[str, Any]:
+def validate(message: dict[str, Any]) -> ClientMessage:
     """Check a client message against its schema; returns only the known fields."""
     kind = message["type"]
     schema = CLIENT_MESSAGES.get(kind)
@@ -189,7 +496,7 @@ def validate(message: dict[str, Any]) -> dict[str, Any]:
                 INVALID_MESSAGE, f"{kind}: {name} {_shown(clean[name])} is not a valid id"
             )
     _check_values(clean, call_id)
-    return clean
+    return typing.cast(ClientMessage, clean)
 
 
 def _check_values(message: dict[str, Any], call_id: str | None) -> None:
@@ -259,11 +566,11 @@ def _check_invite(message: dict[str, Any]) -> None:
         )
 
 
-def presence_lists(states: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def presence_lists(states: list[PresenceState]) -> list[PresenceList]:
     """`presence_list` messages for `states`: one, or as many as needed for each to fit in
     MAX_MESSAGE_BYTES (500 users with long non-ASCII texts come to about 1.6 MB)."""
     budget = MAX_MESSAGE_BYTES - len(encode({"type": "presence_list", "users": []}))
-    chunks: list[list[dict[str, Any]]] = [[]]
+    chunks: list[list[PresenceState]] = [[]]
     used = 0
     for state in states:
         size = len(json.dumps(state, separators=(",", ":"))) + 1  # with its comma
@@ -277,11 +584,11 @@ def presence_lists(states: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def error(
     code: str, message: str, call_id: str | None = None, fatal: bool | None = None
-) -> dict[str, Any]:
+) -> ErrorMessage:
     """An `error` message; `fatal` says whether the relay closes the connection after it
     (by default: whether `code` is one of the fatal codes)."""
     fatal = code in FATAL_CODES if fatal is None else fatal
-    out: dict[str, Any] = {"type": "error", "code": code, "message": message, "fatal": fatal}
+    out: ErrorMessage = {"type": "error", "code": code, "message": message, "fatal": fatal}
     if call_id is not None:
         out["call_id"] = call_id
     return out

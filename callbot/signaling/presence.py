@@ -13,7 +13,10 @@ the same whether that user exists, is online or not.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # messages.py imports the limits below
+    from .messages import PresenceState, PresenceUpdate
 
 STATUSES = frozenset({"available", "away", "dnd"})
 MAX_TEXT = 256
@@ -40,9 +43,9 @@ class PresenceBoard:
         self._audience: dict[str, frozenset[str] | None] = {}  # user -> who may see (None: all)
         self._watchers: dict[str, set[str]] = {}  # user -> connections following them
         self._watching: dict[str, set[str]] = {}  # connection -> users it follows
-        self._sent: dict[str, dict[str, dict[str, Any]]] = {}  # conn -> user -> last state sent
+        self._sent: dict[str, dict[str, PresenceState]] = {}  # conn -> user -> last state sent
 
-    def shown(self, user: str) -> dict[str, Any]:
+    def shown(self, user: str) -> PresenceState:
         """What `user` shows now: {user, status, text}."""
         if not self._online(user):
             status, text = "offline", None
@@ -81,16 +84,16 @@ class PresenceBoard:
         audience = self._audience[user]
         return audience is None or watcher in audience
 
-    def shown_to(self, conn: str, user: str, real: dict[str, Any] | None = None) -> dict[str, Any]:
+    def shown_to(self, conn: str, user: str, real: PresenceState | None = None) -> PresenceState:
         """What the watcher on `conn` may see of `user`: the real state, or `unknown`."""
         if self.may_see(conn, user):
             return real if real is not None else self.shown(user)
         return {"user": user, "status": UNKNOWN, "text": None}
 
-    def subscribe(self, conn: str, users: Iterable[str]) -> list[dict[str, Any]]:
+    def subscribe(self, conn: str, users: Iterable[str]) -> list[PresenceState]:
         """Follow `users` from `conn`; returns their current states (for `presence_list`)."""
         watching = self._watching.setdefault(conn, set())
-        states = []
+        states: list[PresenceState] = []
         for user in users:
             if user not in watching and len(watching) >= MAX_WATCHED:
                 break
@@ -115,9 +118,9 @@ class PresenceBoard:
         self.unsubscribe(conn, list(self._watching.pop(conn, ())))
         self._sent.pop(conn, None)
 
-    def updates(self, users: Iterable[str]) -> list[tuple[str, dict[str, Any]]]:
+    def updates(self, users: Iterable[str]) -> list[tuple[str, PresenceUpdate]]:
         """(connection, presence_update) for each followed user whose state changed."""
-        out: list[tuple[str, dict[str, Any]]] = []
+        out: list[tuple[str, PresenceUpdate]] = []
         for user in set(users):
             watchers = self._watchers.get(user)
             if not watchers:

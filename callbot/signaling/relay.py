@@ -31,7 +31,9 @@ from .messages import (
     INVALID_MESSAGE,
     RATE_LIMITED,
     TRANSPORT_MAX_SIZE,
+    ErrorMessage,
     ProtocolError,
+    RelayMessage,
     encode,
     error,
 )
@@ -184,13 +186,13 @@ class _Outbox:
                 await self.websocket.send(item)
 
 
-def _level(error_message: dict[str, Any]) -> int:
+def _level(error_message: ErrorMessage) -> int:
     """How an error sent to a client is logged: a relay bug at ERROR, bad input and fatal
     errors at INFO, the ordinary rest (an offline callee...) at DEBUG."""
-    code = error_message.get("code")
+    code = error_message["code"]
     if code == INTERNAL_ERROR:
         return logging.ERROR
-    if code in (INVALID_MESSAGE, RATE_LIMITED) or error_message.get("fatal"):
+    if code in (INVALID_MESSAGE, RATE_LIMITED) or error_message["fatal"]:
         return logging.INFO
     return logging.DEBUG
 
@@ -208,14 +210,14 @@ class _Refusals:
             if isinstance(action, Send) and action.conn == self.conn:
                 self._count(action.message)
 
-    def _count(self, message: dict[str, Any]) -> None:
-        if message.get("type") != "error":
+    def _count(self, message: RelayMessage) -> None:
+        if message["type"] != "error":
             return
-        code = str(message.get("code"))
+        code = message["code"]
         self.counts[code] = self.counts.get(code, 0) + 1
         if self.counts[code] == 1:
             logger.log(_level(message), "connection %s: %s: %r (repeats are counted)",
-                       self.conn, code, message.get("message"))  # fmt: skip
+                       self.conn, code, message["message"])  # fmt: skip
 
     def summary(self) -> None:
         if sum(self.counts.values()) > len(self.counts):  # some were counted, not logged

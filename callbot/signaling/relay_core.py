@@ -11,9 +11,9 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from .messages import (
     AUTH_EXPIRED,
@@ -31,8 +31,26 @@ from .messages import (
     SESSION_LIMIT,
     SESSION_REVOKED,
     USER_OFFLINE,
+    CallMessage,
+    CallOffer,
+    CallReject,
+    ClientMessage,
+    DeliveredHangup,
+    DeliveredOffer,
+    DeliveredReject,
+    DeliveredTransfer,
+    GroupInvite,
+    Hello,
+    PeerMessage,
+    PresenceSet,
+    PresenceSubscribe,
+    PresenceUnsubscribe,
     ProtocolError,
+    Refresh,
+    RelayMessage,
+    Transfer,
     decode,
+    delivered,
     encode,
     error,
     presence_lists,
@@ -49,10 +67,27 @@ def _count(value: Any) -> int:
     return value if type(value) is int and value >= 0 else 0
 
 
+_Delivered = TypeVar("_Delivered", bound=Mapping[str, object])
+
+
+def _fitting(out: _Delivered) -> _Delivered:
+    """A message to forward, refused if it would not fit MAX_MESSAGE_BYTES (a forwarded copy
+    gains `from` and `v`, and non-ASCII text is re-escaped as \\uXXXX: up to 3x longer)."""
+    size = len(encode(out))  # ASCII only (json escapes the rest): characters are bytes
+    if size > MAX_MESSAGE_BYTES:
+        call_id = out.get("call_id")
+        raise ProtocolError(
+            INVALID_MESSAGE,
+            f"{out['type']}: forwarded it would be {size} bytes, over {MAX_MESSAGE_BYTES}",
+            call_id if isinstance(call_id, str) else None,
+        )
+    return out
+
+
 @dataclass(frozen=True)
 class Send:
     conn: str
-    message: dict[str, Any]
+    message: RelayMessage
 
 
 @dataclass(frozen=True)
@@ -154,7 +189,7 @@ class _Session:
 class _Party:
     user: str
     conn: str | None  # None while this party's connection is gone
-    pending: deque[dict[str, Any]] = field(default_factory=deque)
+    pending: deque[RelayMessage] = field(default_factory=deque)
     absent_since: float | None = None
     generation: int | None = None  # token generation of the session that took part, if known
 
@@ -461,6 +496,7 @@ class RelayCore:
             message = validate({**setting, "type": "presence_set"})
         except ProtocolError:
             return
+        assert message["type"] == "presence_set"  # validate keeps the type
         self._presence.choose(user, message["status"], message.get("text"))
         if "visible_to" in message:
             self._presence.share(user, message["visible_to"])
@@ -506,9 +542,10 @@ class RelayCore:
             elif message.get("type") in ("hangup", "call_reject"):
                 session.calls.discard(call_id)
                 self._disown(call_id, session.conn)
-        return [Send(session.conn, message)]
+        # Another node's relay core built it (the cluster's nodes trust one another).
+        return [Send(session.conn, cast(RelayMessage, message))]
 
-    def _to_owner(self, session: _Session, owner: str, message: dict[str, Any]) -> list[Action]:
+    def _to_owner(self, session: _Session, owner: str, message: CallMessage) -> list[Action]:
         """A message of ours in a call another node owns: that node routes it."""
         if message["type"] in ("hangup", "call_reject"):
             session.calls.discard(message["call_id"])
@@ -574,7 +611,7 @@ class RelayCore:
 
     # -- handlers ------------------------------------------------------------------------------
 
-    def _hello(self, session: _Session, message: dict[str, Any], now: float) -> list[Action]:
+    def _hello(self, session: _Session, message: Hello, now: float) -> list[Action]:
         identity = self._authenticate(message["token"], now)
         user = identity.user
         if not ID_PATTERN.fullmatch(user):
@@ -650,18 +687,26 @@ class RelayCore:
                 return [Send(session.conn, m) for m in pending]
         return []
 
-    def _dispatch(self, session: _Session, message: dict[str, Any], now: float) -> list[Action]:
-        kind = message["type"]
-        if kind == "hello":
+    def _dispatch(self, session: _Session, message: ClientMessage, now: float) -> list[Action]:
+        if message["type"] == "hello":
             raise ProtocolError(INVALID_MESSAGE, "already authenticated")
-        if kind == "refresh":
+        if message["type"] == "refresh":
             return self._refresh(session, message, now)
-        if kind.startswith("presence_"):
+        if (
+            message["type"] == "presence_set"
+            or message["type"] == "presence_subscribe"
+            or message["type"] == "presence_unsubscribe"
+        ):
             return self._presence_message(session, message)
-        if kind == "group_invite":
+        if message["type"] == "group_invite":
             return self._group_invite(session, message)
-        if kind == "call_offer":
+        if message["type"] == "call_offer":
             return self._offer(session, message, now)
+        return self._in_call(session, message, now)
+
+    def _in_call(self, session: _Session, message: CallMessage, now: float) -> list[Action]:
+        """A message about a call that exists (or existed before a relay restart)."""
+        kind = message["type"]
         owned = self._owners.get(message["call_id"])
         if owned is not None and session.conn in owned[1]:
             return self._to_owner(session, owned[0], message)
@@ -672,17 +717,18 @@ class RelayCore:
         if sides is None:
             raise ProtocolError(CALL_NOT_FOUND, "not a party of this call", message["call_id"])
         me, other = sides
-        outgoing = self._forwarded(message, me.user)
+        outgoing = _fitting(delivered(message, me.user))
         if kind in CALLEE_ONLY and me is not call.callee and not call.restored:
             raise ProtocolError(INVALID_MESSAGE, f"only the called side sends {kind}", call.call_id)
         if kind == "call_answer" and not call.restored:
             return self._answer(call, session, outgoing)
-        if kind == "call_reject" and not call.restored:
-            return self._reject(call, session, outgoing)
+        if message["type"] == "call_reject" and not call.restored:
+            return self._reject(call, session, message, outgoing)
         if kind == "hangup":
             return self._end_call(call, "cancelled", message=outgoing, sender=session.conn)
-        if kind == "transfer" and message.get("replaces") is not None:
-            outgoing["grant"] = self._grant(session, other, message, now)
+        if message["type"] == "transfer" and message.get("replaces") is not None:
+            transfer = cast(DeliveredTransfer, outgoing)  # the copy of `message`
+            transfer["grant"] = self._grant(session, other, message, now)
         self._check_room_for(call, other)
         return self._to_party(call, other, outgoing)
 
@@ -698,30 +744,31 @@ class RelayCore:
                 call.call_id,
             )
 
-    def _presence_message(self, session: _Session, message: dict[str, Any]) -> list[Action]:
+    def _presence_message(
+        self, session: _Session, message: PresenceSet | PresenceSubscribe | PresenceUnsubscribe
+    ) -> list[Action]:
         assert session.user is not None
-        kind = message["type"]
-        if kind == "presence_set":
+        if message["type"] == "presence_set":
             self._presence.choose(session.user, message["status"], message.get("text"))
             if "visible_to" in message:
                 self._presence.share(session.user, message["visible_to"])
             self._touched.add(session.user)
             local = [self._sessions[c] for c in self._by_user[session.user]]
             return [Publish(ALL_NODES, self._announcement(s)) for s in local if s.node is None]
-        if kind == "presence_unsubscribe":
+        if message["type"] == "presence_unsubscribe":
             self._presence.unsubscribe(session.conn, message["users"])
             return []
         states = self._presence.subscribe(session.conn, message["users"])
         return [Send(session.conn, m) for m in presence_lists(states)]
 
-    def _group_invite(self, session: _Session, message: dict[str, Any]) -> list[Action]:
+    def _group_invite(self, session: _Session, message: GroupInvite) -> list[Action]:
         """To every connection of the invited user but the sender's own; no state is kept."""
         assert session.user is not None
         target = message["to"]
         conns = [c for c in self._by_user.get(target, ()) if c != session.conn]
         if not conns:
             raise ProtocolError(USER_OFFLINE, f"{target} is not connected")
-        outgoing = self._forwarded(message, session.user)
+        outgoing = _fitting(delivered(message, session.user))
         return [Send(conn, outgoing) for conn in sorted(conns)]
 
     def _calls_of(self, user: str) -> int:
@@ -756,7 +803,7 @@ class RelayCore:
                 actions.append(Publish(ALL_NODES, payload))
         return actions
 
-    def _refresh(self, session: _Session, message: dict[str, Any], now: float) -> list[Action]:
+    def _refresh(self, session: _Session, message: Refresh, now: float) -> list[Action]:
         identity = self._authenticate(message["token"], now)
         if identity.user != session.user:
             raise ProtocolError(AUTH_FAILED, "refresh token is for another user")
@@ -766,7 +813,7 @@ class RelayCore:
             Send(session.conn, {"type": "refreshed", "expires_at": identity.expires_at}),
         ]
 
-    def _offer(self, session: _Session, message: dict[str, Any], now: float) -> list[Action]:
+    def _offer(self, session: _Session, message: CallOffer, now: float) -> list[Action]:
         assert session.user is not None
         call_id, target = message["call_id"], message["to"]
         if call_id in self._calls or call_id in self._recently_ended:
@@ -780,15 +827,15 @@ class RelayCore:
         if not candidates:
             where = " (other than this connection)" if target == session.user else ""
             raise ProtocolError(USER_OFFLINE, f"{target} is not connected{where}", call_id)
-        outgoing = self._forwarded(message, session.user)
+        outgoing = _fitting(delivered(message, session.user))
         bots = [s for s in candidates if s.role == "bot"]
         if "grant" in message:
             ringing = [self._redeem(session, message, outgoing, now)]
         elif bots:
             free = [s for s in bots if s.max_calls is None or self._load(s) < s.max_calls]
             if not free:
-                busy = {"type": "call_reject", "call_id": call_id, "reason": "busy",
-                        "from": target}  # fmt: skip
+                busy: DeliveredReject = {"type": "call_reject", "call_id": call_id,
+                                         "reason": "busy", "from": target}  # fmt: skip
                 return [Send(session.conn, busy)]
             # least loaded first; among equals, the one that waited longest (round robin)
             chosen = min(
@@ -816,13 +863,12 @@ class RelayCore:
             target_session.calls.add(call_id)
         return [Send(s.conn, outgoing) for s in ringing]
 
-    def _grant(
-        self, session: _Session, transferee: _Party, message: dict[str, Any], now: float
-    ) -> str:
+    def _grant(self, session: _Session, transferee: _Party, message: Transfer, now: float) -> str:
         """An attended transfer: the sender hands `transferee` its answered call `replaces`
         with `target`. Mint the single-use grant that lets the transferee alone place the
         replacing call (DESIGN §10); the relay forwards it in the `transfer`."""
-        consultation = self._calls.get(message["replaces"])
+        replaces = message.get("replaces")
+        consultation = self._calls.get(replaces) if replaces is not None else None
         sides = consultation.party_of(session.conn) if consultation is not None else None
         if (
             consultation is None
@@ -844,11 +890,11 @@ class RelayCore:
         return grant
 
     def _redeem(
-        self, session: _Session, message: dict[str, Any], outgoing: dict[str, Any], now: float
+        self, session: _Session, message: CallOffer, outgoing: DeliveredOffer, now: float
     ) -> _Session:
         """Use up the grant a replacing call carries: stamp the offer with the call it
         replaces (peers trust only this) and return the target's connection in that call."""
-        call_id, token = message["call_id"], outgoing.pop("grant")
+        call_id, token = message["call_id"], message.get("grant", "")
         grant = self._grants.get(token)
         if (
             grant is None
@@ -866,10 +912,10 @@ class RelayCore:
             held = next((p for p in replaced.parties() if p.user == grant.target), None)
         if held is None or held.conn is None:
             raise ProtocolError(CALL_FAILED, "the call this transfer replaces is over", call_id)
-        outgoing.update(replaces=grant.replaces, transferred_by=grant.transferor)
+        outgoing["replaces"], outgoing["transferred_by"] = grant.replaces, grant.transferor
         return self._sessions[held.conn]
 
-    def _answer(self, call: _Call, session: _Session, outgoing: dict[str, Any]) -> list[Action]:
+    def _answer(self, call: _Call, session: _Session, outgoing: PeerMessage) -> list[Action]:
         if call.answered or session.conn not in call.ringing:
             raise ProtocolError(INVALID_MESSAGE, "call is not ringing here", call.call_id)
         call.answered = True
@@ -893,16 +939,18 @@ class RelayCore:
             )
         return actions  # fmt: skip
 
-    def _reject(self, call: _Call, session: _Session, outgoing: dict[str, Any]) -> list[Action]:
+    def _reject(
+        self, call: _Call, session: _Session, message: CallReject, outgoing: PeerMessage
+    ) -> list[Action]:
         if call.answered:
             raise ProtocolError(INVALID_MESSAGE, "call was already answered", call.call_id)
-        if outgoing["reason"] == "busy" and len(call.ringing) > 1:
+        if message["reason"] == "busy" and len(call.ringing) > 1:
             call.ringing.discard(session.conn)
             self._release(session.conn, call.call_id)
             return []  # another of the user's devices may still answer
         return self._end_call(call, "declined_elsewhere", message=outgoing, sender=session.conn)
 
-    def _unknown_call(self, session: _Session, message: dict[str, Any], now: float) -> list[Action]:
+    def _unknown_call(self, session: _Session, message: CallMessage, now: float) -> list[Action]:
         """A message for a call the relay does not know: after a relay restart, rebuild it
         from the `to` the client names, and hold the message until that party reconnects."""
         call_id, peer = message["call_id"], message.get("to")
@@ -915,28 +963,13 @@ class RelayCore:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _forwarded(message: dict[str, Any], sender: str) -> dict[str, Any]:
-        """The copy the other side gets; refused if it would not fit MAX_MESSAGE_BYTES (it
-        gains `from` and `v`, and non-ASCII text is re-escaped as \\uXXXX: up to 3x longer)."""
-        out = {k: v for k, v in message.items() if k != "to"}
-        out["from"] = sender
-        size = len(encode(out))  # ASCII only (json escapes the rest): characters are bytes
-        if size > MAX_MESSAGE_BYTES:
-            raise ProtocolError(
-                INVALID_MESSAGE,
-                f"{out['type']}: forwarded it would be {size} bytes, over {MAX_MESSAGE_BYTES}",
-                message.get("call_id"),
-            )
-        return out
-
-    def _to_party(self, call: _Call, party: _Party, message: dict[str, Any]) -> list[Action]:
+    def _to_party(self, call: _Call, party: _Party, message: RelayMessage) -> list[Action]:
         """To the callee while it rings: every ringing device (each holds the offer)."""
         if party is call.callee and not call.answered:
             return [Send(conn, message) for conn in call.ringing]
         return self._deliver(party, message)
 
-    def _deliver(self, party: _Party, message: dict[str, Any]) -> list[Action]:
+    def _deliver(self, party: _Party, message: RelayMessage) -> list[Action]:
         if party.conn is not None:
             return [Send(party.conn, message)]
         if len(party.pending) < self.limits.pending_per_party:
@@ -953,7 +986,7 @@ class RelayCore:
         call: _Call,
         reason: str,
         *,
-        message: dict[str, Any] | None = None,
+        message: PeerMessage | None = None,
         sender: str | None = None,
     ) -> list[Action]:
         """End a call and tell everyone else in it.
@@ -967,8 +1000,8 @@ class RelayCore:
         sides = call.party_of(sender) if sender is not None else None
         for party in call.parties():
             other = call.callee if party is call.caller else call.caller
-            relay_hangup = {"type": "hangup", "call_id": call.call_id, "reason": reason,
-                            "from": other.user}  # fmt: skip
+            relay_hangup: DeliveredHangup = {"type": "hangup", "call_id": call.call_id,
+                                             "reason": reason, "from": other.user}  # fmt: skip
             ringing = party is call.callee and not call.answered
             if sides is not None and party is sides[0]:
                 if ringing:
