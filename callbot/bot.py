@@ -101,7 +101,7 @@ class Incoming:
         """Answer (sending video too when `video` and the caller offers it). Accepting twice
         returns the same call."""
         if self._answering is None:
-            if self._call.state != "ringing":
+            if self._call.state not in ("ringing", "early"):
                 raise InvalidStateError(f"cannot accept a call that is {self._call.state}")
             self._answering = asyncio.ensure_future(self._call.answer(video=video))
         await asyncio.shield(self._answering)

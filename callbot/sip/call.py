@@ -58,6 +58,8 @@ class SipLeg:
 
     def __init__(self) -> None:
         self.session: SipSession | None = None
+        #: We are refusing the call: the stack's close event is our own, not the peer's.
+        self.refusing = False
 
     async def send(self, message: dict[str, Any]) -> None:
         session, kind = self.session, message.get("type")
@@ -205,10 +207,12 @@ class SipCall(Call):
             raise error from exc
 
     async def reject(self, reason: RejectReason = "decline") -> None:
-        """Inbound: refuse (486 Busy Here for "busy", else 603 Decline), early media or not."""
+        """Inbound: refuse, early media or not: 486 Busy Here whatever the reason (the stack
+        sends no 603); this call ends `rejected:<reason>`."""
         check_reject_reason(reason)
         if self.state not in ("ringing", "early"):
             raise InvalidStateError(f"cannot reject a call in state {self.state}", self.id)
+        self._leg.refusing = True
         with contextlib.suppress(CallbotError, OSError):
             await self._send({"type": "call_reject", "reason": reason})
         await self._end(f"rejected:{reason}")
@@ -276,7 +280,7 @@ class SipCall(Call):
             self._start_media()
         elif event == "established" and self.state in ("calling", "early", "connecting"):
             self._established()
-        elif event == "closed":
+        elif event == "closed" and not self._leg.refusing:
             reason = end_reason(detail)
             if reason != "remote_hangup" and detail:
                 self.remote_end_reason = printable(detail, 64)

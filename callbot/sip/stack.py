@@ -137,9 +137,10 @@ class SipSession:
         await self._call.answer()
 
     async def reject(self, busy: bool) -> None:
-        """Refuse: 486 Busy Here when `busy`, else hang up (603 Decline / CANCEL)."""
+        """Refuse with 486 Busy Here (the binding has no other status for an unanswered call,
+        so a decline is a 486 too)."""
         with contextlib.suppress(baresip.StaleHandleError):
-            await (self._call.reject() if busy else self._call.hangup())
+            await self._call.reject()
 
     async def hangup(self) -> None:
         """BYE (or CANCEL before the answer); nothing if the call is gone already."""
