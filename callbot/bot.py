@@ -233,8 +233,8 @@ class Bot(Emitter):
             user_id, janus_url, self._call_config, lambda m: self._require_client().send(m)
         )
         #: SIP: the bot's address (`sip=`) and its calls to SIP URIs (callbot/sip).
-        self._sip = SipEndpoint(SipSettings(sip) if isinstance(sip, str) else sip,
-                                self._call_config, self._take_sip_call, user_id)  # fmt: skip
+        self._sip = SipEndpoint(None, self._call_config, self._take_sip_call, user_id)
+        self.sip = sip
 
     def __repr__(self) -> str:
         return f"<Bot {self.user_id} {len(self._calls)} calls>"
@@ -468,6 +468,16 @@ class Bot(Emitter):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+    @property
+    def sip(self) -> SipSettings | None:
+        """The bot's SIP address (and registration), None without one; set before `start()`
+        (`callbot run --sip` does), from a `SipSettings` or a `sip:user@host:port` string."""
+        return self._sip.settings
+
+    @sip.setter
+    def sip(self, value: SipSettings | str | None) -> None:
+        self._sip.settings = SipSettings(value) if isinstance(value, str) else value
 
     @property
     def connected(self) -> bool:
