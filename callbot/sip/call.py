@@ -25,8 +25,9 @@ import numpy as np
 from ..call import Call, RejectReason, check_reject_reason
 from ..config import CallConfig
 from ..errors import CallbotError, CallError, InvalidStateError, SipError
-from ..media import dtmf
+from ..media import dtmf, opus
 from ..media.clock import AUDIO_TICKER
+from ..media.decoder import AudioFramer
 from ..media.incoming import IncomingMedia
 from ..media.tracks import OutgoingAudioTrack
 from ..safe import printable
@@ -88,6 +89,10 @@ class MediaPump:
         self._resampler: av.AudioResampler | None = None
         self._rx_samples = 0
         self._rx_layout = "mono"
+        #: Received audio as Opus, only while a recorder stores Opus packets (.ogg, .opus).
+        self._framer: AudioFramer | None = None
+        self._encoder: opus.OpusEncoder | None = None
+        self._encoder_pts = 0
 
     async def run(self) -> None:
         last: int | None = None
@@ -136,9 +141,22 @@ class MediaPump:
         frame.pts = self._rx_samples
         frame.time_base = fractions.Fraction(1, rate)
         self._rx_samples += frame.samples
-        self._hub.frames += 1
-        self._hub.last_frame_at = time.monotonic()
+        if self._hub.wants_packets:
+            self._encode(frame)  # counts the frames too
+        else:
+            self._hub.frames += 1
+            self._hub.last_frame_at = time.monotonic()
         self._hub.deliver(frame)
+
+    def _encode(self, frame: av.AudioFrame) -> None:
+        """Received PCM for packet sinks, as 20 ms Opus packets stamped at 48 kHz."""
+        if self._framer is None or self._encoder is None:
+            self._framer, self._encoder = AudioFramer(), opus.OpusEncoder()
+        for chunk in self._framer.push(frame):
+            pts = self._encoder_pts
+            self._encoder_pts += chunk.samples
+            for payload in self._encoder.encode(chunk):
+                self._hub.packet(payload, pts)
 
 
 class SipCall(Call):

@@ -55,7 +55,7 @@ async def test_bot_answers_a_sip_call_plays_records_and_gets_digits_in_order(
     call = await caller.call(address)
     assert call.state == "calling"
     await call.wait_connected(10)
-    call.record_incoming(tmp_path / "at-caller.wav")
+    call.record_incoming(tmp_path / "at-caller.ogg")
     call.send_audio_file(answer)
     await asyncio.sleep(1.5)
     await call.send_dtmf("47#")
@@ -69,7 +69,7 @@ async def test_bot_answers_a_sip_call_plays_records_and_gets_digits_in_order(
     assert seen["to"] == f"<{address}>"
     assert seen["meta"]["sip_call_id"] and seen["meta"]["from"].startswith("<sip:caller@")
     assert stats["received"]["audio"]["frames"] > 20
-    assert abs(dominant_frequency(tmp_path / "at-caller.wav") - 1000) < 20
+    assert abs(dominant_frequency(tmp_path / "at-caller.ogg") - 1000) < 20
     assert abs(dominant_frequency(tmp_path / "at-bot.wav") - 600) < 20
 
 
