@@ -21,6 +21,7 @@ LAYERS = {
     "janus": ("tests/group/",),
     "turn": ("tests/test_turn.py",),
     "slow": ("tests/test_soak.py",),
+    "sip": ("tests/sip/",),
 }
 #: A plugin for the collecting subprocess: one line per test with the layer markers it got.
 REPORTER = """
