@@ -16,7 +16,7 @@ import ipaddress
 import logging
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,8 +133,16 @@ class SipSession:
         elif event.event in names:
             self._emit(names[event.event], str(event.text or ""))
 
+    async def _do(self, action: str, step: Awaitable[Any]) -> None:
+        """Await a stack request; its failure (the call is gone, the peer refused) becomes a
+        `SipError` naming `action`."""
+        try:
+            await step
+        except (baresip.BaresipError, ValueError) as exc:
+            raise SipError(f"{action}_failed", f"SIP {action} failed: {exc}") from None
+
     async def answer(self) -> None:
-        await self._call.answer()
+        await self._do("answer", self._call.answer())
 
     async def reject(self, busy: bool) -> None:
         """Refuse with 486 Busy Here (the binding has no other status for an unanswered call,
@@ -148,13 +156,13 @@ class SipSession:
             await self._call.hangup()
 
     async def hold(self, hold: bool) -> None:
-        await (self._call.hold() if hold else self._call.resume())
+        await self._do("hold", self._call.hold() if hold else self._call.resume())
 
     async def transfer(self, target: str) -> None:
-        await self._call.transfer(target)
+        await self._do("transfer", self._call.transfer(target))
 
     async def send_dtmf(self, digits: str, gap_ms: int) -> None:
-        await self._call.send_dtmf(digits, interdigit_ms=gap_ms)
+        await self._do("dtmf", self._call.send_dtmf(digits, interdigit_ms=gap_ms))
 
     def audio_format(self) -> tuple[int, int, int, int] | None:
         """(tx rate, tx channels, rx rate, rx channels) once media is up, else None."""
