@@ -206,9 +206,9 @@ class SipCall(Call):
         except SipError as exc:
             await self.fail(CallError(exc.code, str(exc), self.id))
             raise
-        self._attach(session)
         self._set_state("calling")
         self._arm_timer(self.config.ring_timeout, "no_answer")
+        self._attach(session)  # may deliver at once what the peer already answered
 
     async def answer(self, video: bool = False) -> None:
         """Inbound: answer (200 OK); the call is `connected` once the peer's ACK arrives."""
