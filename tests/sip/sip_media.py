@@ -84,7 +84,7 @@ def mulaw(samples: np.ndarray) -> bytes:
     magnitude = np.abs(pcm) + 0x84
     exponent = np.floor(np.log2(magnitude)).astype(np.int32) - 7
     mantissa = (magnitude >> (exponent + 3)) & 0x0F
-    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+    return bytes((~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes())
 
 
 def write_mulaw_wav(path: Path, frequency: float, seconds: float) -> Path:
