@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from .bot import Bot, Incoming, Subscription
     from .call import Call, RejectReason
     from .config import CallConfig
-    from .errors import CallbotError, CallError, InvalidStateError, MediaError
+    from .errors import CallbotError, CallError, InvalidStateError, MediaError, SipError
     from .group import GroupInvite, JanusError, Participant, Room
     from .ice import IceConfig
     from .identity import AuthError, IdentityError, IdentityKey, KnownPeers
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .media.tracks import MediaSource
     from .plugins import PluginError
     from .signaling.client import SignalingError
+    from .sip import SipCall, SipSettings
 
 #: public name -> the submodule defining it.
 _EXPORTS = {
@@ -51,6 +52,9 @@ _EXPORTS = {
     "JanusError": ".group",
     "PluginError": ".plugins",
     "SignalingError": ".signaling.client",
+    "SipError": ".errors",
+    "SipCall": ".sip",
+    "SipSettings": ".sip",
 }
 
 __all__ = [
@@ -77,6 +81,9 @@ __all__ = [
     "RejectReason",
     "Room",
     "SignalingError",
+    "SipCall",
+    "SipError",
+    "SipSettings",
     "Subscription",
     "TrackRecorder",
     "recording_name",
