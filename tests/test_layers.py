@@ -20,6 +20,7 @@ LAYERS = {
     "browser": ("tests/web/",),
     "janus": ("tests/group/",),
     "turn": ("tests/test_turn.py",),
+    "sip": ("tests/sip/", "tests/test_sip"),
     "slow": ("tests/test_soak.py",),
     "sip": ("tests/sip/",),
 }
