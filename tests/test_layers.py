@@ -22,7 +22,6 @@ LAYERS = {
     "turn": ("tests/test_turn.py",),
     "sip": ("tests/sip/", "tests/test_sip"),
     "slow": ("tests/test_soak.py",),
-    "sip": ("tests/sip/",),
 }
 #: A plugin for the collecting subprocess: one line per test with the layer markers it got.
 REPORTER = """

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import ipaddress
 import logging
 import re
@@ -24,9 +23,9 @@ from typing import Any
 from ..errors import SipError
 
 try:  # an optional dependency: `require()` says what to install when SIP is used
-    baresip: Any = importlib.import_module("baresip")
+    import baresip
 except ImportError:
-    baresip = None
+    baresip = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 

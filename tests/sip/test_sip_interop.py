@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-pytest.importorskip("baresip_peer", reason="the SIP peers' harness (tests/sip) is not merged yet")
 from baresip_peer import BaresipPeer
 from conftest import SippFactory
 from kamailio_server import Kamailio
