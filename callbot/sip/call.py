@@ -306,8 +306,6 @@ class SipCall(Call):
             self._set_held("remote", event == "hold")
         elif event == "dtmf":
             self._on_dtmf(detail)
-        elif event == "transfer" and self.state in ("connected", "held"):
-            self.emit("transfer", detail, None)
 
     def _established(self) -> None:
         self._cancel_timer()
