@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .media import Playback, Recording, TrackRecorder, recording_name
     from .media.tracks import MediaSource
     from .plugins import PluginError
+    from .settings import Settings, SettingsError
     from .signaling.client import SignalingError
     from .sip import SipCall, SipSettings
 
@@ -51,6 +52,8 @@ _EXPORTS = {
     "IdentityError": ".identity",
     "JanusError": ".group",
     "PluginError": ".plugins",
+    "Settings": ".settings",
+    "SettingsError": ".settings",
     "SignalingError": ".signaling.client",
     "SipError": ".errors",
     "SipCall": ".sip",
@@ -80,6 +83,8 @@ __all__ = [
     "Recording",
     "RejectReason",
     "Room",
+    "Settings",
+    "SettingsError",
     "SignalingError",
     "SipCall",
     "SipError",
