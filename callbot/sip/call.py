@@ -29,6 +29,7 @@ from ..media import dtmf, opus
 from ..media.clock import AUDIO_TICKER
 from ..media.decoder import AudioFramer
 from ..media.incoming import IncomingMedia
+from ..media.pcm import PCM, PcmLeg
 from ..media.tracks import OutgoingAudioTrack
 from ..safe import printable
 from .stack import SipSession, status_of
@@ -86,7 +87,7 @@ class MediaPump:
         self._hub = hub
         self.format: tuple[int, int, int, int] | None = None  # tx rate, ch, rx rate, ch
         self.sent = 0
-        self._resampler: av.AudioResampler | None = None
+        self._leg: PcmLeg | None = None
         self._rx_samples = 0
         self._rx_layout = "mono"
         #: Received audio as Opus, only while a recorder stores Opus packets (.ogg, .opus).
@@ -100,7 +101,7 @@ class MediaPump:
             last = await AUDIO_TICKER.next(last)
             if self.format is None and not self._open():
                 continue
-            self._send(self._out.next_frame(last))
+            self._send(last)
             if self.format is not None:
                 self._receive()
 
@@ -110,20 +111,18 @@ class MediaPump:
         if self.format is None:
             return False
         tx_rate, tx_channels, _, rx_channels = self.format
-        layout = "stereo" if tx_channels == 2 else "mono"
-        self._resampler = av.AudioResampler(format="s16", layout=layout, rate=tx_rate)
+        self._leg = PcmLeg(tx_rate, tx_channels, PCM)
         self._rx_layout = "stereo" if rx_channels == 2 else "mono"
         # one frame of slack: the stack's clock and ours tick apart by up to a frame
-        self._session.write(bytes(tx_rate // 50 * tx_channels * 2))
+        self._session.write(self._leg.pcm(None))
         return True
 
-    def _send(self, frame: av.AudioFrame) -> None:
-        assert self._resampler is not None
-        for out in self._resampler.resample(frame):
-            if not self._session.write(out.to_ndarray().tobytes()):
-                self.format = None
-                return
+    def _send(self, tick: int) -> None:
+        assert self._leg is not None
+        if self._session.write(self._leg.pcm(self._out.next_audio(tick))):
             self.sent += 1
+        else:
+            self.format = None
 
     def _receive(self) -> None:
         data = self._session.read()
@@ -206,9 +205,9 @@ class SipCall(Call):
         except SipError as exc:
             await self.fail(CallError(exc.code, str(exc), self.id))
             raise
-        self._attach(session)
         self._set_state("calling")
         self._arm_timer(self.config.ring_timeout, "no_answer")
+        self._attach(session)  # may deliver at once what the peer already answered
 
     async def answer(self, video: bool = False) -> None:
         """Inbound: answer (200 OK); the call is `connected` once the peer's ACK arrives."""

@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import ipaddress
 import logging
 import re
 import socket
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SipError
 
 try:  # an optional dependency: `require()` says what to install when SIP is used
-    baresip: Any = importlib.import_module("baresip")
+    import baresip
 except ImportError:
-    baresip = None
+    baresip = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ REQUIREMENT = "baresip-python==0.5.2a3"
 AUDIO_CODECS = ("opus/48000/2", "pcmu", "pcma")
 #: INVITE headers handed to the bot in `incoming.metadata` when present.
 EXPOSED_HEADERS = ("From", "To", "P-Asserted-Identity", "Diversion")
+#: Calls whose early events a user agent keeps until claimed (older ones are dropped).
+MAX_UNCLAIMED = 64
 _STATUS = re.compile(r"^\s*(\d{3})\b")
 
 #: (event name, detail) for one call: "ringing", "progress", "established", "closed",
@@ -94,10 +96,13 @@ class StackConfig:
 class SipSession:
     """One SIP call (a baresip `Call`), its events as strings and its PCM in and out."""
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any, earlier: list[Any] | None = None) -> None:
         self._call = call
         self._listener: SessionListener | None = None
+        self._pending: list[tuple[str, str]] = []  # events before anyone listened
         self.close_reason = ""
+        for event in earlier or ():  # what the stack reported before this object existed
+            self._on_event(event)
         call.on(self._on_event)
         call.on_dtmf(lambda event: self._emit("dtmf", str(event.digit)))
 
@@ -114,12 +119,16 @@ class SipSession:
         return dict(self._call.headers)
 
     def listen(self, listener: SessionListener) -> None:
+        """Deliver this call's events to `listener`, those that came before first."""
         self._listener = listener
-        if self._call.state.value == "closed":  # closed before anyone listened
-            self._emit("closed", self.close_reason)
+        pending, self._pending = self._pending, []
+        for name, detail in pending:
+            listener(name, detail)
 
     def _emit(self, name: str, detail: str = "") -> None:
-        if self._listener is not None:
+        if self._listener is None:
+            self._pending.append((name, detail))
+        else:
             self._listener(name, detail)
 
     def _on_event(self, event: Any) -> None:
@@ -133,8 +142,16 @@ class SipSession:
         elif event.event in names:
             self._emit(names[event.event], str(event.text or ""))
 
+    async def _do(self, action: str, step: Awaitable[Any]) -> None:
+        """Await a stack request; its failure (the call is gone, the peer refused) becomes a
+        `SipError` naming `action`."""
+        try:
+            await step
+        except (baresip.BaresipError, ValueError) as exc:
+            raise SipError(f"{action}_failed", f"SIP {action} failed: {exc}") from None
+
     async def answer(self) -> None:
-        await self._call.answer()
+        await self._do("answer", self._call.answer())
 
     async def reject(self, busy: bool) -> None:
         """Refuse with 486 Busy Here (the binding has no other status for an unanswered call,
@@ -148,13 +165,13 @@ class SipSession:
             await self._call.hangup()
 
     async def hold(self, hold: bool) -> None:
-        await (self._call.hold() if hold else self._call.resume())
+        await self._do("hold", self._call.hold() if hold else self._call.resume())
 
     async def transfer(self, target: str) -> None:
-        await self._call.transfer(target)
+        await self._do("transfer", self._call.transfer(target))
 
     async def send_dtmf(self, digits: str, gap_ms: int) -> None:
-        await self._call.send_dtmf(digits, interdigit_ms=gap_ms)
+        await self._do("dtmf", self._call.send_dtmf(digits, interdigit_ms=gap_ms))
 
     def audio_format(self) -> tuple[int, int, int, int] | None:
         """(tx rate, tx channels, rx rate, rx channels) once media is up, else None."""
@@ -204,19 +221,33 @@ class SipAgent:
         self._registrar = registrar
         self._registered = False
         self._retry: asyncio.Task[None] | None = None
+        #: Call events the stack reported before `dial()` returned the call (a 183 or a
+        #: refusal can beat the dial command's reply), by call handle, for `SipSession`.
+        self._unclaimed: OrderedDict[int, list[Any]] = OrderedDict()
+        self._claimed: set[int] = set()
         ua.on(self._on_event)
 
     def on_incoming(self, handler: Callable[[SipSession], None]) -> None:
         """`handler(session)` for each INVITE (its headers in `session.headers`)."""
-        self._ua.on_incoming(lambda call: handler(SipSession(call)))
+        self._ua.on_incoming(lambda call: handler(self._session(call)))
+
+    def _session(self, call: Any) -> SipSession:
+        self._claimed.add(call.handle)
+        return SipSession(call, self._unclaimed.pop(call.handle, None))
 
     def _on_event(self, event: Any) -> None:
+        if event.call and event.call not in self._claimed:
+            self._unclaimed.setdefault(event.call, []).append(event)
+            while len(self._unclaimed) > MAX_UNCLAIMED:
+                self._unclaimed.popitem(last=False)
+        elif event.event is baresip.Event.CALL_CLOSED:
+            self._claimed.discard(event.call)
         if event.event is baresip.Event.REGISTER_FAIL and self._registered and self._retry is None:
             self._retry = asyncio.ensure_future(self._register_again(event.text or ""))
 
     async def dial(self, uri: str) -> SipSession:
         try:
-            return SipSession(await self._ua.dial(uri))
+            return self._session(await self._ua.dial(uri))
         except ValueError as exc:
             raise SipError("bad_uri", f"cannot call {uri!r}: {exc}") from None
         except baresip.BaresipError as exc:

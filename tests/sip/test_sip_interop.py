@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-pytest.importorskip("baresip_peer", reason="the SIP peers' harness (tests/sip) is not merged yet")
 from baresip_peer import BaresipPeer
 from conftest import SippFactory
 from kamailio_server import Kamailio
@@ -296,3 +294,32 @@ async def test_a_wrong_password_is_a_sip_error_at_start(
     with pytest.raises(SipError, match="refused our credentials") as raised:
         await bot.start()
     assert raised.value.code == "registration_refused"
+
+
+PCMU_OFFER = G729_ONLY.replace("RTP/AVP 18", "RTP/AVP 0").replace("G729/8000", "PCMU/8000")
+
+
+async def test_the_invite_headers_a_bot_needs_are_in_incoming_metadata(sip_bot: Any) -> None:
+    bot, address = await sip_bot()
+    seen: list[Incoming] = []
+
+    @bot.on_incoming
+    async def refuse(incoming: Incoming) -> None:
+        seen.append(incoming)
+        await incoming.decline("busy")
+
+    port = int(address.rsplit(":", 1)[1])
+    invite = INVITE.replace("PORT", str(port)).replace("BRANCH", "headers")
+    invite = invite.replace("From: <sip:probe@", 'From: "Alice Example" <sip:probe@')
+    invite = invite.replace("Max-Forwards: 70\n", "Max-Forwards: 70\n"
+                            "P-Asserted-Identity: <sip:+15551234@pbx.test>\n"
+                            "Diversion: <sip:100@pbx.test>;reason=no-answer\n")  # fmt: skip
+    sdp = PCMU_OFFER.replace("\n", "\r\n")
+    invite = invite.replace("LENGTH", str(len(sdp))) + PCMU_OFFER
+    assert await asyncio.to_thread(sip_request, port, invite) == "SIP/2.0 486 Busy Here"
+    [incoming] = seen
+    assert incoming.from_.startswith("sip:probe@127.0.0.1")
+    assert incoming.metadata["display_name"] == "Alice Example"
+    assert incoming.metadata["p-asserted-identity"] == "<sip:+15551234@pbx.test>"
+    assert incoming.metadata["diversion"] == "<sip:100@pbx.test>;reason=no-answer"
+    assert incoming.metadata["sip_call_id"] == "headers@probe"

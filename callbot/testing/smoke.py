@@ -19,14 +19,15 @@ from typing import Any
 
 import av
 
-from .bot import Bot
-from .call import Call
-from .config import CallConfig
-from .errors import CallbotError, MediaError
+from ..bot import Bot
+from ..call import Call
+from ..config import CallConfig
+from ..errors import CallbotError, MediaError
+from ..media import analysis
+from ..media.playback import Playback
+from ..signaling.client import SignalingError
+from ..sip import is_sip_uri
 from .expectations import Expectation, evaluate
-from .media import analysis
-from .media.playback import Playback
-from .signaling.client import SignalingError
 
 NORMAL_ENDS = frozenset({"hangup", "remote_hangup"})
 #: Kept connected after a playback ends, so its last packets arrive before hanging up.
@@ -129,7 +130,8 @@ async def _place_call(plan: CallPlan, progress: Any = None) -> dict[str, Any]:
     report: dict[str, Any] = {"ok": False, "connected": False, "peer": plan.peer}
     began = time.monotonic()  # plan.timeout bounds the whole wait: relay, ringing, media
     try:
-        await asyncio.wait_for(bot.start(), plan.timeout)
+        if not is_sip_uri(plan.peer):  # a SIP call needs no relay
+            await asyncio.wait_for(bot.start(), plan.timeout)
     except TimeoutError:
         raise SignalingError(
             "unreachable", f"no welcome from {plan.server} in {plan.timeout:g}s (--timeout)"
