@@ -115,13 +115,13 @@ class Harness:
         recordings.mkdir()
         sip_port = free_port()
         env = {
-            **os.environ, "BENCH_SIP": f"sip:bench@{HOST}:{sip_port}",
-            "BENCH_PROMPT": str(self.prompt), "BENCH_RECORDINGS": str(recordings),
+            **os.environ, "BENCH_PROMPT": str(self.prompt), "BENCH_RECORDINGS": str(recordings),
             "BENCH_STATS": str(stats), "BENCH_WINDOW": str(self.args.seconds),
             "PYTHONPATH": str(HERE),
         }  # fmt: skip
         command = [sys.executable, "-m", "callbot", "run", str(HERE / "bots" / "sip_bot.py"),
-                   "--port", str(free_port(socket.SOCK_STREAM)), "--workers", "1"]  # fmt: skip
+                   "--sip", f"sip:bench@{HOST}:{sip_port}",
+                   "--port", str(free_port(socket.SOCK_STREAM))]  # fmt: skip
         with (run / "bot.log").open("wb") as log:
             bot = subprocess.Popen(command, env=env, cwd=HERE.parent, stdout=log, stderr=log)
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import shlex
 import signal
@@ -54,15 +55,25 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def command_of(title: str) -> list[str]:
+    """The `callbot ...` line of the section `title`, as the argument list we run."""
+    [line] = [x for x in section(title, "sh").splitlines() if x.strip()]
+    return [sys.executable, "-m", "callbot", *shlex.split(line)[1:]]
+
+
+def with_ports(args: list[str], ports: dict[str, str]) -> list[str]:
+    """`args` with each documented host:port replaced by the test's (free) one."""
+    for documented, actual in ports.items():
+        args = [arg.replace(documented, actual) for arg in args]
+    return args
+
+
 @contextlib.asynccontextmanager
 async def callbot_run(
-    workdir: Path, bot_file: str, env: dict[str, str]
+    workdir: Path, command: list[str], env: dict[str, str]
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """The doc's `callbot run` line on `bot_file` (written to ivr.py), until the bot is ready;
+    """A documented `callbot run` line (ivr.py in `workdir`), until the bot takes SIP calls;
     the process is ended by its PID afterwards."""
-    (workdir / "ivr.py").write_text(bot_file)
-    [line] = [x for x in section("Take calls at a SIP address", "sh").splitlines() if x]
-    command = [sys.executable, "-m", "callbot", *shlex.split(line)[1:]]
     log = workdir / "run.log"
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
@@ -71,7 +82,7 @@ async def callbot_run(
     try:
 
         def started(text: str) -> bool:
-            return "bot ivr ready" in text or process.returncode is not None
+            return "takes SIP calls" in text or process.returncode is not None
 
         await eventually(log.read_text, "the bot ready", until=started, timeout=30)
         assert process.returncode is None, log.read_text()
@@ -86,39 +97,70 @@ async def callbot_run(
                 await process.wait()
 
 
+async def call_and_hang_up(caller: BaresipPeer, uri: str) -> None:
+    """Dial `uri`, stay for the whole 2 s prompt, hang up."""
+    await caller.dial(uri)
+    await caller.wait_established()
+    await asyncio.sleep(2.5)
+    await caller.hangup()
+    await caller.wait_closed()
+
+
 async def test_the_ivr_takes_a_call_at_its_sip_address(
     workdir: Path, cli_env: dict[str, str], baresip_peer: Peer, pcm_tone: Callable[..., Path]
 ) -> None:
-    port = free_port()
-    bot_file = section("Take calls at a SIP address", "python").replace("5080", str(port))
-    async with callbot_run(workdir, bot_file, cli_env):
+    title = "Take calls at a SIP address"
+    (workdir / "ivr.py").write_text(section(title, "python"))
+    address = f"{HOST}:{free_port()}"
+    command = with_ports(command_of(title), {"127.0.0.1:5080": address})
+    async with callbot_run(workdir, command, cli_env):
         caller = await baresip_peer(user="caller", play=pcm_tone(CALLER_HZ, 4.0))
-        await caller.dial(f"sip:ivr@{HOST}:{port}")
-        await caller.wait_established()
-        await asyncio.sleep(2.5)  # the prompt, whole
-        await caller.hangup()
-        await caller.wait_closed()
+        await call_and_hang_up(caller, f"sip:ivr@{address}")
     assert_tone(caller.recordings()[0], PROMPT_HZ)
     assert_tone(workdir / "caller.wav", CALLER_HZ)
 
 
+@pytest.mark.parametrize("form", ["command line", "python"])
 async def test_the_registered_ivr_is_reached_through_the_pbx(
     workdir: Path, cli_env: dict[str, str], baresip_peer: Peer, kamailio: Kamailio,
-    sip_users: dict[str, str],
+    sip_users: dict[str, str], form: str,
 ) -> None:  # fmt: skip
     (workdir / "ivr.password").write_text(sip_users["ivr"] + "\n")
-    bot_file = section("Register with a PBX", "python")
-    bot_file = bot_file.replace("5080", str(free_port())).replace(
-        "127.0.0.1:5060", kamailio.address
-    )
-    async with callbot_run(workdir, bot_file, cli_env):
+    ports = {"127.0.0.1:5080": f"{HOST}:{free_port()}", "127.0.0.1:5060": kamailio.address}
+    if form == "python":  # the section's bot file, run as the first section runs a bot file
+        bot_file = section("Register with a PBX", "python")
+        text = DOC.read_text().split("## Register with a PBX\n", 1)[1]
+        line = re.search(r"Run it with `(callbot run ivr.py --workers 1)`", text)
+        assert line, "the Python form's command"
+        command = [sys.executable, "-m", "callbot", *shlex.split(line[1])[1:]]
+    else:
+        bot_file = section("Take calls at a SIP address", "python")
+        command = command_of("Register with a PBX")
+    for documented, actual in ports.items():
+        bot_file = bot_file.replace(documented, actual)
+    (workdir / "ivr.py").write_text(bot_file)
+    async with callbot_run(workdir, with_ports(command, ports), cli_env):
         caller = await baresip_peer(user="caller")
-        await caller.dial(f"sip:ivr@{kamailio.address}")  # the extension, not the bot's address
-        await caller.wait_established()
-        await asyncio.sleep(2.5)
-        await caller.hangup()
-        await caller.wait_closed()
+        await call_and_hang_up(caller, f"sip:ivr@{kamailio.address}")  # the extension
     assert_tone(caller.recordings()[0], PROMPT_HZ)
+
+
+async def test_callbot_call_tests_a_phone_from_the_shell(
+    workdir: Path, cli_env: dict[str, str], baresip_peer: Peer, pcm_tone: Callable[..., Path]
+) -> None:
+    desk = await baresip_peer(user="desk", play=pcm_tone(CALLER_HZ, 6.0))
+    ports = {"127.0.0.1:5062": f"{HOST}:{desk.sip_port}"}
+    command = with_ports(command_of("Call a SIP phone"), ports)
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=workdir, env=cli_env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, out.decode()[-2000:] + err.decode()[-2000:]
+    report = json.loads(out)
+    assert report["peer"].startswith("sip:desk@"), report
+    await desk.wait_closed()
+    assert_tone(desk.recordings()[0], PROMPT_HZ)
 
 
 async def test_the_dialer_calls_a_phone_plays_sends_digits_and_hangs_up(
