@@ -22,7 +22,7 @@ from typing import Any
 import av
 import numpy as np
 
-from ..call import Call, RejectReason, check_reject_reason
+from ..call import Call, Direction, RejectReason, check_reject_reason
 from ..config import CallConfig
 from ..errors import CallbotError, CallError, InvalidStateError, SipError
 from ..media import dtmf, opus
@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 #: Places the SIP dialog of an outbound call: URI -> session (the bot's endpoint provides it).
 Dial = Callable[[str], Awaitable[SipSession]]
+
+#: Outgoing 20 ms frames the stack may hold before we drop one (see `MediaPump._send`).
+MAX_QUEUED = 3
 
 #: SIP final responses and what the caller's call ends with (RFC 3261 section 21).
 END_REASONS = {486: "rejected:busy", 600: "rejected:busy", 603: "rejected:decline",
@@ -87,6 +90,7 @@ class MediaPump:
         self._hub = hub
         self.format: tuple[int, int, int, int] | None = None  # tx rate, ch, rx rate, ch
         self.sent = 0
+        self.dropped = 0  # frames not written: the stack's queue was full
         self._leg: PcmLeg | None = None
         self._rx_samples = 0
         self._rx_layout = "mono"
@@ -118,8 +122,14 @@ class MediaPump:
         return True
 
     def _send(self, tick: int) -> None:
+        """Write this tick's frame, unless the stack still holds `MAX_QUEUED` frames (our
+        clock caught up after a stall): then it is dropped, so latency stays bounded and a
+        new playback is heard within a frame or two."""
         assert self._leg is not None
-        if self._session.write(self._leg.pcm(self._out.next_audio(tick))):
+        pcm = self._leg.pcm(self._out.next_audio(tick))
+        if self._session.tx_buffered() > MAX_QUEUED * len(self._leg.pcm(None)):
+            self.dropped += 1
+        elif self._session.write(pcm):
             self.sent += 1
         else:
             self.format = None
@@ -164,7 +174,7 @@ class SipCall(Call):
     def __init__(
         self,
         *,
-        direction: Any,
+        direction: Direction,
         peer: str,
         config: CallConfig | None = None,
         metadata: dict[str, Any] | None = None,
@@ -265,7 +275,7 @@ class SipCall(Call):
                 "rate": tx_rate,
                 "channels": tx_channels,
                 "frames": pump.sent,
-                "dropped": self._audio_out.dropped,
+                "dropped": self._audio_out.dropped + pump.dropped,
             }
             result["received"]["audio"] = {"rate": rx_rate, "channels": rx_channels,
                                            "frames": self._incoming["audio"].frames}  # fmt: skip
@@ -306,8 +316,6 @@ class SipCall(Call):
             self._set_held("remote", event == "hold")
         elif event == "dtmf":
             self._on_dtmf(detail)
-        elif event == "transfer" and self.state in ("connected", "held"):
-            self.emit("transfer", detail, None)
 
     def _established(self) -> None:
         self._cancel_timer()

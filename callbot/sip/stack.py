@@ -135,12 +135,21 @@ class SipSession:
         kinds = baresip.Event
         names = {kinds.CALL_RINGING: "ringing", kinds.CALL_PROGRESS: "progress",
                  kinds.CALL_ESTABLISHED: "established", kinds.CALL_HOLD: "hold",
-                 kinds.CALL_RESUME: "resume", kinds.CALL_TRANSFER: "transfer"}  # fmt: skip
-        if event.event is kinds.CALL_CLOSED:
+                 kinds.CALL_RESUME: "resume"}  # fmt: skip
+        if event.event is kinds.CALL_TRANSFER:
+            self._refuse_transfer()
+        elif event.event is kinds.CALL_CLOSED:
             self.close_reason = str(event.text or "")
             self._emit("closed", self.close_reason)
         elif event.event in names:
             self._emit(names[event.event], str(event.text or ""))
+
+    def _refuse_transfer(self) -> None:
+        """A REFER from the peer: refused (603). Unauthenticated, it could steer the bot into
+        calling anywhere (toll fraud); a bot that wants transfers places the call itself."""
+        logger.info("SIP call %s: transfer request refused", self.call_id)
+        task = asyncio.ensure_future(self._do("refuse_transfer", self._call.reject_transfer(603)))
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     async def _do(self, action: str, step: Awaitable[Any]) -> None:
         """Await a stack request; its failure (the call is gone, the peer refused) becomes a

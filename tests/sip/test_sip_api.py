@@ -158,3 +158,20 @@ async def test_without_the_stack_using_sip_says_what_to_install(
         await bot.start()
     with pytest.raises(SipError, match="callbot\\[sip\\]"):
         await Bot("other").call("sip:desk@127.0.0.1:5060")
+
+
+async def test_a_peers_refer_is_refused_and_the_call_goes_on(sip_pair: Callable[..., Any]) -> None:
+    """A REFER could steer a bot into calling anywhere: it is refused (603), no `transfer`."""
+    ivr, caller, address = await sip_pair()
+    calls: list[Any] = []
+    ivr.on_incoming(lambda incoming: calls.append(incoming) or incoming.accept())
+    call = await caller.call(address)
+    await call.wait_connected(10)
+    bot_call = await eventually(lambda: calls and calls[0]._call, "the bot's call")
+    asked: list[str] = []
+    bot_call.on("transfer", lambda target, replaces: asked.append(target))
+    with pytest.raises(SipError, match="transfer failed"):
+        await call.transfer("sip:premium@127.0.0.1:5999")
+    assert asked == []
+    assert bot_call.state == "connected"
+    await bot_call.hangup()

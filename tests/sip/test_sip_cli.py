@@ -163,6 +163,7 @@ async def test_a_wrong_sip_password_fails_the_run_with_one_clear_line(
 ) -> None:
     password = tmp_path / "sip-password"
     password.write_text("wrong\n")
+    began = time.monotonic()
     code, out, err = await callbot(
         cli_env, "run", "--as", "bot", "--plugin", "echo", "--port", str(stack.free_port(HOST)),
         "--sip", free_sip_address("bot"), "--sip-registrar", kamailio.uri,
@@ -171,4 +172,4 @@ async def test_a_wrong_sip_password_fails_the_run_with_one_clear_line(
     assert code == 1, out + err
     assert "Error: the registrar refused our credentials (403" in err or "(401" in err, err
     assert "Traceback" not in out + err
-    assert kamailio.log().count("REGISTER") < 10  # no retry storm
+    assert time.monotonic() - began < 20  # it gave up at once: no retrying in a loop
