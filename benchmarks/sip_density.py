@@ -2,12 +2,16 @@
 
 The bot (`callbot run benchmarks/bots/sip_bot.py`, one process) answers every INVITE, loops a
 3 s prompt into the call and records what it hears to .wav. SIPp (tests/sip's caller scenario)
-places N calls at 10 calls/s, each streaming a looped 440 Hz PCMU tone, holds them all for the
-warm-up and the measurement window, then hangs up. Over the window: the bot's CPU per call,
-event-loop lag, clock ticks dropped; after it, from the SIP stack's final report of every call,
-the frames baresip had to pad because the bot's writer was late (`starved`) and the received
-bytes it skipped because the bot read too slowly (`discarded`); and whether every recording
-carries the tone in every 0.1 s from its first second to its end.
+places N - 2 calls at 10 calls/s, each streaming a looped 440 Hz PCMU tone, and two Debian
+baresip softphones (tests/sip's peers) place the last two, recording what the bot sends them.
+All calls are held for the warm-up and the measurement window, then hung up.
+
+Over the window: the bot's CPU per call, event-loop lag, clock ticks dropped. From the SIP
+stack's final report of every call: frames it sent as silence or padded because the bot wrote
+nothing in time (`silence`, `starved`) and received bytes it skipped because the bot read too
+slowly (`discarded`). Then whether every recording carries the callers' tone in every 0.1 s
+after its first second (`recorded ok`), and whether the softphones heard the bot's prompt in
+every 0.1 s of the window (`heard ok`: a late or stalled bot leaves gaps there).
 
 Linux, loopback only: run it inside a network namespace, e.g.
 `unshare -n sh -c 'ip link set lo up && .venv/bin/python benchmarks/sip_density.py'`.
@@ -37,6 +41,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "sip"))  # the SIPp driver and its scenarios
 
 from _common import cpu_seconds, machine, process_tree, rss_mb, table  # noqa: E402
+from baresip_peer import BaresipPeer, PeerConfig  # noqa: E402
 from sip_media import HOST, free_port, write_mulaw_wav, write_pcm_wav  # noqa: E402
 from sipp_peer import Sipp, render  # noqa: E402
 
@@ -44,6 +49,7 @@ from callbot.media import analysis  # noqa: E402
 
 PROMPT_HZ, CALLER_HZ = 1000.0, 440.0
 RATE = 10  # new calls per second
+MONITORS = 2  # calls placed by baresip softphones that record what the bot sends
 
 
 @dataclass
@@ -57,6 +63,8 @@ class Point:
     discarded: int = 0
     reports: int = 0
     recordings_ok: int = 0
+    heard_ok: int = 0
+    silence: int = 0
     rss_per_call_mb: float = float("nan")
     sipp_ok: bool = False
     sipp_cpu: float = float("nan")
@@ -67,7 +75,7 @@ class Point:
         return (
             self.sipp_ok and self.lag_p99_ms < 60 and not self.dropped and not self.starved
             and not self.discarded and self.reports == self.calls
-            and self.recordings_ok == self.calls
+            and self.recordings_ok == self.calls and self.heard_ok == MONITORS
         )  # fmt: skip
 
 
@@ -78,12 +86,15 @@ def bot_figures(stats: Path) -> dict[str, Any]:
     return {}
 
 
-def tone_everywhere(path: Path, frequency: float, block: float = 0.1) -> bool:
-    """Whether every `block` s of the recording after its first second carries `frequency` at
-    -30 dBFS or more (a gap, a stall or silence fails it)."""
+def tone_everywhere(
+    path: Path, frequency: float, start: float = 1.0, seconds: float | None = None
+) -> bool:
+    """Whether every 0.1 s of the recording from `start` (for `seconds`, else to its end)
+    carries `frequency` at -30 dBFS or more (a gap, a stall or silence fails it)."""
     clip = analysis.load_audio(path)
-    size = int(clip.rate * block)
-    samples = clip.samples[clip.rate :]
+    size = clip.rate // 10
+    end = None if seconds is None else int((start + seconds) * clip.rate)
+    samples = clip.samples[int(start * clip.rate) : end]
     if len(samples) < size * 10:
         return False
     blocks = samples[: len(samples) // size * size].reshape(-1, size)
@@ -104,13 +115,13 @@ class Harness:
         recordings.mkdir()
         sip_port = free_port()
         env = {
-            **os.environ, "BENCH_SIP": f"sip:bench@{HOST}:{sip_port}",
-            "BENCH_PROMPT": str(self.prompt), "BENCH_RECORDINGS": str(recordings),
+            **os.environ, "BENCH_PROMPT": str(self.prompt), "BENCH_RECORDINGS": str(recordings),
             "BENCH_STATS": str(stats), "BENCH_WINDOW": str(self.args.seconds),
             "PYTHONPATH": str(HERE),
         }  # fmt: skip
         command = [sys.executable, "-m", "callbot", "run", str(HERE / "bots" / "sip_bot.py"),
-                   "--port", str(free_port(socket.SOCK_STREAM)), "--workers", "1"]  # fmt: skip
+                   "--sip", f"sip:bench@{HOST}:{sip_port}",
+                   "--port", str(free_port(socket.SOCK_STREAM))]  # fmt: skip
         with (run / "bot.log").open("wb") as log:
             bot = subprocess.Popen(command, env=env, cwd=HERE.parent, stdout=log, stderr=log)
         try:
@@ -138,17 +149,26 @@ class Harness:
             "uac.xml", run / "uac.xml", tone=self.tone, digit_steps="", digits_after_ms=0,
             hold_ms=hold_ms, reinvite_ms=1000,
         )  # fmt: skip
+        loaded = point.calls - MONITORS
         sipp = Sipp(
             run / "sipp", scenario, target=f"{HOST}:{sip_port}", service="bench",
-            calls=point.calls, timeout=hold_ms / 1000 + ramp + 30,
-            extra=("-r", str(RATE), "-l", str(point.calls)),
+            calls=loaded, timeout=hold_ms / 1000 + ramp + 30,
+            extra=("-r", str(RATE), "-l", str(loaded)),
         )  # fmt: skip
+        seconds = hold_ms / 1000 + 10
+        caller_tone = write_pcm_wav(run / "monitor.wav", CALLER_HZ, seconds)  # as SIPp's calls
+        monitors = [BaresipPeer(run / f"monitor-{i}", PeerConfig(user=f"monitor{i}",
+                    play=caller_tone, call_seconds=seconds)) for i in range(MONITORS)]  # fmt: skip
         await sipp.start()
         assert sipp.process is not None
         try:
             figures_of = partial(bot_figures, stats)
-            await self._wait(lambda: figures_of().get("calls", 0) >= point.calls, bot,
-                             f"{point.calls} calls up", timeout=ramp + 30)  # fmt: skip
+            await self._wait(lambda: figures_of().get("calls", 0) >= loaded, bot,
+                             f"{loaded} calls up", timeout=ramp + 30)  # fmt: skip
+            for monitor in monitors:
+                await monitor.start()
+                await monitor.dial(f"sip:bench@{HOST}:{sip_port}")
+                await monitor.wait_established()
             await asyncio.sleep(self.args.warmup)
             bot_pids, sipp_pids = process_tree(bot.pid), [sipp.process.pid]
             start, bot_cpu, sipp_cpu = (
@@ -165,12 +185,21 @@ class Harness:
             figures = figures_of()
             point.dropped = figures.get("dropped", 0) - dropped
             point.lag_p99_ms = figures.get("lag_p99", float("nan")) * 1000
+            for monitor in monitors:
+                await monitor.hangup()
+                await monitor.wait_closed()
+                # the window, as the softphone heard it (its recording began at the warm-up's start)
+                heard = monitor.recordings()[0]
+                window = (self.args.warmup, self.args.seconds)
+                point.heard_ok += tone_everywhere(heard, PROMPT_HZ, *window)
             await sipp.wait()
             point.sipp_ok = True
         except Exception as exc:  # a failed point is reported in the table, not raised
             point.notes.append(f"{type(exc).__name__}: {str(exc)[:300]}")
         finally:
             await sipp.stop()
+            for monitor in monitors:
+                await monitor.stop()
         await asyncio.sleep(1.0)  # the last calls' reports reach calls.jsonl
 
     @staticmethod
@@ -194,19 +223,21 @@ class Harness:
         point.reports = len(reports)
         point.starved = sum(r.get("audio_tx_starved_frames", 0) for r in reports)
         point.discarded = sum(r.get("audio_rx_discarded_bytes", 0) for r in reports)
+        point.silence = sum(r.get("audio_tx_silence_frames", 0) for r in reports)
         point.recordings_ok = sum(
             tone_everywhere(path, CALLER_HZ) for path in recordings.glob("*.wav")
         )
 
 
-HEADERS = ["calls", "cpu/call %", "cpu total", "lag p99 ms", "dropped", "starved", "discarded",
-           "recordings ok", "rss/call MB", "sipp cpu", "real time"]  # fmt: skip
+HEADERS = ["calls", "cpu/call %", "cpu total", "lag p99 ms", "dropped", "silence",
+           "starved", "discarded", "recorded ok", "heard ok", "rss/call MB", "sipp cpu",
+           "real time"]  # fmt: skip
 
 
 def row(p: Point) -> list[object]:
-    return [p.calls, p.cpu_per_call, p.cpu_total, p.lag_p99_ms, p.dropped, p.starved,
-            p.discarded, f"{p.recordings_ok}/{p.calls}", p.rss_per_call_mb, p.sipp_cpu,
-            "yes" if p.real_time else "no"]  # fmt: skip
+    return [p.calls, p.cpu_per_call, p.cpu_total, p.lag_p99_ms, p.dropped, p.silence,
+            p.starved, p.discarded, f"{p.recordings_ok}/{p.calls}", f"{p.heard_ok}/{MONITORS}",
+            p.rss_per_call_mb, p.sipp_cpu, "yes" if p.real_time else "no"]  # fmt: skip
 
 
 async def main() -> None:

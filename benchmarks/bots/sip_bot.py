@@ -1,8 +1,8 @@
 """The bot of sip_density.py: every SIP call gets the prompt looped and is recorded to .wav.
 
-Run by sip_density.py as `callbot run benchmarks/bots/sip_bot.py --port P`; BENCH_SIP (the
-bot's SIP address), BENCH_PROMPT, BENCH_RECORDINGS and BENCH_STATS (a directory) come from the
-environment, as for bots/callbot_bot.py. Each process writes its figures to
+Run by sip_density.py as `callbot run benchmarks/bots/sip_bot.py --sip ADDRESS --port P`;
+BENCH_PROMPT, BENCH_RECORDINGS and BENCH_STATS (a directory) come from the environment, as for
+bots/callbot_bot.py. Each process writes its figures to
 BENCH_STATS/<pid>.json twice a second, and the SIP stack's final report of every call to
 BENCH_STATS/calls.jsonl when the call ends.
 """
@@ -23,7 +23,7 @@ from callbot import Bot, Incoming
 from callbot.media.clock import AUDIO_TICKER
 
 stats = StatsWriter(lambda: {"dropped": AUDIO_TICKER.dropped, "calls": len(bot.active_calls)})
-bot = Bot("bench", sip=os.environ["BENCH_SIP"])
+bot = Bot("bench")
 reports = Path(os.environ["BENCH_STATS"]) / "calls.jsonl"
 
 

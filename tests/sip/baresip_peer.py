@@ -93,7 +93,8 @@ class BaresipPeer:
         return self.directory / "baresip.log"
 
     def recordings(self) -> list[Path]:
-        """What the peer decoded, one WAV per call, oldest first (sndfile's `-dec` dumps)."""
+        """What the peer decoded, one WAV per call, oldest first (sndfile's `-dec` dumps; they
+        are named by the second the call started, so calls a second apart or more)."""
         return sorted(self.snd_path.glob("dump-*-dec.wav"))
 
     def log(self) -> str:
