@@ -39,6 +39,11 @@ logger = logging.getLogger(__name__)
 #: Places the SIP dialog of an outbound call: URI -> session (the bot's endpoint provides it).
 Dial = Callable[[str], Awaitable[SipSession]]
 
+#: How far the stack's telephone-events trail its send request: it sends a key's events with
+#: the audio it has queued (up to `MAX_QUEUED` frames), then the key's end packet three times
+#: (RFC 4733 section 2.5.1.4).
+DTMF_TAIL = 0.2
+
 #: Outgoing 20 ms frames the stack may hold before we drop one (see `MediaPump._send`).
 MAX_QUEUED = 3
 
@@ -256,13 +261,15 @@ class SipCall(Call):
         self._start_media()
 
     async def send_dtmf(self, digits: str, duration_ms: int = 100, gap_ms: int = 70) -> None:
-        """Send DTMF keys as RFC 4733 telephone-events (the stack holds each ~100 ms)."""
+        """Send DTMF keys as RFC 4733 telephone-events (the stack holds each ~100 ms); returns
+        once the last one is on the wire, so a hangup right after does not cut it off."""
         self._require_in_call("send DTMF")
         keys = dtmf.check_digits(digits)
         if not 40 <= duration_ms <= 2000 or not 40 <= gap_ms <= 2000:
             raise ValueError("duration_ms and gap_ms must be between 40 and 2000")
         assert self._leg.session is not None
         await self._leg.session.send_dtmf(keys, gap_ms)
+        await asyncio.sleep(DTMF_TAIL)
 
     async def stats(self) -> dict[str, Any]:
         """As `Call.stats`, with the audio format each way and the SIP stack's own report

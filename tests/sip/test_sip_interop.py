@@ -323,3 +323,17 @@ async def test_the_invite_headers_a_bot_needs_are_in_incoming_metadata(sip_bot: 
     assert incoming.metadata["p-asserted-identity"] == "<sip:+15551234@pbx.test>"
     assert incoming.metadata["diversion"] == "<sip:100@pbx.test>;reason=no-answer"
     assert incoming.metadata["sip_call_id"] == "headers@probe"
+
+
+async def test_send_dtmf_returns_once_its_last_key_is_on_the_wire(
+    make_bot: Callable[..., Bot], baresip_peer: Peer
+) -> None:
+    """Hanging up right after `send_dtmf` must not cut its last key off (the stack sends a
+    key's events after the request to send it returns)."""
+    peer = await baresip_peer(user="desk")
+    call = await make_bot("dialer").call(peer.uri)
+    await call.wait_connected(10)
+    await call.send_dtmf("1#")
+    await call.hangup()
+    await peer.wait_closed()
+    assert peer.received_digits() == "1#"
