@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from .bot import Bot, Incoming, Subscription
     from .call import Call, RejectReason
     from .config import CallConfig
-    from .errors import CallbotError, CallError, InvalidStateError, MediaError
+    from .errors import CallbotError, CallError, InvalidStateError, MediaError, SipError
     from .group import GroupInvite, JanusError, Participant, Room
     from .ice import IceConfig
     from .identity import AuthError, IdentityError, IdentityKey, KnownPeers
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .plugins import PluginError
     from .settings import Settings, SettingsError
     from .signaling.client import SignalingError
+    from .sip import SipCall, SipSettings
 
 #: public name -> the submodule defining it.
 _EXPORTS = {
@@ -54,6 +55,9 @@ _EXPORTS = {
     "Settings": ".settings",
     "SettingsError": ".settings",
     "SignalingError": ".signaling.client",
+    "SipError": ".errors",
+    "SipCall": ".sip",
+    "SipSettings": ".sip",
 }
 
 __all__ = [
@@ -82,6 +86,9 @@ __all__ = [
     "Settings",
     "SettingsError",
     "SignalingError",
+    "SipCall",
+    "SipError",
+    "SipSettings",
     "Subscription",
     "TrackRecorder",
     "recording_name",

@@ -37,6 +37,7 @@ from .events import Emitter
 from .group.calls import GroupCalls, InviteHandler
 from .group.room import Room, RoomId, RoomKind
 from .identity import IdentityError, IdentityKey, KnownPeers, Trust
+from .media.playback import Playback
 from .safe import printable
 from .settings import Settings, SettingsError, parse_addresses
 from .signaling.client import RelayClient
@@ -50,6 +51,7 @@ from .signaling.messages import (
     Welcome,
 )
 from .signaling.state import RelayState
+from .sip.endpoint import SipEndpoint, SipSettings, is_sip_uri
 
 if TYPE_CHECKING:
     from .signaling.relay import Relay
@@ -98,7 +100,7 @@ class Incoming:
         """Answer (sending video too when `video` and the caller offers it). Accepting twice
         returns the same call."""
         if self._answering is None:
-            if self._call.state != "ringing":
+            if self._call.state not in ("ringing", "early"):
                 raise InvalidStateError(f"cannot accept a call that is {self._call.state}")
             self._answering = asyncio.ensure_future(self._call.answer(video=video))
         await asyncio.shield(self._answering)
@@ -110,6 +112,17 @@ class Incoming:
         if self._answering is not None:
             raise InvalidStateError("the call was already accepted", self.call_id)
         await self._call.reject(reason)
+
+    async def early_media(
+        self, path: str | Path | None = None, loop: bool = False
+    ) -> Playback | None:
+        """SIP calls: send media before answering (183 Session Progress; the call is `early`),
+        playing `path` if given. Needs `SipSettings(early_media=True)`."""
+        early = getattr(self._call, "early_media", None)
+        if early is None:
+            raise InvalidStateError("early media is for SIP calls", self.call_id)
+        await early()
+        return self._call.send_audio_file(path, loop=loop) if path is not None else None
 
     def __repr__(self) -> str:
         return f"<Incoming {self.call_id} from {self.from_} video={self.video}>"
@@ -174,6 +187,7 @@ class Bot(Emitter):
         trust_on_first_use: bool = False,
         janus_url: str | None = None,
         settings: Settings | None = None,
+        sip: SipSettings | str | None = None,
     ) -> None:
         super().__init__()
         _compat.ensure_patched()  # aiortc/aioice hooks: when a bot exists, not on import
@@ -237,6 +251,9 @@ class Bot(Emitter):
             user_id, self.settings.janus_url, self._call_config,
             lambda m: self._require_client().send(m),
         )  # fmt: skip
+        #: SIP: the bot's address (`sip=`) and its calls to SIP URIs (callbot/sip).
+        self._sip = SipEndpoint(None, self._call_config, self._take_sip_call, user_id)
+        self.sip = sip
 
     def __repr__(self) -> str:
         return f"<Bot {self.user_id} {len(self._calls)} calls>"
@@ -313,6 +330,11 @@ class Bot(Emitter):
         self, peer: str, video: bool, metadata: dict[str, Any] | None, grant: str | None = None
     ) -> Call:
         """Place a call; `grant` (from the relay) makes it replace a call of `peer`."""
+        if is_sip_uri(peer):
+            sip_call = await self._sip.place(peer, metadata)
+            self._register(sip_call)
+            await sip_call.start()
+            return sip_call
         if self._client is None:
             raise InvalidStateError("start the bot first (await bot.start())")
         call = Call(
@@ -448,12 +470,18 @@ class Bot(Emitter):
             raise
         if self._client.user != self.user_id:
             logger.warning("token is for %r, not %r", self._client.user, self.user_id)
+        try:
+            await self._sip.start()
+        except BaseException:
+            await self.stop()
+            raise
         self.emit("ready")
 
     async def stop(self) -> None:
         """Hang up every call, leave every room, disconnect, stop the embedded relay."""
         await asyncio.gather(*(c.hangup() for c in self.active_calls), return_exceptions=True)
         await self._groups.stop()
+        await self._sip.stop()
         for task in list(self._tasks):
             task.cancel()
         if self._client is not None:
@@ -498,6 +526,16 @@ class Bot(Emitter):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+    @property
+    def sip(self) -> SipSettings | None:
+        """The bot's SIP address (and registration), None without one; set before `start()`
+        (`callbot run --sip` does), from a `SipSettings` or a `sip:user@host:port` string."""
+        return self._sip.settings
+
+    @sip.setter
+    def sip(self, value: SipSettings | str | None) -> None:
+        self._sip.settings = SipSettings(value) if isinstance(value, str) else value
 
     @property
     def connected(self) -> bool:
@@ -661,12 +699,25 @@ class Bot(Emitter):
             return
         with contextlib.suppress(CallbotError):
             await port.send({"type": "call_ringing", "call_id": call.id})
+        await self._offer_to_handlers(call, self.user_id)
+
+    async def _offer_to_handlers(self, call: Call, to: str) -> None:
         if not self._handlers:
             logger.warning("%s has no on_incoming handler: declining call %s", self, call.id)
             await call.reject("decline")
             return
-        incoming = Incoming(call, self.user_id)
+        incoming = Incoming(call, to)
         await asyncio.gather(*(self._run_handler(h, incoming, call) for h in self._handlers))
+
+    def _take_sip_call(self, call: Call) -> None:
+        """An INVITE arrived (callbot/sip): ring it at the handlers, or 486 when full."""
+        if self.max_calls is not None and len(self.active_calls) >= self.max_calls:
+            self._spawn(call.reject("busy"))
+            return
+        self._register(call)
+        to = str(call.metadata.get("to") or self.user_id)
+        ring = self._spawn(self._offer_to_handlers(call, to), name=f"incoming-{call.id}")
+        watchdog.attribute(ring, call.id)
 
     def _replaced_by(self, offer: DeliveredOffer) -> Call | None:
         """The consultation call this offer replaces (attended transfer), if any: named by the

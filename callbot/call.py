@@ -4,7 +4,9 @@ A call does not know how its signalling travels: it sends protocol messages (doc
 through a `CallSignaling` port and is fed the peer's messages through `handle_signal()`. The
 relay client, and an in-process link for tests and the demo, both plug in there.
 
-States: new -> calling (outbound) | ringing (inbound) -> connecting -> connected <-> held -> ended.
+States: new -> calling (outbound) | ringing (inbound) -> connecting -> connected <-> held -> ended;
+SIP calls (callbot/sip) may be `early` (media before the answer) between ringing/calling and
+connecting.
 Events: state(new, prev), ringing, connected, track(kind, track), mediastatus(audio_muted,
 video_muted), held(by), resumed, dtmf(digit), data(payload), transfer(target, replaces),
 transferred(new_call), ended(reason, duration), error(CallbotError).
@@ -53,7 +55,9 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-CallState = Literal["new", "calling", "ringing", "connecting", "connected", "held", "ended"]
+CallState = Literal[
+    "new", "calling", "ringing", "early", "connecting", "connected", "held", "ended"
+]
 Direction = Literal["inbound", "outbound"]
 Kind = Literal["audio", "video"]
 #: Why an inbound call is refused (`Call.reject`, `Incoming.decline`): the caller's end reason

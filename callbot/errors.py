@@ -32,3 +32,12 @@ class InvalidStateError(CallError):
 
     def __init__(self, message: str, call_id: str | None = None) -> None:
         super().__init__("invalid_state", message, call_id)
+
+
+class SipError(CallbotError):
+    """SIP could not be set up or used (stack missing, registrar refused us, bad address);
+    `code` is a short machine-readable tag, the message one line for a person."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)

@@ -103,6 +103,19 @@ def test_only_the_tools_import_the_cli_and_the_test_kit() -> None:
         assert not wrong, f"{tool} imported by {wrong}"
 
 
+def test_only_the_sip_stack_imports_baresip() -> None:
+    """SIP goes through one module (callbot/sip/stack.py): the stack stays swappable."""
+    importers = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            if any(n == "baresip" or n.startswith("baresip.") for n in names):
+                importers.add(_module_name(path))
+    assert importers == {"callbot.sip.stack"}
+
+
 def test_the_checker_sees_imports() -> None:
     """The rules above would pass vacuously if imports were not found: spot-check known edges."""
     assert "callbot.signaling.client" in IMPORTS["callbot.bot"]

@@ -20,6 +20,7 @@ LAYERS = {
     "browser": ("tests/web/",),
     "janus": ("tests/group/",),
     "turn": ("tests/test_turn.py",),
+    "sip": ("tests/sip/", "tests/test_sip"),
     "slow": ("tests/test_soak.py",),
 }
 #: A plugin for the collecting subprocess: one line per test with the layer markers it got.

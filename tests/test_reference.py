@@ -28,7 +28,7 @@ DOCUMENTED = set(
 )
 CLASSES = ["Bot", "Incoming", "Subscription", "Call", "Playback", "Recording", "TrackRecorder",
            "CallConfig", "IceConfig", "Room", "Participant", "GroupInvite", "IdentityKey",
-           "KnownPeers"]  # fmt: skip
+           "KnownPeers", "SipSettings", "SipCall"]  # fmt: skip
 
 
 def _public_members(cls: type) -> set[str]:

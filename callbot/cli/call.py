@@ -144,12 +144,14 @@ def call(
     Exits 0 only if the call connected and ended normally (either side hung up) and every
     --expect-* holds (checked on --record/--record-video, or on a temporary recording),
     and with --require-verified the peer's signature verified; otherwise exits 1 with a
-    one-line reason.
+    one-line reason. A SIP PEER (sip:user@host:port) is called with no relay (--server and
+    --token are not used), offering Opus and G.711; the call ends with a BYE.
 
     \b
     Example:
       callbot call echo --play samples/tone-440.wav --record out.wav --duration 4 --json
       callbot call echo --play keys.wav --expect-dtmf 123 --expect-tone 440 --junit call.xml
+      callbot call sip:desk@127.0.0.1:5060 --play f.wav --expect-tone 1000 --json
     """
     from ..testing.expectations import failure_reason, from_options
     from ..testing.junit import write_call_report

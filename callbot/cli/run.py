@@ -14,6 +14,7 @@ from ..embedded import say_ready
 from ..errors import CallbotError
 from ..signaling.relay import DEFAULT_HOST, DEFAULT_PORT
 from ..signaling.turn import RelayIceServers
+from ..sip.options import sip_options, sip_settings
 from .options import (
     always_relay_option,
     cli_settings,
@@ -64,6 +65,7 @@ from .workers import end_with_supervisor, run_workers
 @trust_options
 @relay_ice_options
 @always_relay_option
+@sip_options
 def run(
     bot_file: Path | None,
     as_id: str | None,
@@ -84,6 +86,11 @@ def run(
     trust_on_first_use: bool,
     relay_ice: RelayIceServers,
     always_relay: bool,
+    sip_address: str | None,
+    sip_registrar: str | None,
+    sip_password_file: Path | None,
+    sip_register_every: int,
+    sip_early_media: bool,
 ) -> None:
     """Run the bot(s) defined in BOT_FILE, answering calls through a relay.
 
@@ -97,6 +104,7 @@ def run(
       callbot run samples/greeter.py --plugin record:dir=recordings
       callbot run --as echo --plugin echo --workers 2
       callbot run mybot.py --server ws://relay:8765/ws --token "$TOKEN"
+      callbot run mybot.py --sip sip:ivr@127.0.0.1:5080
     """
     from . import runner
 
@@ -113,6 +121,12 @@ def run(
     settings = replace(
         settings, server=server
     )  # no --server: an embedded relay, not $CALLBOT_SERVER
+    sip = sip_settings(sip_address, sip_registrar, sip_password_file, sip_register_every,
+                       sip_early_media)  # fmt: skip
+    if sip is not None and workers > 1:
+        if _given("workers"):
+            raise click.UsageError("--sip runs one process (one SIP address): --workers 1")
+        workers = 1
     if workers > 1:
         run_workers(
             bot_file, as_id, plugin_specs, workers, max_calls, host, port, softphone_user,
@@ -126,6 +140,12 @@ def run(
         runner.add_plugins(bots, plugin_specs)
     except CallbotError as exc:
         raise click.ClickException(str(exc)) from exc
+    if sip is not None:
+        if len(bots) != 1:
+            raise click.ClickException(
+                f"--sip gives one bot an address; {bot_file} has {len(bots)}"
+            )
+        bots[0].sip = sip
     for bot in bots:
         runner.report_calls(bot)
 
@@ -136,6 +156,8 @@ def run(
             say_softphone_link(relay, softphone_user)
         for bot in bots:
             say_ready(bot)
+            if bot.sip is not None:
+                say(f"bot {bot.user_id} takes SIP calls at {bot.sip.address}", "green")
 
     run_sync(
         runner.run_bots(

@@ -10,6 +10,7 @@ Sending (file -> peer)
   tracks.py     the call's outgoing tracks (never end; silence between playbacks)
   fastpath.py   the lean per-packet path that hands encoded Opus straight to the RTP sender
   (then callbot/peer.py and aiortc: SRTP, ICE, the socket)
+  pcm.py        or, for legs whose stack encodes (SIP), PCM decoded once per output format
 
 Receiving (peer -> file)
   jitter.py     received audio packets go to the call's hub as they come

@@ -73,6 +73,11 @@ class IncomingMedia:
         """Whether anyone needs decoded frames (else received audio is never decoded)."""
         return bool(self._sinks)
 
+    @property
+    def wants_packets(self) -> bool:
+        """Whether a packet sink (e.g. a recorder storing Opus as it is) is attached."""
+        return bool(self._packet_sinks)
+
     def packet(self, payload: bytes, pts: int) -> None:
         """An Opus packet arrived (from the receive buffer), stamped in 48 kHz units."""
         self.frames += 1

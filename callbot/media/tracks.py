@@ -130,6 +130,13 @@ class OutgoingAudioTrack(_OutgoingTrack):
             return opus.packet(*self.next_payload(tick))
         return self._as_frame(*self._next_item(tick))
 
+    def next_audio(self, tick: int) -> AudioItem | None:
+        """What goes out at the clock's `tick`, as it is: a shared prompt's Opus payload, a
+        frame (live or generated audio), or None (silence). For legs that take PCM, such as
+        SIP calls, which decode it through `callbot.media.pcm`."""
+        self._check_live()
+        return self._next_item(tick)[0]
+
     def next_payload(self, tick: int) -> tuple[bytes, int]:
         """The Opus payload for the clock's `tick` and its timestamp (48 kHz, from the track's
         first tick). `recv()` uses it; so does the fast sender, which drives every call's

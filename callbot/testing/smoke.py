@@ -27,6 +27,7 @@ from ..media import analysis
 from ..media.playback import Playback
 from ..settings import Settings
 from ..signaling.client import SignalingError
+from ..sip import is_sip_uri
 from .expectations import Expectation, evaluate
 
 NORMAL_ENDS = frozenset({"hangup", "remote_hangup"})
@@ -133,7 +134,8 @@ async def _place_call(plan: CallPlan, progress: Any = None) -> dict[str, Any]:
     report: dict[str, Any] = {"ok": False, "connected": False, "peer": plan.peer}
     began = time.monotonic()  # plan.timeout bounds the whole wait: relay, ringing, media
     try:
-        await asyncio.wait_for(bot.start(), plan.timeout)
+        if not is_sip_uri(plan.peer):  # a SIP call needs no relay
+            await asyncio.wait_for(bot.start(), plan.timeout)
     except TimeoutError:
         raise SignalingError(
             "unreachable", f"no welcome from {plan.server} in {plan.timeout:g}s (--timeout)"
