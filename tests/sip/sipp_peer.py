@@ -78,11 +78,10 @@ class Sipp:
         service: str = "bot",
         calls: int = 1,
         timeout: float = 30.0,
-        rtp_echo: bool = False,
         extra: tuple[str, ...] = (),
     ) -> None:
         self.directory, self.scenario, self.target = directory, scenario, target
-        self.service, self.calls, self.timeout, self.rtp_echo = service, calls, timeout, rtp_echo
+        self.service, self.calls, self.timeout = service, calls, timeout
         #: More SIPp options, e.g. ("-r", "10", "-l", "100") for a load: rate and limit.
         self.extra = extra
         self.port, self.media_port = free_port(), free_port_pair()
@@ -108,8 +107,6 @@ class Sipp:
             "-trace_msg", "-message_file", f"{stem}.messages.log",
             "-trace_logs", "-log_file", f"{stem}.actions.log",
         ]  # fmt: skip
-        if self.rtp_echo:
-            args.append("-rtp_echo")
         args.extend(self.extra)
         if self.target is not None:
             args.append(self.target)
