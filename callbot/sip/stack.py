@@ -22,10 +22,9 @@ from typing import Any
 
 from ..errors import SipError
 
-try:  # an optional dependency: `require()` says what to install when SIP is used
-    import baresip
-except ImportError:
-    baresip = None  # type: ignore[assignment]
+#: The binding, imported by `require()` when SIP is first used (an optional dependency that
+#: loads libbaresip: WebRTC-only bots never pay for it).
+baresip: Any = None
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +45,16 @@ SessionListener = Callable[[str, str], None]
 
 def require() -> Any:
     """The baresip module, or a `SipError` naming what to install."""
+    global baresip
     if baresip is None:
-        raise SipError(
-            "missing_dependency",
-            f"SIP needs the {REQUIREMENT} package: pip install 'callbot[sip]'",
-        )
+        try:
+            import baresip as binding
+        except ImportError as exc:
+            raise SipError(
+                "missing_dependency",
+                f"SIP needs the {REQUIREMENT} package: pip install 'callbot[sip]'",
+            ) from exc
+        baresip = binding
     return baresip
 
 

@@ -5,6 +5,8 @@ Kamailio) is in the other tests of this directory."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,9 @@ from callbot.sip.call import end_reason
 
 from helpers import eventually
 
-pytestmark = pytest.mark.skipif(stack.baresip is None, reason="pip install 'callbot[sip]'")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("baresip") is None, reason="pip install 'callbot[sip]'"
+)
 
 
 @pytest.fixture
@@ -153,6 +157,7 @@ async def test_without_the_stack_using_sip_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(stack, "baresip", None)
+    monkeypatch.setitem(sys.modules, "baresip", None)  # `import baresip` now fails
     bot = Bot("lonely", sip="sip:lonely@127.0.0.1:5999")
     with pytest.raises(SipError, match=r"baresip-python==0\.5\.2a3.*callbot\[sip\]"):
         await bot.start()

@@ -5,6 +5,7 @@ Kamailio (`--sip-registrar`, `--sip-password-file`)."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import re
 import sys
@@ -21,7 +22,9 @@ from callbot.media import analysis
 from callbot.signaling.relay import Relay
 from callbot.sip import stack
 
-pytestmark = pytest.mark.skipif(stack.baresip is None, reason="pip install 'callbot[sip]'")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("baresip") is None, reason="pip install 'callbot[sip]'"
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"

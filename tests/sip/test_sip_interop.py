@@ -7,6 +7,7 @@ outcome and no traceback."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,7 +26,9 @@ from callbot.sip import SipSettings, stack
 
 from helpers import eventually
 
-pytestmark = pytest.mark.skipif(stack.baresip is None, reason="pip install 'callbot[sip]'")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("baresip") is None, reason="pip install 'callbot[sip]'"
+)
 
 Peer = Callable[..., Awaitable[BaresipPeer]]
 HOST = "127.0.0.1"
