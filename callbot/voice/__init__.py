@@ -1,0 +1,7 @@
+"""Offline speech for calls: recognition (pocketsphinx), voice activity (webrtcvad) and
+synthesis (piper or espeak-ng). The only package that imports those engines; each is optional
+and a missing one raises `VoiceUnavailable` naming the extra to install."""
+
+from .asr import Recognizer, Transcript, VoiceUnavailable, grammar_jsgf
+
+__all__ = ["Recognizer", "Transcript", "VoiceUnavailable", "grammar_jsgf"]

@@ -1,0 +1,191 @@
+"""Offline speech recognition with pocketsphinx and its bundled US English model.
+
+One `Decoder` per `Recognizer` (the process shares `Recognizer.shared()`): loading one takes
+seconds and ~120 MB, so it is built once and kept. Decoding runs in the recogniser's own worker
+thread, never on the event loop, one utterance at a time. A `grammar` (menu options such as
+``["sales", "support"]``) switches to a JSGF grammar search, which is fast and accurate for
+menus; without one the full language model is used (dictation: slower and much weaker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib
+import re
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import numpy as np
+
+from ..errors import CallbotError
+
+#: The rate the bundled acoustic model was trained at; other rates are resampled to it.
+MODEL_RATE = 16000
+#: Words a caller may say around a menu option ("i want to talk to sales please").
+FILLER_BEFORE = ("press", "i want", "i want to talk to", "connect me to", "i would like")
+FILLER_AFTER = ("please",)
+#: Audio whose loudest 20 ms stays below this (dBFS) holds no speech: a grammar search would
+#: force it onto some option, so it is not decoded at all.
+SILENCE_DBFS = -45.0
+
+
+class VoiceUnavailable(CallbotError):
+    """An optional speech package is not installed; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            f"{purpose} needs the Python package {package!r}: pip install 'callbot[{extra}]'"
+        )
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What the recogniser heard: the words as text, their list, and a 0..1 confidence."""
+
+    text: str
+    confidence: float
+    words: list[str] = field(default_factory=list)
+
+
+def _pocketsphinx() -> Any:
+    """The pocketsphinx module, or `VoiceUnavailable` naming the extra."""
+    try:
+        return importlib.import_module("pocketsphinx")
+    except ImportError:
+        raise VoiceUnavailable("pocketsphinx", "voice", "speech recognition") from None
+
+
+def normalise(phrase: str) -> list[str]:
+    """The words of `phrase` as the dictionary spells them: lower case, no punctuation."""
+    return re.findall(r"[a-z0-9']+", phrase.lower())
+
+
+def grammar_jsgf(options: Sequence[str]) -> str:
+    """A JSGF grammar (https://www.w3.org/TR/jsgf/) accepting one of `options`, optionally
+    wrapped in polite filler ("i want to talk to sales please")."""
+    alternatives = sorted({" ".join(normalise(o)) for o in options} - {""})
+    if not alternatives:
+        raise ValueError("a grammar needs at least one option with a word in it")
+    return (
+        "#JSGF V1.0;\ngrammar menu;\n"
+        f"<before> = {' | '.join(FILLER_BEFORE)};\n"
+        f"<option> = {' | '.join(alternatives)};\n"
+        f"public <menu> = [<before>] <option> [{' | '.join(FILLER_AFTER)}];\n"
+    )
+
+
+def to_model_rate(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Mono int16 `samples` resampled to 16 kHz (libswresample through PyAV)."""
+    samples = np.ascontiguousarray(samples, dtype=np.int16).reshape(-1)
+    if sample_rate == MODEL_RATE or samples.size == 0:
+        return samples
+    frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = sample_rate
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=MODEL_RATE)
+    out = [
+        f.to_ndarray().reshape(-1) for f in [*resampler.resample(frame), *resampler.resample(None)]
+    ]
+    return np.concatenate(out) if out else np.zeros(0, np.int16)
+
+
+class Recognizer:
+    """An offline recogniser: one pocketsphinx decoder, loaded on first use and kept."""
+
+    _shared: Recognizer | None = None
+    _shared_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        _pocketsphinx()  # fail here, clearly, when the extra is missing
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callbot-asr")
+        self._decoder: Any = None
+        self._searches: dict[str, str] = {}  # JSGF text digest -> search name
+
+    @classmethod
+    def shared(cls) -> Recognizer:
+        """The process's recogniser (created on first call)."""
+        with cls._shared_lock:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
+
+    async def load(self) -> None:
+        """Load the model now (it takes a few seconds) rather than on the first utterance."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+
+    async def transcribe(
+        self, samples: np.ndarray, sample_rate: int, *, grammar: Sequence[str] | None = None
+    ) -> Transcript:
+        """The words in `samples` (int16 mono at `sample_rate`), restricted to one of the
+        `grammar` options (with filler words around it) when given."""
+        jsgf = grammar_jsgf(grammar) if grammar is not None else None
+        audio = to_model_rate(samples, sample_rate)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._decode, audio, jsgf)
+
+    def close(self) -> None:
+        """Stop the worker thread (the decoder goes with the object)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _load(self) -> Any:
+        if self._decoder is None:
+            self._decoder = _pocketsphinx().Decoder(samprate=MODEL_RATE, loglevel="FATAL")
+        return self._decoder
+
+    def _search(self, decoder: Any, jsgf: str | None) -> str:
+        """The name of the search for `jsgf` (added once), or the language model's."""
+        if jsgf is None:
+            return "_default"
+        digest = hashlib.sha1(jsgf.encode()).hexdigest()[:16]
+        name = self._searches.get(digest)
+        if name is None:
+            self._check_words(decoder, jsgf)
+            name = f"g{digest}"
+            decoder.add_jsgf_string(name, jsgf)
+            self._searches[digest] = name
+        return name
+
+    @staticmethod
+    def _check_words(decoder: Any, jsgf: str) -> None:
+        body = jsgf.split("<option> =", 1)[1].split(";", 1)[0]
+        unknown = sorted({w for w in normalise(body) if decoder.lookup_word(w) is None})
+        if unknown:
+            raise ValueError(f"not in the recogniser's dictionary: {', '.join(unknown)}")
+
+    def _decode(self, audio: np.ndarray, jsgf: str | None) -> Transcript:
+        """One utterance, in the worker thread."""
+        decoder = self._load()
+        search = self._search(decoder, jsgf)  # a bad grammar fails even on silence
+        if not has_sound(audio):
+            return Transcript("", 0.0, [])
+        decoder.activate_search(search)
+        decoder.start_utt()
+        decoder.process_raw(audio.tobytes(), full_utt=True)
+        decoder.end_utt()
+        hyp = decoder.hyp()
+        if hyp is None or not hyp.hypstr.strip():
+            return Transcript("", 0.0, [])
+        words = hyp.hypstr.split()
+        return Transcript(" ".join(words), _confidence(hyp), words)
+
+
+def has_sound(audio: np.ndarray) -> bool:
+    """Whether some 20 ms of `audio` (16 kHz) is louder than `SILENCE_DBFS`."""
+    size = MODEL_RATE // 50
+    frames = audio[: len(audio) // size * size].astype(np.float64).reshape(-1, size)
+    if not len(frames):
+        return False
+    loudest = float(np.sqrt((frames**2).mean(axis=1)).max())
+    return loudest > 32768 * 10 ** (SILENCE_DBFS / 20)
+
+
+def _confidence(hyp: Any) -> float:
+    """A rough 0..1 score: pocketsphinx's path score per frame (higher is a cleaner match),
+    not a calibrated probability; grammar searches always pick their closest option."""
+    return float(min(1.0, max(0.0, hyp.score)))
