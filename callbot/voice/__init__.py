@@ -3,5 +3,17 @@ synthesis (piper or espeak-ng). The only package that imports those engines; eac
 and a missing one raises `VoiceUnavailable` naming the extra to install."""
 
 from .asr import Recognizer, Transcript, VoiceUnavailable, grammar_jsgf
+from .dialog import Answer, Utterance
+from .listener import VoiceActivity
+from .tts import SpeechError
 
-__all__ = ["Recognizer", "Transcript", "VoiceUnavailable", "grammar_jsgf"]
+__all__ = [
+    "Answer",
+    "Recognizer",
+    "SpeechError",
+    "Transcript",
+    "Utterance",
+    "VoiceActivity",
+    "VoiceUnavailable",
+    "grammar_jsgf",
+]
