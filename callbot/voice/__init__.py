@@ -2,18 +2,29 @@
 synthesis (piper or espeak-ng). The only package that imports those engines; each is optional
 and a missing one raises `VoiceUnavailable` naming the extra to install."""
 
-from .asr import Recognizer, Transcript, VoiceUnavailable, grammar_jsgf
+from .asr import (
+    Recognizer,
+    SpeechRecognizer,
+    Transcript,
+    VoiceUnavailable,
+    grammar_jsgf,
+    use_recognizer,
+)
 from .dialog import Answer, Utterance
 from .listener import VoiceActivity
-from .tts import SpeechError
+from .tts import SPEECH, Engine, SpeechError
 
 __all__ = [
+    "SPEECH",
     "Answer",
+    "Engine",
     "Recognizer",
     "SpeechError",
+    "SpeechRecognizer",
     "Transcript",
     "Utterance",
     "VoiceActivity",
     "VoiceUnavailable",
     "grammar_jsgf",
+    "use_recognizer",
 ]

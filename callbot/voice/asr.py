@@ -17,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import av
 import numpy as np
@@ -52,6 +52,30 @@ class Transcript:
     text: str
     confidence: float
     words: list[str] = field(default_factory=list)
+
+
+class SpeechRecognizer(Protocol):
+    """What `listen` and `ask` need: `Recognizer`, or a plugin's (a cloud service, say)."""
+
+    async def transcribe(
+        self, samples: np.ndarray, sample_rate: int, *, grammar: Sequence[str] | None = None
+    ) -> Transcript: ...
+
+
+_chosen: SpeechRecognizer | None = None
+
+
+def use_recognizer(recognizer: SpeechRecognizer | None) -> None:
+    """Make `recognizer` the one every call's `listen` / `ask` uses in this process (None:
+    back to the offline `Recognizer.shared()`). How a plugin plugs in another engine."""
+    global _chosen
+    _chosen = recognizer
+
+
+def current_recognizer() -> SpeechRecognizer:
+    """The recogniser `listen` / `ask` use (raises `VoiceUnavailable` if that is pocketsphinx
+    and it is not installed)."""
+    return _chosen if _chosen is not None else Recognizer.shared()
 
 
 def _pocketsphinx() -> Any:

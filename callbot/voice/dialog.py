@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..media.playback import Playback
-from .asr import MODEL_RATE, Recognizer, normalise
+from .asr import MODEL_RATE, SpeechRecognizer, current_recognizer, normalise
 from .listener import Segment, SpeechListener
 
 
@@ -64,10 +64,10 @@ async def listen(
     end_silence: float,
     grammar: Sequence[str] | None,
     save_to: str | Path | None,
-    recognizer: Recognizer | None = None,
+    recognizer: SpeechRecognizer | None = None,
 ) -> Utterance | None:
     """The next utterance, or None if no speech started within `timeout` seconds."""
-    recognizer = recognizer or Recognizer.shared()  # a missing package fails before waiting
+    recognizer = recognizer or current_recognizer()  # a missing package fails before waiting
     segment = listener.segment(end_silence, max_seconds)
     try:
         started = await _wait(segment.started, timeout)
@@ -83,7 +83,7 @@ async def transcribe(
     segment: Segment,
     grammar: Sequence[str] | None,
     save_to: str | Path | None,
-    recognizer: Recognizer,
+    recognizer: SpeechRecognizer,
 ) -> Utterance:
     """Recognise a finished segment (in the recogniser's thread) and save its audio."""
     audio = segment.audio()
@@ -115,11 +115,11 @@ async def ask(
     timeout: float,
     max_seconds: float,
     end_silence: float,
-    recognizer: Recognizer | None = None,
+    recognizer: SpeechRecognizer | None = None,
 ) -> Answer:
     """Start the prompt and return what the caller says or presses (up to `digits` keys);
     either stops the prompt at once (barge-in). `timeout` runs from the end of the prompt."""
-    recognizer = recognizer or Recognizer.shared()
+    recognizer = recognizer or current_recognizer()
     segment = listener.segment(end_silence, max_seconds)
     keys = asyncio.ensure_future(read_key(None)) if digits > 0 else None
     inputs: set[asyncio.Future[Any]] = {segment.started, *([keys] if keys else [])}

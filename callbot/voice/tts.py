@@ -136,6 +136,12 @@ class SpeechCache:
                     return self._engine("espeak")
             return self._engine(name)
 
+    def register(self, engine: Engine) -> None:
+        """Add `engine` under `engine.name` (a plugin's, e.g. a cloud service): `say(text,
+        voice="NAME" or "NAME:VOICE")` then uses it, cached like the others."""
+        with self._lock:
+            self._engines[engine.name] = engine
+
     def _engine(self, name: str) -> Engine:
         if name not in self._engines:
             kinds: dict[str, type[PiperEngine] | type[EspeakEngine]] = {
