@@ -2,9 +2,10 @@
 
 One `Decoder` per `Recognizer` (the process shares `Recognizer.shared()`): loading one takes
 seconds and ~120 MB, so it is built once and kept. Decoding runs in the recogniser's own worker
-thread, never on the event loop, one utterance at a time. A `grammar` (menu options such as
-``["sales", "support"]``) switches to a JSGF grammar search, which is fast and accurate for
-menus; without one the full language model is used (dictation: slower and much weaker).
+process, never on the event loop (nor holding its GIL), one utterance at a time. A `grammar`
+(menu options such as ``["sales", "support"]``) switches to a JSGF grammar search, which is
+fast and accurate for menus; without one the full language model is used (dictation: slower
+and much weaker).
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib
+import multiprocessing
 import re
 import threading
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -120,16 +123,17 @@ def to_model_rate(samples: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 class Recognizer:
-    """An offline recogniser: one pocketsphinx decoder, loaded on first use and kept."""
+    """An offline recogniser: one pocketsphinx decoder in a worker process, loaded on first
+    use and kept. A process, not a thread: pocketsphinx holds the GIL while it decodes (up to
+    ~0.7 s for a sentence of dictation here), which would stall every call's media."""
 
     _shared: Recognizer | None = None
     _shared_lock = threading.Lock()
 
     def __init__(self) -> None:
         _pocketsphinx()  # fail here, clearly, when the extra is missing
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callbot-asr")
-        self._decoder: Any = None
-        self._searches: dict[str, str] = {}  # JSGF text digest -> search name
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
 
     @classmethod
     def shared(cls) -> Recognizer:
@@ -140,8 +144,8 @@ class Recognizer:
             return cls._shared
 
     async def load(self) -> None:
-        """Load the model now (it takes a few seconds) rather than on the first utterance."""
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+        """Start the worker and load the model now (seconds) rather than on first use."""
+        await self._run(_warm)
 
     async def transcribe(
         self, samples: np.ndarray, sample_rate: int, *, grammar: Sequence[str] | None = None
@@ -149,45 +153,62 @@ class Recognizer:
         """The words in `samples` (int16 mono at `sample_rate`), restricted to one of the
         `grammar` options (with filler words around it) when given."""
         jsgf = grammar_jsgf(grammar) if grammar is not None else None
-        audio = to_model_rate(samples, sample_rate)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._decode, audio, jsgf)
+        pcm = np.ascontiguousarray(samples, dtype=np.int16).tobytes()
+        result: Transcript = await self._run(_decode, pcm, sample_rate, jsgf)
+        return result
 
     def close(self) -> None:
-        """Stop the worker thread (the decoder goes with the object)."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop the worker process (a later call starts a new one)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
-    def _load(self) -> Any:
-        if self._decoder is None:
-            self._decoder = _pocketsphinx().Decoder(samprate=MODEL_RATE, loglevel="FATAL")
-        return self._decoder
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor(), fn, *args)
+        except BrokenProcessPool:  # the worker died (killed, out of memory): start afresh
+            self.close()
+            raise CallbotError("the speech recogniser's worker process died") from None
 
-    def _search(self, decoder: Any, jsgf: str | None) -> str:
+    def _executor(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                # spawn: a fork of a process running an event loop and threads is unsafe
+                context = multiprocessing.get_context("spawn")
+                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+            return self._pool
+
+
+class _Decoding:
+    """The decoder and its grammar searches, in the recogniser's worker process."""
+
+    def __init__(self) -> None:
+        self.decoder = _pocketsphinx().Decoder(samprate=MODEL_RATE, loglevel="FATAL")
+        self.searches: dict[str, str] = {}  # JSGF text digest -> search name
+
+    def search(self, jsgf: str | None) -> str:
         """The name of the search for `jsgf` (added once), or the language model's."""
         if jsgf is None:
             return "_default"
         digest = hashlib.sha1(jsgf.encode()).hexdigest()[:16]
-        name = self._searches.get(digest)
+        name = self.searches.get(digest)
         if name is None:
-            self._check_words(decoder, jsgf)
+            body = jsgf.split("<option> =", 1)[1].split(";", 1)[0]
+            unknown = sorted({w for w in normalise(body) if self.decoder.lookup_word(w) is None})
+            if unknown:
+                raise ValueError(f"not in the recogniser's dictionary: {', '.join(unknown)}")
             name = f"g{digest}"
-            decoder.add_jsgf_string(name, jsgf)
-            self._searches[digest] = name
+            self.decoder.add_jsgf_string(name, jsgf)
+            self.searches[digest] = name
         return name
 
-    @staticmethod
-    def _check_words(decoder: Any, jsgf: str) -> None:
-        body = jsgf.split("<option> =", 1)[1].split(";", 1)[0]
-        unknown = sorted({w for w in normalise(body) if decoder.lookup_word(w) is None})
-        if unknown:
-            raise ValueError(f"not in the recogniser's dictionary: {', '.join(unknown)}")
-
-    def _decode(self, audio: np.ndarray, jsgf: str | None) -> Transcript:
-        """One utterance, in the worker thread."""
-        decoder = self._load()
-        search = self._search(decoder, jsgf)  # a bad grammar fails even on silence
+    def decode(self, audio: np.ndarray, jsgf: str | None) -> Transcript:
+        search = self.search(jsgf)  # a bad grammar fails even on silence
         if not has_sound(audio):
             return Transcript("", 0.0, [])
+        decoder = self.decoder
         decoder.activate_search(search)
         decoder.start_utt()
         decoder.process_raw(audio.tobytes(), full_utt=True)
@@ -197,6 +218,28 @@ class Recognizer:
             return Transcript("", 0.0, [])
         words = hyp.hypstr.split()
         return Transcript(" ".join(words), _confidence(hyp), words)
+
+
+_decoding: _Decoding | None = None  # the worker process's
+
+
+def _load_decoder() -> _Decoding:
+    """In the worker: the decoder, made on first use."""
+    global _decoding
+    if _decoding is None:
+        _decoding = _Decoding()
+    return _decoding
+
+
+def _warm() -> None:
+    """In the worker: load the decoder (nothing to send back)."""
+    _load_decoder()
+
+
+def _decode(pcm: bytes, sample_rate: int, jsgf: str | None) -> Transcript:
+    """In the worker: one utterance."""
+    audio = to_model_rate(np.frombuffer(pcm, np.int16), sample_rate)
+    return _load_decoder().decode(audio, jsgf)
 
 
 def has_sound(audio: np.ndarray) -> bool:
