@@ -1,6 +1,6 @@
 """Offline speech in calls: what `say`, `listen` and `ask` cost and how fast they answer.
 
-In-process call pairs on 127.0.0.1 (callbot.signaling.direct); the callers speak with piper,
+In-process call pairs on 127.0.0.1 (callbot.direct); the callers speak with piper,
 the callees listen with webrtcvad + pocketsphinx (docs/howto/voice.md). Measured:
 
 - **end of speech -> transcript**: from the end of what the caller said (the first silent
@@ -12,7 +12,10 @@ the callees listen with webrtcvad + pocketsphinx (docs/howto/voice.md). Measured
 - **cpu per listening call**: process CPU with N calls whose callee listens (Opus decode,
   resampling, VAD on every 20 ms) minus the same N calls without listening, per call;
 - **recognitions at once**: N callees transcribing at the same moment (one decoder per
-  process, one utterance at a time): the latency spread shows the queue.
+  process, one utterance at a time): the latency spread shows the queue;
+- **loop lag max**: the event loop's worst lateness during each measurement (how long every
+  call's media could have stalled): recognition runs in a worker process, synthesis in a
+  thread.
 
     python benchmarks/voice.py                # ~2 min
     python benchmarks/voice.py --calls 20
@@ -29,10 +32,10 @@ import wave
 from collections.abc import AsyncIterator
 
 import numpy as np
-from _common import cpu_seconds, machine, percentile, table
+from _common import LagProbe, cpu_seconds, machine, percentile, table
 
 from callbot.call import Call
-from callbot.signaling.direct import connect_direct
+from callbot.direct import connect_direct
 from callbot.voice import Recognizer
 from callbot.voice.tts import SPEECH
 
@@ -40,6 +43,12 @@ MENU = ["sales", "support"]
 WORDS = ["sales", "support", "i want to talk to support please", "connect me to sales"]
 TALK = "thank you for calling our support line, how can we help you today"
 LOUD = 300.0  # RMS of a received frame holding speech (Opus silence is far below)
+PROBE = LagProbe()
+
+
+def lag_since(started: float) -> str:
+    """The event loop's worst lag since `started` (monotonic), in ms: media stalls this long."""
+    return f"{1000 * max(PROBE.recent(time.monotonic() - started), default=0.0):.0f}"
 
 
 @contextlib.asynccontextmanager
@@ -59,6 +68,7 @@ async def end_to_transcript(rounds: int) -> list[list[object]]:
     async with pairs(1) as [(caller, callee)]:
         for grammar, label in (([*MENU, "one", "two"], "grammar"), (None, "dictation")):
             total, recognition = [], []
+            section = time.monotonic()
             for i in range(rounds):
                 words = WORDS[i % len(WORDS)]
                 heard = asyncio.create_task(callee.listen(timeout=10, grammar=grammar))
@@ -72,7 +82,7 @@ async def end_to_transcript(rounds: int) -> list[list[object]]:
                 started = time.monotonic()
                 await Recognizer.shared().transcribe(samples, rate, grammar=grammar)
                 recognition.append(time.monotonic() - started)
-            rows.append([label, rounds, *_ms(total), *_ms(recognition)])
+            rows.append([label, rounds, *_ms(total), *_ms(recognition), lag_since(section)])
     return rows
 
 
@@ -93,6 +103,7 @@ async def say_to_first_packet(rounds: int) -> list[list[object]]:
     async with pairs(1) as [(caller, callee)]:
         for label, fresh in (("new sentence (synthesis)", True), ("cached sentence", False)):
             delays, spoken = [], []
+            section = time.monotonic()
             for i in range(rounds):
                 text = f"please hold, you are caller number {i + 1}" if fresh else TALK
                 frames = callee.audio_frames()
@@ -108,7 +119,8 @@ async def say_to_first_packet(rounds: int) -> list[list[object]]:
                 samples, rate = await _said(text)
                 spoken.append(len(samples) / rate)
                 await asyncio.sleep(0.3)  # silence again before the next one
-            rows.append([label, rounds, f"{percentile(spoken, 50):.1f}", *_ms(delays)])
+            rows.append([label, rounds, f"{percentile(spoken, 50):.1f}", *_ms(delays),
+                         lag_since(section)])  # fmt: skip
     return rows
 
 
@@ -147,6 +159,7 @@ async def concurrent_recognitions(counts: list[int]) -> list[list[object]]:
     """N callees whose callers all say a word at once: end of speech to transcript."""
     rows: list[list[object]] = []
     for count in counts:
+        section = time.monotonic()
         async with pairs(count) as made:
             heard = [
                 asyncio.create_task(callee.listen(timeout=15, grammar=MENU)) for _, callee in made
@@ -158,7 +171,7 @@ async def concurrent_recognitions(counts: list[int]) -> list[list[object]]:
                 utterance = await task
                 latencies.append(time.monotonic() - utterance.ended)
                 right += utterance.text == "support"
-            rows.append([count, f"{right}/{count}", *_ms(latencies)])
+            rows.append([count, f"{right}/{count}", *_ms(latencies), lag_since(section)])
     return rows
 
 
@@ -168,18 +181,19 @@ async def main() -> None:
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
+    PROBE.start()
     started = time.monotonic()
     await Recognizer.shared().load()
     await asyncio.to_thread(SPEECH.warm, "piper")
     print(f"models loaded in {time.monotonic() - started:.1f} s\n{machine()}\n")
     rows = await end_to_transcript(args.rounds)
     print(table(["mode", "n", "end->transcript p50 ms", "max ms", "recognition p50 ms",
-                 "max ms"], rows))  # fmt: skip
-    print(table(["say()", "n", "speech s", "first packet p50 ms", "max ms"],
+                 "max ms", "loop lag max ms"], rows))  # fmt: skip
+    print(table(["say()", "n", "speech s", "first packet p50 ms", "max ms", "loop lag max ms"],
                 await say_to_first_packet(args.rounds)))  # fmt: skip
     print(table(["listening calls", "cpu idle %", "cpu listening %", "per call %",
                  "calls per core"], await listening_cpu(args.calls, args.seconds)))  # fmt: skip
-    print(table(["at once", "right", "end->transcript p50 ms", "max ms"],
+    print(table(["at once", "right", "end->transcript p50 ms", "max ms", "loop lag max ms"],
                 await concurrent_recognitions([1, 5, args.calls])))  # fmt: skip
 
 

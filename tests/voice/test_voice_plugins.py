@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from callbot.media import analysis, generate
+from callbot.media import analysis
+from callbot.testing import generate
 from callbot.voice import SPEECH, Recognizer, Transcript, use_recognizer
 
 from helpers import collect_frames
