@@ -41,6 +41,7 @@ from pathlib import Path
 
 from callbot import Bot, Call, Incoming
 from callbot.media.dtmf import check_digits
+from callbot.voice import prepare
 from callbot.voice.asr import normalise
 
 from .voicemail import take_message
@@ -205,6 +206,14 @@ def setup(bot: Bot, menu: Menu | Path, dir: Path = Path("recordings"), accept: b
         @bot.on_incoming
         async def answer(incoming: Incoming) -> None:
             await incoming.accept()
+
+    spoken = [node.say for node in menu.nodes.values() if node.say is not None]
+    if spoken:
+
+        @bot.on("ready")
+        async def warm_up() -> None:
+            """Speech menus: load the engines and say each prompt once now, not per caller."""
+            await prepare(spoken, recognition=any(n.words for n in menu.nodes.values()))
 
     @bot.on("call")
     def attach(call: Call) -> None:

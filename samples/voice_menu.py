@@ -9,9 +9,18 @@ may talk over the question: it stops as soon as you speak).
 """
 
 from callbot import Bot
+from callbot.voice import prepare
 
 bot = Bot("voice-desk")
 DEPARTMENTS = {"1": "sales", "2": "support"}
+QUESTION = "Welcome. Say sales or support, or press 1 or 2."
+SORRY = "Sorry, I did not get that."
+
+
+@bot.on("ready")
+async def warm_up():
+    """Load the recogniser and synthesise the fixed prompts now, not for the first caller."""
+    await prepare([QUESTION, SORRY])
 
 
 @bot.on_incoming
@@ -20,7 +29,7 @@ async def menu(incoming):
     await call.wait_connected(timeout=10)
     for _ in range(2):
         answer = await call.ask(
-            "Welcome. Say sales or support, or press 1 or 2.",
+            QUESTION,
             grammar=list(DEPARTMENTS.values()),
             digits=1,
         )
@@ -28,5 +37,5 @@ async def menu(incoming):
         if choice:
             await (await call.say(f"You chose {choice}. Goodbye."))
             break
-        await (await call.say("Sorry, I did not get that."))
+        await (await call.say(SORRY))
     await call.hangup()

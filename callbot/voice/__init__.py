@@ -10,7 +10,7 @@ from .asr import (
     grammar_jsgf,
     use_recognizer,
 )
-from .dialog import Answer, Utterance
+from .dialog import Answer, Utterance, prepare
 from .listener import VoiceActivity
 from .tts import SPEECH, Engine, SpeechError
 
@@ -26,5 +26,6 @@ __all__ = [
     "VoiceActivity",
     "VoiceUnavailable",
     "grammar_jsgf",
+    "prepare",
     "use_recognizer",
 ]

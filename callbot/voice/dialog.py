@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from ..media.playback import Playback
-from .asr import MODEL_RATE, SpeechRecognizer, current_recognizer, normalise
+from .asr import MODEL_RATE, Recognizer, SpeechRecognizer, current_recognizer, normalise
 from .listener import Segment, SpeechListener
+from .tts import SPEECH
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,24 @@ class Answer:
     def text(self) -> str:
         """The words said ("" if keys were pressed or nothing came)."""
         return self.utterance.text if self.utterance else ""
+
+
+async def prepare(
+    texts: Sequence[str] = (), voice: str | None = None, *, recognition: bool = True
+) -> None:
+    """Load the recogniser (unless not `recognition`) and synthesise `texts` now, e.g. when
+    the bot is ready, so that no caller waits seconds for either."""
+    if recognition:
+        await current_recognizer_loaded()
+    for text in texts:
+        await SPEECH.path(text, voice)
+
+
+async def current_recognizer_loaded() -> None:
+    """Load the offline recogniser now, unless a plugin replaced it."""
+    recognizer = current_recognizer()
+    if isinstance(recognizer, Recognizer):
+        await recognizer.load()
 
 
 def match_option(words: Sequence[str], options: Sequence[str]) -> str | None:

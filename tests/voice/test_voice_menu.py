@@ -35,14 +35,19 @@ async def _call(make_bot, bot_id: str) -> Call:
 
 
 async def _answer_menu(call: Call, word: str) -> str:
-    """Wait for the bot's question, say `word` over it, return the bot's reply (transcribed)."""
+    """Wait for the bot's question, say `word` over it, return the bot's reply (transcribed).
+    On a loaded machine the question's last syllables may still arrive after `word` (barge-in
+    is measured in tests/voice/test_call_speech.py): a fragment that fits no reply is skipped."""
     question = call.voice_activity()
     await asyncio.wait_for(anext(question), 30)  # the bot started asking
     await question.aclose()
     await (await call.say(word, "piper"))
-    reply = await call.listen(timeout=20, grammar=REPLIES)
-    assert reply is not None, "the bot did not answer"
-    return reply.text
+    for _ in range(3):
+        reply = await call.listen(timeout=20, grammar=REPLIES)
+        assert reply is not None, "the bot did not answer"
+        if reply.text:
+            return reply.text
+    raise AssertionError("only fragments that fit no reply were heard")
 
 
 async def test_voice_menu_sample_understands_the_caller(
