@@ -15,6 +15,7 @@ import asyncio
 import atexit
 import hashlib
 import importlib
+import json
 import shutil
 import subprocess
 import tempfile
@@ -79,8 +80,20 @@ class PiperEngine:
                 except ImportError:
                     raise VoiceUnavailable(name, "tts", f"the piper voice {name!r}") from None
                 model, config = Path(package.model_path()), Path(package.config_path())
-            self._voices[name] = self._piper.PiperVoice.load(str(model), config_path=str(config))
+            self._voices[name] = self._load(model, config)
         return self._voices[name]
+
+    def _load(self, model: Path, config: Path) -> Any:
+        """A voice whose ONNX session uses one thread: onnxruntime's default (a thread per
+        core) competes with the event loop on small machines and was no faster here."""
+        onnxruntime = importlib.import_module("onnxruntime")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(
+            str(model), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        settings = self._piper.PiperConfig.from_dict(json.loads(config.read_text()))
+        return self._piper.PiperVoice(session=session, config=settings)
 
 
 class EspeakEngine:
