@@ -89,6 +89,8 @@ class Menu:
                 if len(key) != 1:
                     raise ValueError(f"ivr: node {name!r}: keys are single digits, not {key!r}")
             node.words = {" ".join(normalise(w)): t for w, t in node.words.items()}
+            if "" in node.words:
+                raise ValueError(f"ivr: node {name!r}: a word must have letters or digits")
             for key, target in [*node.keys.items(), *node.words.items()]:
                 verb = target.split(":", 1)[0]
                 if target not in self.nodes and verb not in ACTIONS:
@@ -213,7 +215,8 @@ def setup(bot: Bot, menu: Menu | Path, dir: Path = Path("recordings"), accept: b
         @bot.on("ready")
         async def warm_up() -> None:
             """Speech menus: load the engines and say each prompt once now, not per caller."""
-            await prepare(spoken, recognition=any(n.words for n in menu.nodes.values()))
+            grammars = [list(n.words) for n in menu.nodes.values() if n.words]
+            await prepare(spoken, recognition=bool(grammars), grammars=grammars)
 
     @bot.on("call")
     def attach(call: Call) -> None:

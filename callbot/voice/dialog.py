@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..media.playback import Playback
 from .asr import MODEL_RATE, Recognizer, SpeechRecognizer, current_recognizer, normalise
 from .listener import Segment, SpeechListener
@@ -50,12 +52,20 @@ class Answer:
 
 
 async def prepare(
-    texts: Sequence[str] = (), voice: str | None = None, *, recognition: bool = True
+    texts: Sequence[str] = (),
+    voice: str | None = None,
+    *,
+    recognition: bool = True,
+    grammars: Sequence[Sequence[str]] = (),
 ) -> None:
     """Load the recogniser (unless not `recognition`) and synthesise `texts` now, e.g. when
-    the bot is ready, so that no caller waits seconds for either."""
-    if recognition:
+    the bot is ready, so that no caller waits seconds for either; each of `grammars` is
+    checked too (`ValueError` naming a word the recogniser does not know)."""
+    if recognition or grammars:
         await current_recognizer_loaded()
+    for grammar in grammars:
+        await current_recognizer().transcribe(np.zeros(MODEL_RATE // 50, np.int16), MODEL_RATE,
+                                              grammar=grammar)  # fmt: skip
     for text in texts:
         await SPEECH.path(text, voice)
 

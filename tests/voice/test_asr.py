@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from callbot.voice import prepare
 from callbot.voice.asr import Recognizer, VoiceUnavailable, grammar_jsgf, to_model_rate
 
 MENU = ["sales", "support", "one", "two", "three"]
@@ -78,3 +79,9 @@ def test_missing_pocketsphinx_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(sys.modules, "pocketsphinx", None)  # as if not installed
     with pytest.raises(VoiceUnavailable, match=r"pip install 'callbot\[voice\]'"):
         Recognizer()
+
+
+async def test_prepare_checks_grammars_up_front(recognizer) -> None:
+    await prepare(grammars=[["sales", "support"]], recognition=False)
+    with pytest.raises(ValueError, match="xyzzyq"):
+        await prepare(grammars=[["sales", "xyzzyq"]])

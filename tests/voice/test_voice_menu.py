@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from callbot_plugins.ivr import Menu, Node
 
 from callbot import Call
 from callbot.signaling.relay import Relay
@@ -108,3 +109,8 @@ async def test_ivr_speech_menu_follows_words_and_keys(make_bot, tmp_path: Path) 
     await eventually(lambda: path == ["main", "sales", "main", "support"])
     await call.send_dtmf("#")
     assert await call.wait_ended(10) == "remote_hangup"
+
+
+def test_a_speech_menu_word_needs_letters() -> None:
+    with pytest.raises(ValueError, match="a word must have letters"):
+        Menu(nodes={"main": Node(say="Say something.", words={"?!": "hangup"})})
