@@ -65,8 +65,9 @@ async def test_voice_menu_sample_understands_the_caller(
     try:
         await eventually(lambda: "bot voice-desk ready" in log.read_text(), timeout=60)
         call = await _call(make_bot, "voice-desk")
-        assert await _answer_menu(call, "support") == "you chose support goodbye"
-        assert await call.wait_ended(20) == "remote_hangup"
+        reply = await _answer_menu(call, "support")
+        ended = await call.wait_ended(20)
+        assert (reply, ended) == ("you chose support goodbye", "remote_hangup"), log.read_text()
     finally:
         process.send_signal(signal.SIGTERM)  # the process started here, by PID
         try:
