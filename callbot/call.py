@@ -21,7 +21,7 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar, get_args
 
@@ -50,6 +50,9 @@ from .media.tracks import MediaSource, OutgoingAudioTrack, OutgoingVideoTrack
 from .peer import prefer_video_codec, release, set_local_description, wire_outgoing
 from .safe import printable
 from .signaling.messages import CallMessage, DeliveredAnswer, DeliveredIce, PeerMessage
+from .voice import dialog
+from .voice.listener import END_SILENCE, SpeechListener, VoiceActivity
+from .voice.tts import SPEECH
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +166,7 @@ class Call(Emitter):
         self._rfc4733: dtmf.Rfc4733Sender | None = None
         self._key_presses = dtmf.KeyPresses(self._on_dtmf)
         self._tone_listener: dtmf.InbandDtmfListener | None = None
+        self._speech: SpeechListener | None = None  # see `listen` (callbot/voice)
         self.on("new_listener", self._listener_added)
         self._signaling = signaling
         self._place_call = place_call
@@ -498,6 +502,64 @@ class Call(Emitter):
             return await asyncio.wait_for(self._dtmf_queue.get(), timeout)
         except TimeoutError:
             return None
+
+    # -- speech (callbot/voice; `pip install 'callbot[voice]'`, see docs/howto/voice.md) ----
+
+    async def say(self, text: str, voice: str | None = None) -> Playback:
+        """Speak `text` into the call, synthesised offline by `voice` ("piper", "espeak:en-us",
+        ...; default: piper with `callbot[tts]`, else espeak-ng), once per text and voice for
+        the whole process; replaces current audio like `send_audio_file`."""
+        self._require_live("say")
+        return self.send_audio_file(await SPEECH.path(text, voice))
+
+    async def listen(
+        self,
+        timeout: float = 5.0,
+        max_seconds: float = 15.0,
+        end_silence: float = END_SILENCE,
+        grammar: list[str] | None = None,
+        save_to: str | Path | None = None,
+    ) -> dialog.Utterance | None:
+        """The next thing the caller says, transcribed offline (restricted to one of the
+        `grammar` options if given), or None if no speech starts within `timeout` s. It ends
+        after `end_silence` s of silence or at `max_seconds`; `save_to` keeps it as a WAV."""
+        return await dialog.listen(self._speech_listener(), timeout=timeout,
+                                   max_seconds=max_seconds, end_silence=end_silence,
+                                   grammar=grammar, save_to=save_to)  # fmt: skip
+
+    async def ask(
+        self,
+        prompt: str | Path,
+        grammar: list[str] | None = None,
+        digits: int = 0,
+        timeout: float = 5.0,
+        max_seconds: float = 10.0,
+        voice: str | None = None,
+    ) -> dialog.Answer:
+        """Say `prompt` (text, or an audio file) and return what the caller answers: one of
+        the `grammar` options, or up to `digits` keys. Speech or a key stops the prompt at
+        once (barge-in); `timeout` counts from the end of the prompt."""
+
+        async def start() -> Playback:
+            if isinstance(prompt, Path):
+                return self.send_audio_file(prompt)
+            return await self.say(prompt, voice)
+
+        return await dialog.ask(self._speech_listener(), start, self.read_dtmf, grammar=grammar,
+                                digits=digits, timeout=timeout, max_seconds=max_seconds,
+                                end_silence=END_SILENCE)  # fmt: skip
+
+    def voice_activity(self) -> AsyncIterator[VoiceActivity]:
+        """Async iterator of `VoiceActivity(speaking, at)`: the caller started or stopped
+        speaking (voice activity detection), from now until the call ends."""
+        return self._speech_listener().activity()
+
+    def _speech_listener(self) -> SpeechListener:
+        """The call's voice activity detector on received audio, made on first use and kept."""
+        if self._speech is None:
+            self._speech = SpeechListener()
+            self._incoming["audio"].add_sink(self._speech)
+        return self._speech
 
     async def transfer(self, target: str) -> None:
         """Blind transfer: ask the peer to call `target`; this call ends `transferred`."""

@@ -20,6 +20,15 @@ A key leads to a node name, or to an action: `repeat`, `hangup`, `transfer:USER`
 `record[:SECONDS]` (a voicemail-style message saved in the plugin's `dir`). Keys pressed while a
 prompt plays cut it short (barge-in) and keys typed ahead are kept in order. Paths in a TOML
 menu are relative to the file.
+
+Speech menus (`pip install 'callbot[voice]'`, docs/howto/voice.md): a node's `say` speaks its
+prompt (instead of a `prompt` file) and its `words` lead somewhere like keys do; the caller may
+say a word or press a key, and either stops the prompt:
+
+    [nodes.main]
+    say = "Say sales or support, or press 1 or 2."
+    keys = { "1" = "sales", "2" = "support" }
+    words = { "sales" = "sales", "support" = "support" }
 """
 
 from __future__ import annotations
@@ -32,6 +41,8 @@ from pathlib import Path
 
 from callbot import Bot, Call, Incoming
 from callbot.media.dtmf import check_digits
+from callbot.voice import prepare
+from callbot.voice.asr import normalise
 
 from .voicemail import take_message
 
@@ -44,8 +55,10 @@ ACTIONS = ("repeat", "hangup", "transfer", "record")
 class Node:
     """One menu level: its prompt and what each key does."""
 
-    prompt: Path
+    prompt: Path | None = None
     keys: dict[str, str] = field(default_factory=dict)
+    say: str | None = None  # text spoken instead of a prompt file
+    words: dict[str, str] = field(default_factory=dict)  # spoken options, like keys
 
 
 @dataclass
@@ -63,21 +76,27 @@ class Menu:
         if self.start not in self.nodes:
             raise ValueError(f"ivr: start node {self.start!r} is not among {sorted(self.nodes)}")
         for name, node in self.nodes.items():
+            if (node.prompt is None) == (node.say is None):
+                raise ValueError(f"ivr: node {name!r} needs a prompt file or a say text")
             for prompt in (node.prompt, self.invalid):
                 if prompt is not None and not Path(prompt).is_file():
                     raise ValueError(f"ivr: prompt {prompt} of node {name!r} not found")
-            for key, target in node.keys.items():
+            for key in node.keys:
                 try:
                     check_digits(key)
                 except ValueError as exc:
                     raise ValueError(f"ivr: node {name!r}: {exc}") from None
                 if len(key) != 1:
                     raise ValueError(f"ivr: node {name!r}: keys are single digits, not {key!r}")
+            node.words = {" ".join(normalise(w)): t for w, t in node.words.items()}
+            if "" in node.words:
+                raise ValueError(f"ivr: node {name!r}: a word must have letters or digits")
+            for key, target in [*node.keys.items(), *node.words.items()]:
                 verb = target.split(":", 1)[0]
                 if target not in self.nodes and verb not in ACTIONS:
                     nodes, actions = ", ".join(sorted(self.nodes)), ", ".join(ACTIONS)
                     raise ValueError(
-                        f"ivr: node {name!r}: key {key} leads to {target!r}, which is neither "
+                        f"ivr: node {name!r}: {key!r} leads to {target!r}, which is neither "
                         f"a node ({nodes}) nor an action ({actions})"
                     )
 
@@ -93,11 +112,14 @@ class Menu:
         def resolve(value: str) -> Path:
             return (base / value).resolve()
 
-        nodes = {
-            name: Node(prompt=resolve(spec["prompt"]), keys={str(k): str(v) for k, v in
-                                                            spec.get("keys", {}).items()})
-            for name, spec in data.get("nodes", {}).items()
-        }  # fmt: skip
+        def node(spec: dict) -> Node:
+            prompt = resolve(spec["prompt"]) if "prompt" in spec else None
+            keys = {str(k): str(v) for k, v in spec.get("keys", {}).items()}
+            words = {str(k): str(v) for k, v in spec.get("words", {}).items()}
+            say = str(spec["say"]) if "say" in spec else None
+            return Node(prompt=prompt, keys=keys, say=say, words=words)
+
+        nodes = {name: node(spec) for name, spec in data.get("nodes", {}).items()}
         return cls(
             nodes=nodes,
             start=data.get("start", "main"),
@@ -122,8 +144,9 @@ class Session:
         while self.call.state in ("connected", "held"):
             self.path.append(node)
             self.call.emit("ivr_node", node)
-            key = await self._prompt_and_listen(self.menu.nodes[node])
-            target = self.menu.nodes[node].keys.get(key) if key is not None else None
+            here = self.menu.nodes[node]
+            key = await self._prompt_and_listen(here)
+            target = (here.keys.get(key) or here.words.get(key)) if key is not None else None
             if target is None:
                 misses += 1
                 if misses > self.menu.retries:
@@ -140,7 +163,15 @@ class Session:
                 return
 
     async def _prompt_and_listen(self, node: Node) -> str | None:
-        """Play the prompt; return the first key pressed during it or `timeout` s after."""
+        """Play the prompt; return the first key pressed (or word said, in a speech menu)
+        during it or `timeout` s after."""
+        if node.say is not None or node.words:
+            prompt = node.say if node.say is not None else node.prompt
+            assert prompt is not None  # checked by Menu
+            answer = await self.call.ask(prompt, grammar=list(node.words) or None,
+                                         digits=1, timeout=self.menu.timeout)  # fmt: skip
+            return answer.digits or answer.choice
+        assert node.prompt is not None
         playback = self.call.send_audio_file(node.prompt)
         key_task = asyncio.ensure_future(self.call.read_dtmf())
         try:
@@ -177,6 +208,15 @@ def setup(bot: Bot, menu: Menu | Path, dir: Path = Path("recordings"), accept: b
         @bot.on_incoming
         async def answer(incoming: Incoming) -> None:
             await incoming.accept()
+
+    spoken = [node.say for node in menu.nodes.values() if node.say is not None]
+    if spoken:
+
+        @bot.on("ready")
+        async def warm_up() -> None:
+            """Speech menus: load the engines and say each prompt once now, not per caller."""
+            grammars = [list(n.words) for n in menu.nodes.values() if n.words]
+            await prepare(spoken, recognition=bool(grammars), grammars=grammars)
 
     @bot.on("call")
     def attach(call: Call) -> None:

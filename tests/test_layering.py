@@ -76,6 +76,9 @@ RULES = [
     (("callbot.media",), ("callbot.signaling", "callbot.call", "callbot.bot", "callbot.group",
                           "callbot.cli", "callbot.testing"),
      "the media path is below calls and signalling"),
+    (("callbot.voice",), ("callbot.call", "callbot.bot", "callbot.signaling", "callbot.group",
+                          "callbot.cli", "callbot.testing"),
+     "speech is a layer calls use: it gets what it needs handed in"),
 ]  # fmt: skip
 
 
