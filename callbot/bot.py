@@ -154,7 +154,7 @@ class Bot(Emitter):
     def __init__(
         self,
         user_id: str,
-        server: str | None = None,
+        server: str | list[str] | None = None,
         token: str | None = None,
         identity: IdentityKey | str | Path | None = None,
         *,
@@ -176,7 +176,9 @@ class Bot(Emitter):
         super().__init__()
         _compat.ensure_patched()  # aiortc/aioice hooks: when a bot exists, not on import
         self.user_id = user_id
-        self.server = server or os.environ.get(ENV_SERVER) or None
+        #: The relay's URL, or the URLs of a cluster's nodes: on losing one the bot moves on to
+        #: the next and claims its calls there (docs/howto/cluster.md).
+        self.server: str | list[str] | None = server or os.environ.get(ENV_SERVER) or None
         self.token = token or (os.environ.get(ENV_TOKEN) if self.server else None) or None
         identity = identity or os.environ.get(ENV_IDENTITY) or None
         known_peers = known_peers or os.environ.get(ENV_KNOWN_PEERS) or None
