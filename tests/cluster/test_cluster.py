@@ -291,3 +291,33 @@ async def test_revoking_a_party_ends_its_call_across_nodes(
     assert await call.wait_ended(10) == "revoked"
     assert await answered.wait_ended(10) == "revoked"
     assert echo._client is not None and echo._client.fatal_error.code == "session_revoked"
+
+
+async def test_blind_transfer_across_three_nodes(nodes, cluster_bot) -> None:
+    """alice (node a) calls desk (node b), which transfers her to carol (node c): her
+    follow-up call crosses nodes again, with a token minted by yet another node."""
+    a, b, c = await nodes("a"), await nodes("b"), await nodes("c")
+    desk = cluster_bot(b, "desk")
+    carol = cluster_bot(c, "carol", minted_by=a)
+    _echo(carol)
+    alice = cluster_bot(a, "alice", role="user", minted_by=c)
+
+    @desk.on_incoming
+    async def answer(incoming: Incoming) -> None:
+        call = await incoming.accept()
+        await call.wait_connected(10)
+        await call.transfer("carol")
+
+    await asyncio.gather(desk.start(), carol.start(), alice.start())
+    assert await _until(lambda: a.core.sessions_of("desk") == a.core.sessions_of("carol") == 1)
+    transferred: list = []
+    call = await alice.call("desk")
+    call.on("transferred", transferred.append)
+    assert await call.wait_ended(10) == "transferred"
+    assert await _until(lambda: bool(transferred), 10)
+    (follow_up,) = transferred
+    await follow_up.wait_connected(10)
+    (taken,) = carol.active_calls
+    assert taken.peer == "alice" and taken.metadata["transferred_by"] == "desk"
+    await follow_up.hangup()
+    assert await taken.wait_ended(5) == "remote_hangup"
