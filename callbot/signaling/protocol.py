@@ -692,6 +692,10 @@ class RelayCore:
             actions = self._owner_announced(sender, payload)
         elif kind == "claim":
             actions = self._claimed_remotely(sender, payload, now)
+        elif kind == "ended":
+            call = self._calls.get(str(payload.get("call_id")))
+            ours = call is not None and call.restored and not call.ended
+            actions = self._end_call(call, "ended") if call is not None and ours else []
         else:
             actions = []
         return self._route(actions + self._presence_updates())
@@ -754,7 +758,11 @@ class RelayCore:
         if not isinstance(call_id, str) or stamp is None:
             return []
         call = self._calls.get(call_id)
-        if call is not None and not call.ended:
+        if call_id in self._recently_ended or (call is not None and call.ended):
+            if call is not None:  # it ended here while that party was away: it is told there
+                self._forget(call)
+            return [Publish(sender, {"t": "ended", "call_id": call_id})]
+        if call is not None:
             if call.stamp > stamp:
                 return [Publish(sender, {"t": "owner", "call_id": call_id,
                                          "stamp": list(call.stamp)})]  # fmt: skip
