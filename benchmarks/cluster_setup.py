@@ -223,14 +223,14 @@ async def measure(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory() as workdir:
             cluster = start(nodes, redis, Path(workdir))
             try:
-                rate, p95 = await throughput(cluster, args.pairs, args.seconds)
-                took, memory = await clients(cluster, args.clients)
-                rows.append((label, f"{rate:.0f}", f"{p95:.1f}", f"{took:.2f}", f"{memory:.0f}"))
                 for same in (True, False) if nodes > 1 else (True,):
                     times = await latency(cluster, same, args.calls)
                     where = "same node" if same else "across nodes"
                     lat_rows.append((label, where, f"{percentile(times, 50):.2f}",
                                      f"{percentile(times, 95):.2f}"))  # fmt: skip
+                rate, p95 = await throughput(cluster, args.pairs, args.seconds)
+                took, memory = await clients(cluster, args.clients)
+                rows.append((label, f"{rate:.0f}", f"{p95:.1f}", f"{took:.2f}", f"{memory:.0f}"))
             finally:
                 cluster.stop()
     print(machine())

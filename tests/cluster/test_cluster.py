@@ -4,6 +4,7 @@ and revocations cluster-wide, and a clear error when Redis is not there."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,11 +12,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from redis_server import free_port
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
 
 from callbot import Bot, Incoming
 from callbot.cli import main
 from callbot.identity import AuthError
 from callbot.media import analysis
+from callbot.signaling import backplane
 from callbot.signaling.backplane import BackplaneError, RedisBackplane, connect
 from callbot.signaling.relay import Relay
 from callbot.signaling.state import RelayState
@@ -321,3 +325,45 @@ async def test_blind_transfer_across_three_nodes(nodes, cluster_bot) -> None:
     assert taken.peer == "alice" and taken.metadata["transferred_by"] == "desk"
     await follow_up.hangup()
     assert await taken.wait_ended(5) == "remote_hangup"
+
+
+async def test_signalling_while_redis_is_down_is_sent_later_or_refused(
+    nodes, redis_server, monkeypatch
+) -> None:
+    """Kept for Redis while it is away and sent once it is back; past MAX_BACKLOG refused
+    to its sender with a typed error naming the call (scripted clients: no media)."""
+    a, b = await nodes("a"), await nodes("b")
+    alice = await _hello(a.url, a.mint("alice"))
+    bob = await _hello(b.url, a.mint("bob"))
+    assert await _until(lambda: a.core.sessions_of("bob") == 1)
+    await alice.send(json.dumps({"type": "call_offer", "call_id": "k1", "to": "bob",
+                                 "sdp": "v=0"}))  # fmt: skip
+    assert (await _next(bob, "call_offer"))["from"] == "alice"
+    await bob.send(json.dumps({"type": "call_answer", "call_id": "k1", "sdp": "v=0"}))
+    await _next(alice, "call_answer")
+
+    redis_server.stop(kill=True)
+    monkeypatch.setattr(backplane, "MAX_BACKLOG", 1)
+    for n in (1, 2):
+        await alice.send(json.dumps({"type": "ice", "call_id": "k1", "candidate": {"n": n}}))
+    refusal = await _next(alice, "error")
+    assert (refusal["code"], refusal["call_id"]) == ("rate_limited", "k1")
+    redis_server.start()
+    assert (await _next(bob, "ice", 15))["candidate"] == {"n": 1}
+    await asyncio.gather(alice.close(), bob.close())
+
+
+async def _hello(url: str, token: str) -> ClientConnection:
+    websocket = await ws_connect(url, proxy=None)
+    await websocket.send(json.dumps({"type": "hello", "token": token}))
+    await _next(websocket, "welcome")
+    return websocket
+
+
+async def _next(websocket: ClientConnection, kind: str, timeout: float = 5.0) -> dict:
+    """The next message of type `kind` (others skipped)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            message = json.loads(await websocket.recv())
+            if message["type"] == kind:
+                return message
