@@ -177,15 +177,21 @@ class RedisBackplane:
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         await self._pubsub.subscribe(self._key("to"), ALL_CHANNEL, REVOKED_CHANNEL)
         await self._beat()
-        for user, generation in (await self._client.hgetall(REVOCATIONS)).items():
-            listener.revoked(user.decode(), int(generation))
-        for node in await self._alive():
-            self._peers.add(node)
-            for raw in (await self._client.hgetall(self._key("conns", node))).values():
-                listener.from_node(node, json.loads(raw))
+        await self._learn()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(job()) for job in (self._read, self._write, self._watch)]
         logger.info("relay node %s joined the cluster at %s", self.node, redacted(self.url))
+
+    async def _learn(self) -> None:
+        """Read what the cluster holds: revocations, and the connections of the live nodes
+        (at start, and after missing pub/sub messages while Redis was away)."""
+        assert self._listener is not None
+        for user, generation in (await self._client.hgetall(REVOCATIONS)).items():
+            self._listener.revoked(user.decode(), int(generation))
+        for node in await self._alive():
+            self._peers.add(node)
+            for raw in (await self._client.hgetall(self._key("conns", node))).values():
+                self._listener.from_node(node, json.loads(raw))
 
     async def stop(self) -> None:
         """Leave: drop this node's keys so the others forget its connections at once."""
@@ -318,11 +324,17 @@ class RedisBackplane:
 
     async def _read(self) -> None:
         assert self._listener is not None
+        missed = False
         while True:
             try:
                 message = await self._pubsub.get_message(timeout=1.0)
+                if missed:  # subscribed again: learn what was announced meanwhile
+                    await self._learn()
+                    missed = False
             except Exception as exc:
-                logger.warning("cluster: reading from Redis failed: %s", exc)
+                if not missed:
+                    logger.warning("cluster: reading from Redis failed: %s", exc)
+                missed = True
                 await asyncio.sleep(HEARTBEAT)
                 continue
             if message is not None:

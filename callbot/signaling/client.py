@@ -3,8 +3,8 @@
 Messages sent while the relay is away are kept (bounded) and sent after reconnecting; on each
 reconnect the client re-claims its calls in progress (`hello.calls`), so the relay can route
 them again even after a restart. Given several relay URLs (the nodes of a cluster), it moves
-to the next one each time a connection fails or drops. A fatal error (bad, expired or revoked token, session limit)
-stops it for good: no reconnect loop.
+to the next one each time a connection fails or drops. A fatal error (bad, expired or revoked
+token, session limit) stops it for good: no reconnect loop.
 """
 
 from __future__ import annotations
