@@ -892,12 +892,27 @@ class RelayCore:
                 self._disown(call_id, session.conn)
         return [Send(session.conn, message)]
 
-    def _to_owner(self, session: _Session, owner: str, message: dict[str, Any]) -> list[Action]:
-        """A message of ours in a call another node owns: that node routes it."""
+    def _to_owner(
+        self, session: _Session, owned: _Remote, message: dict[str, Any], now: float
+    ) -> list[Action]:
+        """A message of ours in a call another node owns: that node routes it. The grant of
+        an attended transfer is minted here when the consultation call is ours."""
+        payload = {"t": "received", "conn": session.conn, "msg": message}
         if message["type"] in ("hangup", "call_reject"):
             session.calls.discard(message["call_id"])
             self._disown(message["call_id"], session.conn)
-        return [Publish(owner, {"t": "received", "conn": session.conn, "msg": message})]
+        elif message["type"] == "transfer" and message.get("replaces") in self._calls:
+            transferee = _Party(owned.peers[session.conn], None)
+            payload["grant"] = self._grant(session, transferee, message, now)
+        return [Publish(owned.owner, payload)]
+
+    def _to_grant_home(self, session: _Session, message: dict[str, Any]) -> list[Action]:
+        """A replacing call whose grant another node minted: that node owns the call (it holds
+        the grant and the call being replaced)."""
+        home = message["grant"].rpartition(".")[0]
+        self._owners[message["call_id"]] = _Remote(home, (0.0, ""), {session.conn: message["to"]})
+        session.calls.add(message["call_id"])
+        return [Publish(home, {"t": "received", "conn": session.conn, "msg": message})]
 
     def _received_remotely(self, node: str, payload: dict[str, Any], now: float) -> list[Action]:
         """What a connection of node `node` said in a call this node owns (its node checked
@@ -906,10 +921,14 @@ class RelayCore:
         message = payload.get("msg")
         if session is None or session.node != node or not isinstance(message, dict):
             return []
-        if message.get("type") not in IN_CALL | CALLEE_ONLY | {"hangup"}:
+        granted = message.get("type") == "call_offer" and "grant" in message
+        if message.get("type") not in IN_CALL | CALLEE_ONLY | {"hangup"} and not granted:
             return []  # nothing else is ever forwarded to the owner of a call
+        grant = payload.get("grant")
         try:
-            return self._dispatch(session, validate(message), now)
+            return self._dispatch(
+                session, validate(message), now, grant if isinstance(grant, str) else None
+            )
         except ProtocolError as exc:
             self._count_error(exc.code)
             return [Send(session.conn, error(exc.code, exc.message, exc.call_id, fatal=False))]
@@ -1038,7 +1057,11 @@ class RelayCore:
                 return announce + [Send(session.conn, m) for m in pending]
         return announce
 
-    def _dispatch(self, session: _Session, message: dict[str, Any], now: float) -> list[Action]:
+    def _dispatch(
+        self, session: _Session, message: dict[str, Any], now: float, grant: str | None = None
+    ) -> list[Action]:
+        """Act on one message of an authenticated connection (`grant`: the one another node
+        minted for this attended transfer)."""
         kind = message["type"]
         if kind == "hello":
             raise ProtocolError(INVALID_MESSAGE, "already authenticated")
@@ -1049,10 +1072,12 @@ class RelayCore:
         if kind == "group_invite":
             return self._group_invite(session, message)
         if kind == "call_offer":
+            if self._granted_elsewhere(message):
+                return self._to_grant_home(session, message)
             return self._offer(session, message, now)
         owned = self._owners.get(message["call_id"])
         if owned is not None and session.conn in owned.peers:
-            return self._to_owner(session, owned.owner, message)
+            return self._to_owner(session, owned, message, now)
         call = self._calls.get(message["call_id"])
         if call is None or call.ended:
             return self._unknown_call(session, message, now)
@@ -1070,7 +1095,7 @@ class RelayCore:
         if kind == "hangup":
             return self._end_call(call, "cancelled", message=outgoing, sender=session.conn)
         if kind == "transfer" and message.get("replaces") is not None:
-            outgoing["grant"] = self._grant(session, other, message, now)
+            outgoing["grant"] = grant or self._grant(session, other, message, now)
         self._check_room_for(call, other)
         return self._to_party(call, other, outgoing)
 
@@ -1154,6 +1179,13 @@ class RelayCore:
             Send(session.conn, {"type": "refreshed", "expires_at": identity.expires_at}),
         ]
 
+    def _granted_elsewhere(self, message: dict[str, Any]) -> bool:
+        """Whether a call offer carries a grant another node of the cluster minted."""
+        grant = message.get("grant")
+        if self.node is None or not isinstance(grant, str) or grant in self._grants:
+            return False
+        return grant.rpartition(".")[0] not in ("", self.node)
+
     def _offer(self, session: _Session, message: dict[str, Any], now: float) -> list[Action]:
         assert session.user is not None
         call_id, target = message["call_id"], message["to"]
@@ -1225,7 +1257,9 @@ class RelayCore:
                 "transfer: replaces must be your answered call with target",
                 message["call_id"],
             )
-        grant = secrets.token_urlsafe(24)
+        grant = secrets.token_urlsafe(24)  # (no dot: a cluster's grants start with "node.")
+        if self.node is not None:
+            grant = f"{self.node}.{grant}"
         self._grants[grant] = _Grant(
             consultation.call_id, sides[0].user, transferee.user, message["target"],
             now + GRANT_TTL,

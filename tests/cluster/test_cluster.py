@@ -367,3 +367,42 @@ async def _next(websocket: ClientConnection, kind: str, timeout: float = 5.0) ->
             message = json.loads(await websocket.recv())
             if message["type"] == kind:
                 return message
+
+
+async def test_attended_transfer_across_three_nodes(nodes, cluster_bot) -> None:
+    """alice (node b) calls desk (node a), which consults carol (node c) and hands alice over:
+    the grant minted by desk's node lets alice's replacing call through her own node."""
+    a, b, c = await nodes("a"), await nodes("b"), await nodes("c")
+    desk, carol = cluster_bot(a, "desk"), cluster_bot(c, "carol")
+    alice = cluster_bot(b, "alice", role="user")
+    answered: dict[str, list] = {"desk": [], "carol": []}
+    for bot in (desk, carol):
+        bot.listen_for_calls(_keep_answered(answered[bot.user_id]))
+    await asyncio.gather(desk.start(), carol.start(), alice.start())
+    assert await _until(lambda: b.core.sessions_of("desk") == a.core.sessions_of("carol") == 1)
+
+    transferred: list = []
+    call = await alice.call("desk")  # node b owns it
+    call.on("transferred", transferred.append)
+    await call.wait_connected(10)
+    assert await _until(lambda: bool(answered["desk"]))
+    with_alice = answered["desk"][0]
+    await with_alice.wait_connected(10)
+    consultation = await with_alice.attended_transfer("carol")  # node a owns this one
+    await consultation.wait_connected(10)
+    await with_alice.complete_transfer()
+    assert await call.wait_ended(5) == "transferred"
+    assert await _until(lambda: bool(transferred), 10)
+    await transferred[0].wait_connected(10)
+    assert await _until(lambda: [x.state for x in carol.active_calls] == ["connected"])
+    (replacing,) = carol.active_calls
+    assert replacing.peer == "alice" and len(answered["carol"]) == 1  # taken over, not rung
+    await transferred[0].hangup()
+    assert await replacing.wait_ended(5) == "remote_hangup"
+
+
+def _keep_answered(into: list) -> Callable:
+    async def answer(incoming: Incoming) -> None:
+        into.append(await incoming.accept())
+
+    return answer
