@@ -194,6 +194,7 @@ async def test_kill_the_callers_node_mid_call(three_nodes, bots, tone_file) -> N
     # alice moves to c and claims the call there; c owns it from then on, and echo's node
     # b learns so and claims echo's side at c too
     await eventually(lambda: (c.health() or {}).get("calls") == 1, "node c owns the call")
+    print(f"node c owned alice's call {time.monotonic() - killed:.2f}s after kill -9 of a")
     assert alice._client is not None and alice._client.url == c.url
     await asyncio.sleep(2.0)  # media across the failover
     assert_no_gap(listening, killed)
@@ -223,6 +224,7 @@ async def test_kill_the_bots_node_mid_call(three_nodes, bots, tone_file) -> None
     # echo moves to c and claims the call there: node a hands it over, alice claims it at c
     await eventually(lambda: (c.health() or {}).get("calls") == 1, "node c owns the call")
     await eventually(lambda: a.health()["calls"] == 0, "node a handed the call over")
+    print(f"node c owned echo's call {time.monotonic() - killed:.2f}s after kill -9 of b")
     assert echo._client is not None and echo._client.url == c.url
     await asyncio.sleep(2.0)
     assert_no_gap(listening, killed)
@@ -254,8 +256,10 @@ async def test_kill_redis_mid_call(three_nodes, bots, tone_file, module_redis) -
     await call.hangup()  # node a keeps it for node b while Redis is down
     await asyncio.sleep(0.5)
     assert answered.state != "ended"
+    restarted = time.monotonic()
     module_redis.start()  # empty: the nodes announce everything again
     assert await answered.wait_ended(15) == "remote_hangup"
+    print(f"the hangup kept for Redis arrived {time.monotonic() - restarted:.2f}s after restart")
 
     again = await alice.call("echo")  # and the cluster works as before
     await again.wait_connected(15)
