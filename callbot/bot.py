@@ -24,7 +24,7 @@ import signal
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCIceServer
 
@@ -39,8 +39,10 @@ from .ice import IceConfig
 from .identity import IdentityError, IdentityKey, KnownPeers, Trust
 from .safe import printable
 from .signaling.client import RelayClient
-from .signaling.relay import DEFAULT_HOST, DEFAULT_PORT, Relay
 from .signaling.state import RelayState
+
+if TYPE_CHECKING:
+    from .signaling.relay import Relay
 
 logger = logging.getLogger(__name__)
 
@@ -367,7 +369,11 @@ class Bot(Emitter):
             self._watching = True
             watchdog.WATCHDOG.acquire()
         if self.server is None:
-            self._relay = await Relay(DEFAULT_HOST, DEFAULT_PORT, self.state_dir).start()
+            from .embedded import start_relay  # the relay server only when we embed it
+
+            self._relay = await start_relay(
+                state_dir=Path(self.state_dir) if self.state_dir else None
+            )
             self.server = self._relay.url
             logger.info("embedded relay at %s", self.server)
         if self.token is None:
@@ -431,7 +437,7 @@ class Bot(Emitter):
     def run(self) -> None:
         """Blocking form of `run_forever()` for scripts; says on stderr when the bot is ready
         and how to call it, as `callbot run` does."""
-        from .runner import say_ready  # the CLI's engine imports this module
+        from .embedded import say_ready
 
         self.once("ready", lambda: say_ready(self))
         asyncio.run(self.run_forever())

@@ -39,11 +39,11 @@ from .media import dtmf, jitter
 from .media.clock import AUDIO_TICKER
 from .media.decoder import AUDIO_FRAME_SAMPLES, AudioFramer
 from .media.endpoint import play_audio_file, play_video_file, record
-from .media.generate import dtmf_samples
 from .media.incoming import FrameSubscription, IncomingMedia
 from .media.live import TrackSource
 from .media.playback import Playback
 from .media.recorder import Recording, TrackRecorder
+from .media.tones import dtmf_samples
 from .media.tracks import MediaSource, OutgoingAudioTrack, OutgoingVideoTrack
 from .peer import prefer_video_codec, release, set_local_description, wire_outgoing
 from .safe import printable

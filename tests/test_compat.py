@@ -19,9 +19,9 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 
 from callbot import _compat
+from callbot.direct import connect_direct
 from callbot.media import analysis, fastpath
 from callbot.media.jitter import AudioJitterBuffer
-from callbot.signaling.direct import connect_direct
 
 
 @pytest.fixture

@@ -11,16 +11,14 @@ import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import plugins
-from .bot import SELF_TOKEN_TTL, Bot
-from .call import Call
-from .console import say
-from .errors import CallbotError
-from .signaling.relay import DEFAULT_HOST, DEFAULT_PORT, WS_PATH, Relay
-from .signaling.turn import RelayIceServers
-
-#: Where `callbot call` looks for a relay when given no --server.
-DEFAULT_SERVER = f"ws://{DEFAULT_HOST}:{DEFAULT_PORT}{WS_PATH}"
+from .. import plugins
+from ..bot import SELF_TOKEN_TTL, Bot
+from ..call import Call
+from ..console import say
+from ..embedded import start_relay
+from ..errors import CallbotError
+from ..signaling.relay import Relay
+from ..signaling.turn import RelayIceServers
 
 
 def load_bots(path: Path | None, as_id: str | None) -> list[Bot]:
@@ -68,32 +66,6 @@ def report_calls(bot: Bot) -> None:
                 f"{name}: call {call.id} with {call.peer} ended: {reason} ({duration:.1f}s)"
             ),
         )
-
-
-def say_ready(bot: Bot) -> None:
-    """Print that `bot` is ready and the command that calls it (`--server` unless its relay is
-    where `callbot call` looks by default)."""
-    where = "" if bot.server == DEFAULT_SERVER else f" --server {bot.server}"
-    say(f"bot {bot.user_id} ready (pid {os.getpid()}); call it with: "
-        f"callbot call {bot.user_id}{where}", "green")  # fmt: skip
-
-
-async def start_relay(
-    host: str, port: int, state_dir: Path | None, relay_ice: RelayIceServers | None = None
-) -> Relay:
-    """Start an embedded relay; a port already taken is a one-line `CallbotError` naming it and
-    `--port`, not a traceback."""
-    ice = relay_ice or RelayIceServers()
-    relay = Relay(host, port, state_dir, ice_servers=ice.fixed, turn=ice.turn)
-    try:
-        return await relay.start()
-    except OSError as exc:
-        relay.state.close()
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise CallbotError(
-            f"cannot start the relay on {host}:{port}: {reason.lower()} "
-            "(another callbot running? choose a free port with --port)"
-        ) from exc
 
 
 async def run_bots(

@@ -50,9 +50,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 
 if TYPE_CHECKING:
-    from .bot import Bot
+    from ..bot import Bot
+    from ..signaling.relay import Relay
     from .expectations import CheckResult, Expectation
-    from .signaling.relay import Relay
 
 __all__ = [
     "BotHandle",
@@ -339,8 +339,8 @@ class BotFactory:
         plugin_specs: Sequence[str],
         ready_timeout: float,
     ) -> BotHandle:
-        from . import runner
-        from .bot import Bot
+        from ..bot import Bot
+        from ..cli import runner
 
         if isinstance(source, Bot):
             bots = [source]
@@ -513,8 +513,8 @@ class Caller:
         token: str | None = None,
     ) -> Any:
         """The `CallPlan` that `__call__` runs (the same object `callbot call` builds)."""
-        from .config import CallConfig
-        from .ice import IceConfig
+        from ..config import CallConfig
+        from ..ice import IceConfig
         from .smoke import CallPlan
 
         number = next(self._count)
@@ -579,7 +579,7 @@ def callbot_relay(
     callbot_loop: LoopThread, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[CallbotRelay]:
     """An embedded relay on 127.0.0.1 (free port) with its own state dir: `.url`, `.mint()`."""
-    from .signaling.relay import Relay
+    from ..signaling.relay import Relay
 
     state_dir = tmp_path_factory.mktemp("callbot-relay")
 

@@ -19,14 +19,14 @@ from typing import Any
 
 import av
 
-from .bot import Bot
-from .call import Call
-from .config import CallConfig
-from .errors import CallbotError, MediaError
+from ..bot import Bot
+from ..call import Call
+from ..config import CallConfig
+from ..errors import CallbotError, MediaError
+from ..media import analysis
+from ..media.playback import Playback
+from ..signaling.client import SignalingError
 from .expectations import Expectation, evaluate
-from .media import analysis
-from .media.playback import Playback
-from .signaling.client import SignalingError
 
 NORMAL_ENDS = frozenset({"hangup", "remote_hangup"})
 #: Kept connected after a playback ends, so its last packets arrive before hanging up.
