@@ -28,10 +28,12 @@ ENV_SERVER = "CALLBOT_SERVER"
 @click.option(
     "--server",
     envvar=ENV_SERVER,
-    default=DEFAULT_SERVER,
+    default=(DEFAULT_SERVER,),
     show_default=True,
+    multiple=True,
     metavar="URL",
-    help="Relay URL ($CALLBOT_SERVER).",
+    help="Relay URL ($CALLBOT_SERVER); repeat it for the nodes of a cluster (the next one is "
+    "used when one fails).",
 )
 @click.option(
     "--token",
@@ -114,7 +116,7 @@ ENV_SERVER = "CALLBOT_SERVER"
 @always_relay_option
 def call(
     peer: str,
-    server: str,
+    server: tuple[str, ...],
     token: str | None,
     user: str,
     play: Path | None,
@@ -158,7 +160,7 @@ def call(
     export_trust(identity, known_peers, require_signatures, trust_on_first_use)
     plan = CallPlan(
         peer=peer,
-        server=server,
+        server=server[0] if len(server) == 1 else list(server),
         token=token,
         user=user,
         play=play,

@@ -31,7 +31,13 @@ from .workers import end_with_supervisor, run_workers
 @click.command()
 @click.argument("bot_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--as", "as_id", metavar="ID", help="User id of the bot (required without a file).")
-@click.option("--server", metavar="URL", help="Relay to join. Default: start an embedded one.")
+@click.option(
+    "--server",
+    multiple=True,
+    metavar="URL",
+    help="Relay to join; repeat it for the nodes of a cluster (the next one is used when one "
+    "fails). Default: start an embedded one.",
+)
 @click.option("--token", metavar="TOKEN", envvar="CALLBOT_TOKEN", help="Token for --server.")
 @click.option(
     "--plugin",
@@ -67,7 +73,7 @@ from .workers import end_with_supervisor, run_workers
 def run(
     bot_file: Path | None,
     as_id: str | None,
-    server: str | None,
+    server: tuple[str, ...],
     token: str | None,
     plugin_specs: tuple[str, ...],
     workers: int,
@@ -104,7 +110,7 @@ def run(
         run_workers(
             bot_file,
             as_id,
-            server,
+            list(server),
             token,
             plugin_specs,
             workers,
@@ -141,7 +147,7 @@ def run(
     run_sync(
         runner.run_bots(
             bots,
-            server=server,
+            server=list(server) or None,
             token=token,
             host=host,
             port=port,

@@ -20,7 +20,7 @@ from .options import run_sync, say_relay_ice, say_softphone_link
 def run_workers(
     bot_file: Path | None,
     as_id: str | None,
-    server: str | None,
+    servers: list[str],
     token: str | None,
     plugin_specs: tuple[str, ...],
     workers: int,
@@ -36,15 +36,17 @@ def run_workers(
 
     async def supervise() -> None:
         relay = None
-        url = server
-        if url is None:
+        urls = servers
+        if not urls:
             relay = await start_relay(host, port, state_dir, relay_ice)
-            url = relay.url
-            say(f"relay listening on {url}", "bold")
+            urls = [relay.url]
+            say(f"relay listening on {relay.url}", "bold")
             say_relay_ice(relay_ice)
             say_softphone_link(relay, softphone_user)
-        command = [sys.executable, "-m", "callbot", "run", "--server", url, "--workers", "1",
+        command = [sys.executable, "-m", "callbot", "run", "--workers", "1",
                    "--worker-of", str(os.getpid())]  # fmt: skip
+        for url in urls:
+            command += ["--server", url]
         if bot_file is not None:
             command.insert(4, str(bot_file))
         for flag, value in (
