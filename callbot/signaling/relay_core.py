@@ -543,6 +543,16 @@ class RelayCore:
         self._touched.update(p.user for p in call.parties())
         return actions
 
+    def _join_here(self, call: _Call, now: float) -> list[Action]:
+        """Our connections in a call another node owned, which this node just took over:
+        they join it here at once (the other party came back to this node)."""
+        remote = self._owners.pop(call.call_id, None)
+        actions: list[Action] = []
+        for conn in remote.peers if remote is not None else ():
+            if conn in self._sessions:
+                actions += self._claim(self._sessions[conn], call.call_id, call.caller.user, now)
+        return actions
+
     def _claimed_remotely(self, node: str, payload: dict[str, Any], now: float) -> list[Action]:
         """A connection of node `node` claims a call this node owns (it followed our `owner`
         announcement, or its node handed the call over to us)."""
@@ -782,7 +792,7 @@ class RelayCore:
             self._ownership.append(Own(call_id, True, takeover=True))
             self._touched.add(session.user)
             if self.node is not None:
-                announce = self._announce_owner(call, peer)
+                announce = self._announce_owner(call, peer) + self._join_here(call, now)
         if not call.answered and call.callee.user == session.user:
             call.ringing.add(session.conn)  # a callee device back while the call still rings
             session.calls.add(call_id)

@@ -313,3 +313,15 @@ def test_claiming_a_call_that_ended_meanwhile_ends_it() -> None:
     bus.login("B", "b1", "bob", calls=[{"call_id": "c1", "peer": "alice"}])
     assert [(m["type"], m["reason"]) for m in bus.take("b1")] == [("hangup", "ended")]
     assert bus.cores["B"].call_count == 0
+
+
+def test_a_party_coming_back_to_the_other_partys_node_is_joined_there_at_once() -> None:
+    bus = Bus("A", "B")
+    bus.login("A", "a1", "alice")
+    bus.login("B", "b1", "bob")
+    _answered(bus, ("A", "a1"), ("B", "b1"))
+    bus.kill("A")
+    bus.login("B", "b2", "alice", **CLAIM)  # before B knows that A is gone
+    assert bus.cores["B"].call_count == 1 and bus.cores["B"]._owners == {}
+    bus.send("B", "b2", {"type": "hangup", "call_id": "c1"})
+    assert [m["type"] for m in bus.take("b1")] == ["hangup"]
