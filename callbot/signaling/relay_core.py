@@ -67,7 +67,7 @@ class Publish:
     """Hand `payload` to relay node `node` ("*": every other node) over the backplane.
 
     Only a clustered relay (`callbot serve --redis`) emits these; docs/howto/cluster.md
-    lists the payloads (`t`: up, down, calls, deliver, received, owner, claim)."""
+    lists the payloads (`t`: up, down, calls, deliver, received, owner, claim, ended)."""
 
     node: str
     payload: dict[str, Any]
@@ -438,9 +438,7 @@ class RelayCore:
         elif kind == "claim":
             actions = self._claimed_remotely(sender, payload, now)
         elif kind == "ended":
-            call = self._calls.get(str(payload.get("call_id")))
-            ours = call is not None and call.restored and not call.ended
-            actions = self._end_call(call, "ended") if call is not None and ours else []
+            actions = self._ended_elsewhere(payload)
         else:
             actions = []
         return self._route(actions + self._presence_updates())
@@ -490,10 +488,17 @@ class RelayCore:
         party = call.callee if call.caller.user == message.get("from") else call.caller
         return self._deliver(party, message)
 
-    def _announce_owner(self, call: _Call, peer: str) -> list[Action]:
+    def _announce_owner(self, call: _Call) -> list[Action]:
         """Tell every node that this node now owns `call` (a claim rebuilt it here)."""
-        payload = {"t": "owner", "call_id": call.call_id, "stamp": list(call.stamp), "peer": peer}
+        payload = {"t": "owner", "call_id": call.call_id, "stamp": list(call.stamp)}
         return [Publish(ALL_NODES, payload)]
+
+    def _ended_elsewhere(self, payload: dict[str, Any]) -> list[Action]:
+        """The former owner of a call we took over says it had ended: end it here too."""
+        call = self._calls.get(str(payload.get("call_id")))
+        if call is None or not call.restored or call.ended:
+            return []
+        return self._end_call(call, "ended")
 
     def _owner_announced(self, sender: str, payload: dict[str, Any]) -> list[Action]:
         """Node `sender` took call `call_id` over (a party claimed it there). The later stamp
@@ -792,7 +797,7 @@ class RelayCore:
             self._ownership.append(Own(call_id, True, takeover=True))
             self._touched.add(session.user)
             if self.node is not None:
-                announce = self._announce_owner(call, peer) + self._join_here(call, now)
+                announce = self._announce_owner(call) + self._join_here(call, now)
         if not call.answered and call.callee.user == session.user:
             call.ringing.add(session.conn)  # a callee device back while the call still rings
             session.calls.add(call_id)
