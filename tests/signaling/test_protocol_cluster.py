@@ -175,6 +175,12 @@ def test_malformed_messages_from_other_nodes_are_dropped() -> None:
         {"t": "down", "conn": "a1"}, {"t": "deliver", "conn": "a1", "msg": "text"},
         {"t": "received", "conn": "b1", "msg": {"type": "presence_subscribe", "users": ["x"]}},
         {"t": "received", "conn": "b1", "msg": {"type": "hangup"}},
+        {"t": "received", "conn": "b1", "msg": {**OFFER, "to": "alice"}},  # no grant: not routed
+        {"t": "owner", "call_id": 5, "stamp": [1, "B"]}, {"t": "owner", "call_id": "c9"},
+        {"t": "owner", "call_id": "c9", "stamp": [True, "B"]},
+        {"t": "claim", "conn": "b1", "call_id": "c9", "peer": 5},
+        {"t": "claim", "conn": "a1", "call_id": "c9", "peer": "bob"},
+        {"t": "ended", "call_id": ["c9"]}, {"t": "ended"},
     ]:  # fmt: skip
         actions = core.remote("B", payload, 0.0)
         assert all(isinstance(a, Publish) for a in actions), (payload, actions)
