@@ -157,6 +157,7 @@ class RedisBackplane:
         self._pubsub: Any = None
         self._listener: Listener | None = None
         self._outbox: asyncio.Queue[tuple[str, dict[str, Any]] | Own] = asyncio.Queue()
+        self._stuck = 0  # messages taken from the outbox that wait for Redis to come back
         self._owned: set[str] = set()  # call ids whose owner key this node keeps alive
         self._sharing: set[asyncio.Task[None]] = set()
         self._peers: set[str] = set()
@@ -209,7 +210,7 @@ class RedisBackplane:
     def publish(self, node: str, payload: dict[str, Any]) -> bool:
         """Queue `payload` for node `node` (ALL_NODES: every other node); False if it was
         refused because MAX_BACKLOG messages already wait for an unreachable Redis."""
-        if self._outbox.qsize() >= MAX_BACKLOG:
+        if self._outbox.qsize() + self._stuck >= MAX_BACKLOG:
             return False
         self._outbox.put_nowait((node, payload))
         return True
@@ -245,9 +246,12 @@ class RedisBackplane:
                 failures += 1
                 if failures == 1:
                     logger.warning("cluster: Redis unreachable; %d messages wait", len(batch))
+                self._stuck = len(batch)
                 await asyncio.sleep(RETRY)
                 while not self._outbox.empty():  # what came meanwhile goes after, in order
                     batch.append(self._outbox.get_nowait())
+                    self._stuck += 1
+            self._stuck = 0
             if failures:
                 logger.info("cluster: Redis is back; %d waiting messages sent", len(batch))
 

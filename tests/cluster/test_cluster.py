@@ -346,6 +346,7 @@ async def test_signalling_while_redis_is_down_is_sent_later_or_refused(
     monkeypatch.setattr(backplane, "MAX_BACKLOG", 1)
     for n in (1, 2):
         await alice.send(json.dumps({"type": "ice", "call_id": "k1", "candidate": {"n": n}}))
+        await asyncio.sleep(0.6)  # the node tried Redis (and failed) with what it holds
     refusal = await _next(alice, "error")
     assert (refusal["code"], refusal["call_id"]) == ("rate_limited", "k1")
     redis_server.start()
