@@ -264,3 +264,18 @@ async def test_kill_redis_mid_call(three_nodes, bots, tone_file, module_redis) -
     again = await alice.call("echo")  # and the cluster works as before
     await again.wait_connected(15)
     await again.hangup()
+
+
+def test_a_node_started_without_redis_exits_with_one_line(tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBOT_")}
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "callbot", "serve", "--port", str(free_port()),
+         "--state-dir", str(tmp_path / "s"), "--redis", url],
+        env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 1
+    (line,) = (result.stdout + result.stderr).strip().splitlines()
+    assert line.startswith(f"Error: cannot reach Redis at {url}: ")
+    assert time.monotonic() - started < 15
