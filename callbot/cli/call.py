@@ -12,8 +12,7 @@ from ..console import say, status
 from ..embedded import DEFAULT_SERVER
 from .options import (
     always_relay_option,
-    call_config,
-    export_trust,
+    cli_settings,
     ice_option,
     run_sync,
     state_option,
@@ -140,6 +139,7 @@ def call(
     known_peers: str | None,
     require_signatures: bool,
     trust_on_first_use: bool,
+    always_relay: bool,
 ) -> None:
     """Call PEER, play a file, record the reply, report: the CI smoke-test client.
 
@@ -157,7 +157,14 @@ def call(
     from ..testing.junit import write_call_report
     from ..testing.smoke import CallPlan, place_call
 
-    export_trust(identity, known_peers, require_signatures, trust_on_first_use)
+    settings = cli_settings(
+        identity=identity,
+        known_peers=known_peers,
+        require_signatures=require_signatures,
+        trust_on_first_use=trust_on_first_use,
+        ice_addresses=ice_addresses,
+        always_relay=always_relay,
+    )
     plan = CallPlan(
         peer=peer,
         server=server[0] if len(server) == 1 else list(server),
@@ -171,7 +178,7 @@ def call(
         duration=duration,
         timeout=timeout,
         video=video,
-        config=call_config(ice_addresses),
+        settings=settings,
         state_dir=state_dir,
         expect=from_options(expect_tones, expect_dtmf, expect_video_frames, expect_speech),
         require_verified=require_verified,

@@ -17,7 +17,7 @@ from ..media import analysis
 from ..media.recorder import Recording
 from ..signaling.relay import Relay
 from ..testing import generate
-from .options import call_config, ice_option, run_sync
+from .options import call_config, cli_settings, ice_option, run_sync
 
 
 @dataclass
@@ -127,7 +127,7 @@ def demo(
       callbot demo --clip samples/welcome.wav --out recordings --json
     """
     out = out_dir or Path(tempfile.mkdtemp(prefix="callbot-demo-"))
-    summary = run_sync(run_demo(clip, out, call_config(ice_addresses)))
+    summary = run_sync(run_demo(clip, out, call_config(cli_settings(ice_addresses=ice_addresses))))
     if as_json:
         click.echo(json.dumps(summary.as_dict()))
     else:

@@ -14,7 +14,8 @@ import click
 from ..config import CallConfig
 from ..console import say
 from ..errors import CallbotError
-from ..ice import ENV_ALWAYS_RELAY, IceConfig
+from ..ice import IceConfig
+from ..settings import Settings, SettingsError, default_state_dir, parse_addresses
 from ..signaling.turn import (
     DEFAULT_TTL,
     RelayIceServers,
@@ -47,17 +48,19 @@ def ice_option(func: Any) -> Any:
 
 
 def state_option(func: Any) -> Any:
+    """--state-dir, resolved here: the flag, else $CALLBOT_STATE_DIR, else the XDG default."""
     return click.option(
         "--state-dir",
         type=click.Path(file_okay=False, path_type=Path),
+        callback=lambda _ctx, _param, value: value or default_state_dir(os.environ),
         help="Relay state (token secret, revocations). Default: $CALLBOT_STATE_DIR, "
         "else ~/.local/state/callbot.",
     )(func)
 
 
 def trust_options(func: Any) -> Any:
-    """--identity, --known-peers, --require-signatures, --trust-on-first-use: exported to the
-    environment, where every bot of this command (and worker processes) takes them from."""
+    """--identity, --known-peers, --require-signatures, --trust-on-first-use (or their
+    environment variables): part of the command's settings (`cli_settings`)."""
     options = [
         click.option("--identity", envvar="CALLBOT_IDENTITY", metavar="KEY",
                      type=click.Path(exists=True, dir_okay=False),
@@ -75,35 +78,14 @@ def trust_options(func: Any) -> Any:
     return func
 
 
-def export_trust(
-    identity: str | None, known_peers: str | None, require: bool, first_use: bool
-) -> None:
-    for name, value in (
-        ("CALLBOT_IDENTITY", identity),
-        ("CALLBOT_KNOWN_PEERS", known_peers),
-        ("CALLBOT_REQUIRE_SIGNATURES", "1" if require else None),
-        ("CALLBOT_TRUST_ON_FIRST_USE", "1" if first_use else None),
-    ):
-        if value:
-            os.environ[name] = str(value)
-
-
 def always_relay_option(func: Any) -> Any:
-    """--always-relay, exported as $CALLBOT_ALWAYS_RELAY, which every bot of the command (and
-    its worker processes) reads through `IceConfig.from_env`."""
-
-    def export(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-        if value:
-            os.environ[ENV_ALWAYS_RELAY] = "1"
-
+    """--always-relay ($CALLBOT_ALWAYS_RELAY), part of the command's settings."""
     return click.option(
         "--always-relay",
         is_flag=True,
-        expose_value=False,
-        callback=export,
         help="Relay-only ICE: calls use TURN relay candidates only, so peers never learn this "
         "host's addresses; needs a relay that hands out a TURN server (docs/howto/turn.md). "
-        f"Default: ${ENV_ALWAYS_RELAY}.",
+        "Default: $CALLBOT_ALWAYS_RELAY.",
     )(func)
 
 
@@ -174,11 +156,41 @@ def say_relay_ice(relay_ice: RelayIceServers) -> None:
         say(f"ICE servers for calls: {relay_ice.describe()}")
 
 
-def call_config(ice_addresses: tuple[str, ...]) -> CallConfig:
+def cli_settings(
+    *,
+    server: str | None = None,
+    token: str | None = None,
+    identity: str | None = None,
+    known_peers: str | None = None,
+    require_signatures: bool = False,
+    trust_on_first_use: bool = False,
+    ice_addresses: tuple[str, ...] = (),
+    always_relay: bool = False,
+    state_dir: Path | None = None,
+) -> Settings:
+    """The command's settings: its flags over the environment's, resolved here, once, and
+    handed to every bot of the command (a malformed one is a usage error naming it)."""
     try:
-        return CallConfig(ice=IceConfig.from_env(addresses=ice_addresses or None))
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--ice-address") from exc
+        flags = Settings(
+            server=server,
+            token=token,
+            identity=identity,
+            known_peers=known_peers,
+            require_signatures=require_signatures,
+            trust_on_first_use=trust_on_first_use,
+            ice_addresses=parse_addresses(ice_addresses) or None,
+            always_relay=always_relay,
+            state_dir=state_dir,
+        )
+        return flags.over(Settings.from_env(os.environ))
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def call_config(settings: Settings) -> CallConfig:
+    """The CallConfig for calls the command places itself (callbot call, callbot demo)."""
+    ice = IceConfig(addresses=settings.ice_addresses, relay_only=settings.always_relay)
+    return CallConfig(ice=ice, fastpath=settings.fastpath)
 
 
 def softphone_link(http_url: str, token: str) -> str:

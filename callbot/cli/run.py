@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,12 @@ import click
 from ..console import say
 from ..embedded import say_ready
 from ..errors import CallbotError
+from ..settings import relay_urls
 from ..signaling.relay import DEFAULT_HOST, DEFAULT_PORT
 from ..signaling.turn import RelayIceServers
 from .options import (
     always_relay_option,
-    call_config,
-    export_trust,
+    cli_settings,
     ice_option,
     relay_ice_options,
     run_sync,
@@ -89,6 +90,7 @@ def run(
     require_signatures: bool,
     trust_on_first_use: bool,
     relay_ice: RelayIceServers,
+    always_relay: bool,
 ) -> None:
     """Run the bot(s) defined in BOT_FILE, answering calls through a relay.
 
@@ -105,29 +107,27 @@ def run(
     """
     from . import runner
 
-    export_trust(identity, known_peers, require_signatures, trust_on_first_use)
+    settings = cli_settings(
+        token=token,
+        identity=identity,
+        known_peers=known_peers,
+        require_signatures=require_signatures,
+        trust_on_first_use=trust_on_first_use,
+        ice_addresses=ice_addresses,
+        always_relay=always_relay,
+        state_dir=state_dir if _given("state_dir") else None,  # a default is no conflict
+    )
+    settings = replace(
+        settings, server=relay_urls(server)
+    )  # no --server: an embedded relay, not $CALLBOT_SERVER
     if workers > 1:
         run_workers(
-            bot_file,
-            as_id,
-            list(server),
-            token,
-            plugin_specs,
-            workers,
-            max_calls,
-            host,
-            port,
-            softphone_user,
-            state_dir,
-            ice_addresses,
-            relay_ice,
-        )
+            bot_file, as_id, plugin_specs, workers, max_calls, host, port, softphone_user,
+            settings, relay_ice,
+        )  # fmt: skip
         return
     if worker_of is not None:
         end_with_supervisor(worker_of)
-    if ice_addresses:
-        os.environ["CALLBOT_ICE_ADDRESSES"] = ",".join(ice_addresses)
-    call_config(ice_addresses)  # validates the addresses
     try:
         bots = runner.load_bots(bot_file, as_id)
         runner.add_plugins(bots, plugin_specs)
@@ -147,13 +147,17 @@ def run(
     run_sync(
         runner.run_bots(
             bots,
-            server=list(server) or None,
-            token=token,
+            settings=settings,
             host=host,
             port=port,
-            state_dir=state_dir,
             max_calls=max_calls,
             on_ready=ready,
             relay_ice=relay_ice,
         )
     )
+
+
+def _given(name: str) -> bool:
+    """Whether option `name` of the running command came from its command line."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source is not None and source is not click.core.ParameterSource.DEFAULT

@@ -9,6 +9,7 @@ import os
 import runpy
 import signal
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from .. import plugins
@@ -17,6 +18,7 @@ from ..call import Call
 from ..console import say
 from ..embedded import start_relay
 from ..errors import CallbotError
+from ..settings import Settings
 from ..signaling.relay import Relay
 from ..signaling.turn import RelayIceServers
 
@@ -71,28 +73,27 @@ def report_calls(bot: Bot) -> None:
 async def run_bots(
     bots: Sequence[Bot],
     *,
-    server: str | list[str] | None,
-    token: str | None,
+    settings: Settings,
     host: str,
     port: int,
-    state_dir: Path | None,
     max_calls: int | None,
     on_ready: Callable[[str, Relay | None], None],
     relay_ice: RelayIceServers | None = None,
 ) -> None:
-    """Start an embedded relay unless `server` is given (handing out `relay_ice`), start the
-    bots, serve until a signal."""
+    """Start an embedded relay unless `settings.server` is given (handing out `relay_ice`),
+    configure the bots with `settings` (a bot whose code says otherwise is a SettingsError),
+    start them, serve until a signal."""
     relay = None
+    server = settings.server
     if server is None:
-        relay = await start_relay(host, port, state_dir, relay_ice)
+        relay = await start_relay(host, port, settings.state_dir, relay_ice)
         server = relay.url
     try:
         for bot in bots:
-            bot.server = server
-            bot.state_dir = state_dir
-            bot.token = token or (
+            token = settings.token or (
                 relay.mint(bot.user_id, SELF_TOKEN_TTL, bot.role) if relay else None
             )
+            bot.configure(replace(settings, server=server, token=token))
             if max_calls is not None:
                 bot.max_calls = max_calls
         await asyncio.gather(*(bot.start() for bot in bots))

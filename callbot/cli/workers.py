@@ -13,6 +13,7 @@ from pathlib import Path
 from ..console import say
 from ..embedded import start_relay
 from ..errors import CallbotError
+from ..settings import Settings
 from ..signaling.turn import RelayIceServers
 from .options import run_sync, say_relay_ice, say_softphone_link
 
@@ -20,47 +21,35 @@ from .options import run_sync, say_relay_ice, say_softphone_link
 def run_workers(
     bot_file: Path | None,
     as_id: str | None,
-    servers: list[str],
-    token: str | None,
     plugin_specs: tuple[str, ...],
     workers: int,
     max_calls: int | None,
     host: str,
     port: int,
     softphone_user: str,
-    state_dir: Path | None,
-    ice_addresses: tuple[str, ...],
+    settings: Settings,
     relay_ice: RelayIceServers,
 ) -> None:
     """N worker processes in one pool; this process hosts the relay unless --server."""
 
     async def supervise() -> None:
         relay = None
-        urls = servers
-        if not urls:
-            relay = await start_relay(host, port, state_dir, relay_ice)
-            urls = [relay.url]
-            say(f"relay listening on {relay.url}", "bold")
+        urls = settings.server
+        if urls is None:
+            relay = await start_relay(host, port, settings.state_dir, relay_ice)
+            urls = relay.url
+            say(f"relay listening on {urls}", "bold")
             say_relay_ice(relay_ice)
             say_softphone_link(relay, softphone_user)
         command = [sys.executable, "-m", "callbot", "run", "--workers", "1",
                    "--worker-of", str(os.getpid())]  # fmt: skip
-        for url in urls:
+        for url in [urls] if isinstance(urls, str) else urls:
             command += ["--server", url]
         if bot_file is not None:
             command.insert(4, str(bot_file))
-        for flag, value in (
-            ("--as", as_id),
-            ("--token", token),
-            ("--max-calls", max_calls),
-            ("--state-dir", state_dir),
-        ):
-            if value is not None:
-                command += [flag, str(value)]
+        command += _worker_flags(as_id, max_calls, settings)
         for spec in plugin_specs:
             command += ["--plugin", spec]
-        for address in ice_addresses:
-            command += ["--ice-address", address]
         children = [subprocess.Popen(command) for _ in range(workers)]
         say(f"started {workers} workers: pids {[c.pid for c in children]}")
         stop = asyncio.Event()
@@ -101,3 +90,28 @@ def end_with_supervisor(supervisor: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
     if os.getppid() != supervisor:  # it died before the line above took effect
         raise SystemExit(1)
+
+
+def _worker_flags(as_id: str | None, max_calls: int | None, settings: Settings) -> list[str]:
+    """The command line that hands this command's settings to a worker process."""
+    flags: list[str] = []
+    for flag, value in (
+        ("--as", as_id),
+        ("--token", settings.token),
+        ("--max-calls", max_calls),
+        ("--state-dir", settings.state_dir),
+        ("--identity", settings.identity),
+        ("--known-peers", settings.known_peers),
+    ):
+        if value is not None:
+            flags += [flag, str(value)]
+    for address in settings.ice_addresses or ():
+        flags += ["--ice-address", address]
+    for flag, on in (
+        ("--require-signatures", settings.require_signatures),
+        ("--trust-on-first-use", settings.trust_on_first_use),
+        ("--always-relay", settings.always_relay),
+    ):
+        if on:
+            flags.append(flag)
+    return flags

@@ -212,9 +212,11 @@ class LoopThread:
             self.loop.close()
 
 
-def _ice_addresses() -> list[str]:
-    configured = os.environ.get("CALLBOT_ICE_ADDRESSES", "")
-    return [a.strip() for a in configured.split(",") if a.strip()] or ["127.0.0.1"]
+def _ice_addresses() -> tuple[str, ...]:
+    """$CALLBOT_ICE_ADDRESSES (read here, at the plugin's edge), else loopback."""
+    from ..settings import Settings
+
+    return Settings.from_env(os.environ).ice_addresses or ("127.0.0.1",)
 
 
 # -- the relay ----------------------------------------------------------------------------------
@@ -537,7 +539,7 @@ class Caller:
             timeout=timeout,
             video=video,
             metadata=dict(metadata or {}),
-            config=CallConfig(ice=IceConfig.from_env(addresses=_ice_addresses())),
+            config=CallConfig(ice=IceConfig(addresses=_ice_addresses())),
             expect=list(expect),
         )
 
