@@ -9,6 +9,7 @@ import socket
 import sys
 
 from callbot import Bot, Incoming
+from callbot.settings import Settings
 from callbot.signaling.relay import Relay
 
 
@@ -53,3 +54,11 @@ async def test_callbot_call_takes_server_twice(relay: Relay, tone_file, cli_env)
     assert process.returncode == 0, output
     report = json.loads(output.strip().splitlines()[-1])
     assert report["ok"] and report["connected"]
+
+
+def test_the_server_setting_holds_one_url_or_several() -> None:
+    one = Settings.from_env({"CALLBOT_SERVER": " ws://a/ws "})
+    several = Settings.from_env({"CALLBOT_SERVER": "ws://a/ws  ws://b/ws"})
+    assert (one.server, several.server) == ("ws://a/ws", ("ws://a/ws", "ws://b/ws"))
+    bot = Bot("alice", server=["ws://a/ws", "ws://b/ws"], token="t", settings=Settings())
+    assert bot.server == ("ws://a/ws", "ws://b/ws")
