@@ -361,7 +361,9 @@ class Relay:
             outbox = self._outboxes.get(action.conn)
             if outbox is not None:
                 outbox.put(action)
-        if refused and origin in self._outboxes:
+        if refused and origin not in self._outboxes:
+            logger.warning("cluster: Redis unreachable too long; %d messages dropped", len(refused))
+        elif refused and origin is not None:
             text = "the cluster's Redis is unreachable and too much already waits; not sent"
             message = refused[0].get("msg")
             call_id = message.get("call_id") if isinstance(message, dict) else None
