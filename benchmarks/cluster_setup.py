@@ -12,7 +12,7 @@ on node i and its callee on the next node, so every call crosses nodes. Three me
 - connected clients: CLIENTS connections opened together (hello, welcome), spread over the
   nodes; the time until all are welcomed and the relays' memory then.
 
-    python benchmarks/cluster_setup.py                  # ~2 minutes
+    python benchmarks/cluster_setup.py                  # ~3 minutes
     python benchmarks/cluster_setup.py --pairs 40 --seconds 20 --clients 3000
 """
 
