@@ -39,7 +39,7 @@ from .group.room import Room, RoomId, RoomKind
 from .identity import IdentityError, IdentityKey, KnownPeers, Trust
 from .media.playback import Playback
 from .safe import printable
-from .settings import Settings, SettingsError, parse_addresses
+from .settings import Settings, SettingsError, parse_addresses, relay_urls
 from .signaling.client import RelayClient
 from .signaling.messages import (
     AppMessage,
@@ -168,7 +168,7 @@ class Bot(Emitter):
     def __init__(
         self,
         user_id: str,
-        server: str | None = None,
+        server: str | list[str] | None = None,
         token: str | None = None,
         identity: IdentityKey | str | Path | None = None,
         *,
@@ -212,7 +212,7 @@ class Bot(Emitter):
         self._known_peers = known_peers if isinstance(known_peers, KnownPeers) else None
         #: What this bot's own code set; the command line may add to it but not contradict it.
         self._explicit = Settings(
-            server=server,
+            server=relay_urls(server),
             token=token,
             identity=str(identity) if isinstance(identity, str | Path) else None,
             known_peers=str(known_peers) if isinstance(known_peers, str | Path) else None,
@@ -274,6 +274,8 @@ class Bot(Emitter):
     def _apply(self, settings: Settings) -> None:
         """Derive the connection, identity and call config from resolved `settings`."""
         self.settings = settings
+        #: The relay's URL, or the URLs of a cluster's nodes: on losing one the bot moves on to
+        #: the next and claims its calls there (docs/howto/cluster.md).
         self.server = settings.server
         # a token from the environment goes with a server from it, never to an embedded relay
         self.token = settings.token if (self._explicit.token or settings.server) else None

@@ -60,6 +60,15 @@ def parse_addresses(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return addresses
 
 
+def relay_urls(urls: str | list[str] | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
+    """A `server` setting: one URL as is, several (the nodes of a cluster) as a tuple."""
+    if urls is None or isinstance(urls, str):
+        return urls
+    if len(urls) <= 1:
+        return urls[0] if urls else None
+    return tuple(urls)
+
+
 def default_state_dir(environ: Mapping[str, str]) -> Path:
     """$CALLBOT_STATE_DIR, else $XDG_STATE_HOME/callbot, else ~/.local/state/callbot."""
     if environ.get(ENV["state_dir"], "").strip():
@@ -73,7 +82,8 @@ class Settings:
     """A bot's deployment settings. `None` (or False for flags, True for `fastpath`) is
     "not set": `over()` lets a set value win over another source's."""
 
-    server: str | None = None
+    #: One relay URL, or the nodes of a cluster in the order to try them.
+    server: str | tuple[str, ...] | None = None
     token: str | None = None
     identity: str | None = None
     known_peers: str | None = None
@@ -96,6 +106,8 @@ class Settings:
                 values[name] = parse_flag(ENV[name], text)
             elif name == "ice_addresses":
                 values[name] = parse_addresses(text) or None
+            elif name == "server":
+                values[name] = relay_urls(text.split())
             elif name != "state_dir":
                 values[name] = text
         return cls(**values, state_dir=default_state_dir(environ))

@@ -27,10 +27,12 @@ ENV_SERVER = "CALLBOT_SERVER"
 @click.option(
     "--server",
     envvar=ENV_SERVER,
-    default=DEFAULT_SERVER,
+    default=(DEFAULT_SERVER,),
     show_default=True,
+    multiple=True,
     metavar="URL",
-    help="Relay URL ($CALLBOT_SERVER).",
+    help="Relay URL ($CALLBOT_SERVER); repeat it for the nodes of a cluster (the next one is "
+    "used when one fails).",
 )
 @click.option(
     "--token",
@@ -113,7 +115,7 @@ ENV_SERVER = "CALLBOT_SERVER"
 @always_relay_option
 def call(
     peer: str,
-    server: str,
+    server: tuple[str, ...],
     token: str | None,
     user: str,
     play: Path | None,
@@ -167,7 +169,7 @@ def call(
     )
     plan = CallPlan(
         peer=peer,
-        server=server,
+        server=server[0] if len(server) == 1 else list(server),
         token=token,
         user=user,
         play=play,

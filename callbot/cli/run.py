@@ -12,6 +12,7 @@ import click
 from ..console import say
 from ..embedded import say_ready
 from ..errors import CallbotError
+from ..settings import relay_urls
 from ..signaling.relay import DEFAULT_HOST, DEFAULT_PORT
 from ..signaling.turn import RelayIceServers
 from ..sip.options import sip_options, sip_settings
@@ -32,7 +33,13 @@ from .workers import end_with_supervisor, run_workers
 @click.command()
 @click.argument("bot_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--as", "as_id", metavar="ID", help="User id of the bot (required without a file).")
-@click.option("--server", metavar="URL", help="Relay to join. Default: start an embedded one.")
+@click.option(
+    "--server",
+    multiple=True,
+    metavar="URL",
+    help="Relay to join; repeat it for the nodes of a cluster (the next one is used when one "
+    "fails). Default: start an embedded one.",
+)
 @click.option("--token", metavar="TOKEN", envvar="CALLBOT_TOKEN", help="Token for --server.")
 @click.option(
     "--plugin",
@@ -69,7 +76,7 @@ from .workers import end_with_supervisor, run_workers
 def run(
     bot_file: Path | None,
     as_id: str | None,
-    server: str | None,
+    server: tuple[str, ...],
     token: str | None,
     plugin_specs: tuple[str, ...],
     workers: int,
@@ -119,7 +126,7 @@ def run(
         state_dir=state_dir if _given("state_dir") else None,  # a default is no conflict
     )
     settings = replace(
-        settings, server=server
+        settings, server=relay_urls(server)
     )  # no --server: an embedded relay, not $CALLBOT_SERVER
     sip = sip_settings(sip_address, sip_registrar, sip_password_file, sip_register_every,
                        sip_early_media)  # fmt: skip

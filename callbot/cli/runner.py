@@ -102,7 +102,7 @@ async def run_bots(
         # a fraction of the time (at 150 calls, one took ~70 ms and cost every call audio).
         gc.collect()
         gc.freeze()
-        on_ready(server, relay)
+        on_ready(server if isinstance(server, str) else " ".join(server), relay)
         await _until_signal()
     finally:
         await asyncio.gather(*(bot.stop() for bot in bots), return_exceptions=True)

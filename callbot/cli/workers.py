@@ -34,15 +34,17 @@ def run_workers(
 
     async def supervise() -> None:
         relay = None
-        url = settings.server
-        if url is None:
+        urls = settings.server
+        if urls is None:
             relay = await start_relay(host, port, settings.state_dir, relay_ice)
-            url = relay.url
-            say(f"relay listening on {url}", "bold")
+            urls = relay.url
+            say(f"relay listening on {urls}", "bold")
             say_relay_ice(relay_ice)
             say_softphone_link(relay, softphone_user)
-        command = [sys.executable, "-m", "callbot", "run", "--server", url, "--workers", "1",
+        command = [sys.executable, "-m", "callbot", "run", "--workers", "1",
                    "--worker-of", str(os.getpid())]  # fmt: skip
+        for url in [urls] if isinstance(urls, str) else urls:
+            command += ["--server", url]
         if bot_file is not None:
             command.insert(4, str(bot_file))
         command += _worker_flags(as_id, max_calls, settings)

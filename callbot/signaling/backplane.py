@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import uuid
+from collections import deque
 from typing import Any, Protocol
 
 from ..errors import CallbotError
@@ -26,6 +27,11 @@ LIVENESS_TTL = 5.0
 HEARTBEAT = 1.0
 #: Seconds to reach Redis at start before giving up with `BackplaneError`.
 CONNECT_TIMEOUT = 3.0
+#: Messages a node keeps for Redis while it is unreachable (sent when it is back), and for
+#: one other node while nobody listens on its channel (until it is back or known gone).
+MAX_BACKLOG = 10_000
+#: Seconds between two tries to send what is kept for an unreachable Redis.
+RETRY = 0.25
 ALL_CHANNEL = PREFIX + "all"
 REVOKED_CHANNEL = PREFIX + "revoked"
 REVOCATIONS = PREFIX + "revocations"  # hash: user -> token generation
@@ -65,6 +71,8 @@ class Listener(Protocol):
 
     def revoked(self, user: str, generation: int) -> None: ...
 
+    def undelivered(self, node: str, payloads: list[dict[str, Any]]) -> None: ...
+
 
 class MemoryBackplane:
     """A lone relay: its core holds all routing, presence and calls; nothing to share."""
@@ -74,8 +82,9 @@ class MemoryBackplane:
     async def start(self, listener: Listener) -> None:
         """Nothing to connect to."""
 
-    def publish(self, node: str, payload: dict[str, Any]) -> None:
+    def publish(self, node: str, payload: dict[str, Any]) -> bool:
         """Never called: a core without a node name emits no `Publish`."""
+        return True
 
     def share_revocations(self, generations: dict[str, int]) -> None:
         """Revocations live in the state dir alone."""
@@ -148,10 +157,14 @@ class RedisBackplane:
         self._pubsub: Any = None
         self._listener: Listener | None = None
         self._outbox: asyncio.Queue[tuple[str, dict[str, Any]] | Own] = asyncio.Queue()
+        self._stuck = 0  # messages taken from the outbox that wait for Redis to come back
         self._owned: set[str] = set()  # call ids whose owner key this node keeps alive
         self._sharing: set[asyncio.Task[None]] = set()
         self._peers: set[str] = set()
         self._missing: dict[str, int] = {}  # peer -> checks in a row its liveness key was absent
+        #: Messages for a node nobody listened for when they were published, in order: sent
+        #: again at each heartbeat, or handed back to the relay once the node is known gone.
+        self._unsent: dict[str, deque[dict[str, Any]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     def _key(self, kind: str, node: str | None = None) -> str:
@@ -165,15 +178,21 @@ class RedisBackplane:
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         await self._pubsub.subscribe(self._key("to"), ALL_CHANNEL, REVOKED_CHANNEL)
         await self._beat()
-        for user, generation in (await self._client.hgetall(REVOCATIONS)).items():
-            listener.revoked(user.decode(), int(generation))
-        for node in await self._alive():
-            self._peers.add(node)
-            for raw in (await self._client.hgetall(self._key("conns", node))).values():
-                listener.from_node(node, json.loads(raw))
+        await self._learn()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(job()) for job in (self._read, self._write, self._watch)]
         logger.info("relay node %s joined the cluster at %s", self.node, redacted(self.url))
+
+    async def _learn(self) -> None:
+        """Read what the cluster holds: revocations, and the connections of the live nodes
+        (at start, and after missing pub/sub messages while Redis was away)."""
+        assert self._listener is not None
+        for user, generation in (await self._client.hgetall(REVOCATIONS)).items():
+            self._listener.revoked(user.decode(), int(generation))
+        for node in await self._alive():
+            self._peers.add(node)
+            for raw in (await self._client.hgetall(self._key("conns", node))).values():
+                self._listener.from_node(node, json.loads(raw))
 
     async def stop(self) -> None:
         """Leave: drop this node's keys so the others forget its connections at once."""
@@ -188,9 +207,13 @@ class RedisBackplane:
         await self._client.aclose()
         self._client = None
 
-    def publish(self, node: str, payload: dict[str, Any]) -> None:
-        """Queue `payload` for node `node` (ALL_NODES: every other node)."""
+    def publish(self, node: str, payload: dict[str, Any]) -> bool:
+        """Queue `payload` for node `node` (ALL_NODES: every other node); False if it was
+        refused because MAX_BACKLOG messages already wait for an unreachable Redis."""
+        if self._outbox.qsize() + self._stuck >= MAX_BACKLOG:
+            return False
         self._outbox.put_nowait((node, payload))
+        return True
 
     def own(self, ownership: Own) -> None:
         """Record (or drop) this node as the owner of a call, in order with its messages."""
@@ -212,34 +235,85 @@ class RedisBackplane:
     # -- tasks -------------------------------------------------------------------------------
 
     async def _write(self) -> None:
-        """The one writer: takes everything queued, sends it in order in one round trip."""
+        """The one writer: takes everything queued, sends it in order in one round trip.
+        While Redis is away the batch is kept and tried again (nothing is dropped)."""
         while True:
             batch = [await self._outbox.get()]
             while not self._outbox.empty():
                 batch.append(self._outbox.get_nowait())
-            pipe = self._client.pipeline(transaction=False)
-            claims: dict[int, str] = {}  # result index of an owner key's SET NX -> call id
-            for item in batch:
-                if isinstance(item, Own) and item.owned:
+            failures = 0
+            while not await self._send(batch):
+                failures += 1
+                if failures == 1:
+                    logger.warning("cluster: Redis unreachable; %d messages wait", len(batch))
+                self._stuck = len(batch)
+                await asyncio.sleep(RETRY)
+                while not self._outbox.empty():  # what came meanwhile goes after, in order
+                    batch.append(self._outbox.get_nowait())
+                    self._stuck += 1
+            self._stuck = 0
+            if failures:
+                logger.info("cluster: Redis is back; %d waiting messages sent", len(batch))
+
+    async def _send(self, batch: list[tuple[str, dict[str, Any]] | Own]) -> bool:
+        """One round trip for `batch`; False (nothing sent for sure) if Redis failed."""
+        pipe = self._client.pipeline(transaction=False)
+        claims: dict[int, str] = {}  # result index of an owner key's SET NX -> call id
+        direct: dict[int, tuple[str, dict[str, Any]]] = {}  # index of a PUBLISH to one node
+        behind: list[tuple[str, dict[str, Any]]] = []  # for nodes others already wait for
+        for item in batch:
+            if isinstance(item, Own):
+                if item.owned and not item.takeover:
                     claims[len(pipe)] = item.call_id
-                if isinstance(item, Own):
-                    self._stage_ownership(pipe, item)
-                else:
-                    self._stage(pipe, *item)
-            try:
-                results = await pipe.execute()
-            except Exception as exc:  # Redis away: those messages are lost (see cluster.md)
-                logger.warning("cluster: could not publish %d messages: %s", len(batch), exc)
-                continue
-            for index, call_id in claims.items():
-                if results[index] is None:  # compare-and-set lost: ids must be unique
-                    logger.warning("cluster: call %s is owned by another node too", call_id)
+                self._stage_ownership(pipe, item)
+            elif item[0] != ALL_NODES and item[0] in self._unsent:
+                behind.append(item)
+            else:
+                self._stage(pipe, *item)
+                if item[0] != ALL_NODES:
+                    direct[len(pipe) - 1] = item
+        try:
+            results = await pipe.execute()
+        except Exception:
+            return False
+        for index, call_id in claims.items():
+            if results[index] is None:  # compare-and-set lost: ids must be unique
+                logger.warning("cluster: call %s is owned by another node too", call_id)
+        for index, (node, payload) in direct.items():
+            if results[index] == 0:  # nobody listens there now
+                self._keep(node, payload)
+        for node, payload in behind:
+            self._keep(node, payload)
+        return True
+
+    def _keep(self, node: str, payload: dict[str, Any]) -> None:
+        kept = self._unsent.setdefault(node, deque())
+        if len(kept) >= MAX_BACKLOG:
+            logger.warning("cluster: node %s unreachable too long; dropped a message", node)
+            kept.popleft()
+        kept.append(payload)
+
+    async def _resend(self) -> None:
+        """Try again what waits for nodes nobody listened for (resubscribing after a Redis
+        restart, or dead and not yet known gone); in order, stopping at the first refusal."""
+        for node in list(self._unsent):
+            kept = self._unsent[node]
+            pipe = self._client.pipeline(transaction=False)
+            for payload in kept:
+                data = json.dumps({"from": self.node, "p": payload}, separators=(",", ":"))
+                pipe.publish(self._key("to", node), data)
+            results = await pipe.execute()
+            sent = next((i for i, count in enumerate(results) if count == 0), len(results))
+            for _ in range(sent):
+                kept.popleft()
+            if not kept:
+                del self._unsent[node]
 
     def _stage_ownership(self, pipe: Any, ownership: Own) -> None:
         key = self._key("call", ownership.call_id)
         if ownership.owned:
             self._owned.add(ownership.call_id)
-            pipe.set(key, self.node, nx=True, px=int(LIVENESS_TTL * 1000))
+            pipe.set(key, self.node, nx=not ownership.takeover, px=int(LIVENESS_TTL * 1000))
         else:
             self._owned.discard(ownership.call_id)
             pipe.eval(_RELEASE, 1, key, self.node)
@@ -254,11 +328,17 @@ class RedisBackplane:
 
     async def _read(self) -> None:
         assert self._listener is not None
+        missed = False
         while True:
             try:
                 message = await self._pubsub.get_message(timeout=1.0)
+                if missed:  # subscribed again: learn what was announced meanwhile
+                    await self._learn()
+                    missed = False
             except Exception as exc:
-                logger.warning("cluster: reading from Redis failed: %s", exc)
+                if not missed:
+                    logger.warning("cluster: reading from Redis failed: %s", exc)
+                missed = True
                 await asyncio.sleep(HEARTBEAT)
                 continue
             if message is not None:
@@ -277,7 +357,7 @@ class RedisBackplane:
                 return
             if payload == BYE:
                 self._peers.discard(sender)
-                self._listener.node_gone(sender)
+                self._gone(sender)
                 return
             self._peers.add(sender)
             self._listener.from_node(sender, payload)
@@ -296,6 +376,7 @@ class RedisBackplane:
             try:
                 forgotten = await self._beat()
                 alive = await self._alive()
+                await self._resend()
             except Exception as exc:
                 if healthy:
                     logger.warning("cluster: Redis unavailable: %s", exc)
@@ -319,7 +400,15 @@ class RedisBackplane:
                 logger.info("cluster: node %r is gone; forgetting its connections", node)
                 self._peers.discard(node)
                 del self._missing[node]
-                self._listener.node_gone(node)
+                self._gone(node)
+
+    def _gone(self, node: str) -> None:
+        """Node `node` is gone: the relay forgets it, then gets back what it never received."""
+        assert self._listener is not None
+        self._listener.node_gone(node)
+        kept = self._unsent.pop(node, None)
+        if kept:
+            self._listener.undelivered(node, list(kept))
 
     async def _beat(self) -> bool:
         """Refresh this node's keys; whether its liveness key was gone (Redis forgot us)."""

@@ -2,8 +2,9 @@
 
 Messages sent while the relay is away are kept (bounded) and sent after reconnecting; on each
 reconnect the client re-claims its calls in progress (`hello.calls`), so the relay can route
-them again even after a restart. A fatal error (bad, expired or revoked token, session limit)
-stops it for good: no reconnect loop.
+them again even after a restart. Given several relay URLs (the nodes of a cluster), it moves
+to the next one each time a connection fails or drops. A fatal error (bad, expired or revoked
+token, session limit) stops it for good: no reconnect loop.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -97,7 +98,7 @@ class RelayClient:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         token: str,
         *,
         on_message: Callable[[AppMessage], None],
@@ -109,7 +110,11 @@ class RelayClient:
         reconnect: bool = True,
         on_fatal: Callable[[CallbotError], None] | None = None,
     ) -> None:
-        self.url = url
+        #: The relay URLs to use in turn (one, or the nodes of a cluster).
+        self.urls = [url] if isinstance(url, str) else list(url)
+        if not self.urls:
+            raise ValueError("RelayClient needs at least one relay URL")
+        self._next_url = 0
         self.token = token
         self.role = role
         self.max_calls = max_calls
@@ -132,6 +137,11 @@ class RelayClient:
         self._refresh_task: asyncio.Task[None] | None = None
         self._ice_task: asyncio.Task[None] | None = None
         self._closing = False
+
+    @property
+    def url(self) -> str:
+        """The relay URL in use (or tried next)."""
+        return self.urls[self._next_url]
 
     @property
     def connected(self) -> bool:
@@ -206,6 +216,7 @@ class RelayClient:
             finally:
                 self._websocket = None
                 self._welcomed.clear()
+                self._next_url = (self._next_url + 1) % len(self.urls)
             if self.fatal_error is not None or self._closing or not self._reconnect:
                 break
             await asyncio.sleep(delay * (0.5 + random.random()))

@@ -330,7 +330,7 @@ class Relay:
             async for data in websocket:
                 actions = self._received(conn, data)
                 refusals.note(actions)
-                self._apply(actions)
+                self._apply(actions, origin=conn)
         except ConnectionClosed:
             pass
         finally:
@@ -348,10 +348,14 @@ class Relay:
             text = f"the relay failed on that message ({type(exc).__name__})"
             return [Send(conn, error(INTERNAL_ERROR, text))]
 
-    def _apply(self, actions: list[Action]) -> None:
+    def _apply(self, actions: list[Action], origin: str | None = None) -> None:
+        """Perform the core's actions; `origin` (the connection whose message caused them) is
+        told when what it sent cannot reach another node (Redis unreachable too long)."""
+        refused: list[dict[str, Any]] = []
         for action in actions:
             if isinstance(action, Publish):
-                self.backplane.publish(action.node, action.payload)
+                if not self.backplane.publish(action.node, action.payload):
+                    refused.append(action.payload)
                 continue
             if isinstance(action, Own):
                 self.backplane.own(action)
@@ -359,6 +363,13 @@ class Relay:
             outbox = self._outboxes.get(action.conn)
             if outbox is not None:
                 outbox.put(action)
+        if refused and origin not in self._outboxes:
+            logger.warning("cluster: Redis unreachable too long; %d messages dropped", len(refused))
+        elif refused and origin is not None:
+            text = "the cluster's Redis is unreachable and too much already waits; not sent"
+            message = refused[0].get("msg")
+            call_id = message.get("call_id") if isinstance(message, dict) else None
+            self._outboxes[origin].put(Send(origin, error(RATE_LIMITED, text, call_id)))
 
     # -- the cluster (backplane.Listener) -------------------------------------------------------
 
@@ -374,6 +385,10 @@ class Relay:
         and our revocations again."""
         self._apply(self.core.announcements())
         self.backplane.share_revocations(self.state.generations())
+
+    def undelivered(self, node: str, payloads: list[dict[str, Any]]) -> None:
+        """What was published for node `node` that it never got (it is gone)."""
+        self._apply(self.core.undelivered(node, payloads, time.time()))
 
     def revoked(self, user: str, generation: int) -> None:
         """A revocation made on another node (or by `callbot token revoke --redis`): adopt

@@ -102,7 +102,7 @@ class Publish:
     """Hand `payload` to relay node `node` ("*": every other node) over the backplane.
 
     Only a clustered relay (`callbot serve --redis`) emits these; docs/howto/cluster.md
-    lists the payloads (`t`: up, down, deliver, received)."""
+    lists the payloads (`t`: up, down, calls, deliver, received, owner, claim, ended)."""
 
     node: str
     payload: dict[str, Any]
@@ -115,6 +115,7 @@ class Own:
 
     call_id: str
     owned: bool
+    takeover: bool = False  # a claim moved the call here: overwrite the previous owner
 
 
 Action = Send | Close | Publish | Own
@@ -216,6 +217,8 @@ class _Call:
     ring_deadline: float
     ended: bool = False  # over, but holding messages for a party that has not come back yet
     restored: bool = False  # rebuilt from claims after a relay restart: no ringing phase known
+    #: When and where this node took the call (cluster: the later of two owners keeps it).
+    stamp: tuple[float, str] = (0.0, "")
 
     def parties(self) -> tuple[_Party, _Party]:
         return self.caller, self.callee
@@ -227,6 +230,24 @@ class _Call:
         if self.callee.conn == conn or conn in self.ringing:
             return self.callee, self.caller
         return None
+
+
+@dataclass
+class _Remote:
+    """A call another node owns that connections of ours take part in (cluster only)."""
+
+    owner: str
+    stamp: tuple[float, str]  # the owner's stamp as last announced; (0, "") from its offer
+    peers: dict[str, str] = field(default_factory=dict)  # our conn -> user at the other end
+
+
+def _stamp(value: Any) -> tuple[float, str] | None:
+    """An ownership stamp from another node's message: [time, node]."""
+    if isinstance(value, list) and len(value) == 2:
+        when, node = value
+        if isinstance(when, int | float) and not isinstance(when, bool) and isinstance(node, str):
+            return float(when), node
+    return None
 
 
 Authenticate = Callable[[str, float], Identity]
@@ -250,8 +271,8 @@ class RelayCore:
         #: which never emits `Publish`.
         self.node = node
         self._remote_count = 0  # sessions mirrored from other nodes
-        #: Calls other nodes own that connections of ours take part in: id -> (owner, our conns).
-        self._owners: dict[str, tuple[str, set[str]]] = {}
+        #: Calls other nodes own that connections of ours take part in.
+        self._owners: dict[str, _Remote] = {}
         self._pool_members: set[str] = set()  # our bot connections, whose load others track
         self._ownership: list[Own] = []  # calls taken or let go since the last `_route`
         self._busy_here: set[str] = set()  # users in an answered call this node owns
@@ -447,19 +468,142 @@ class RelayCore:
             actions = self._delivered(payload)
         elif kind == "received":
             actions = self._received_remotely(sender, payload, now)
+        elif kind == "owner":
+            actions = self._owner_announced(sender, payload)
+        elif kind == "claim":
+            actions = self._claimed_remotely(sender, payload, now)
+        elif kind == "ended":
+            actions = self._ended_elsewhere(payload)
         else:
             actions = []
         return self._route(actions + self._presence_updates())
 
     def node_gone(self, node: str, now: float) -> list[Action]:
-        """Relay node `node` stopped (its liveness key expired): forget its connections."""
+        """Relay node `node` stopped (its liveness key expired): forget its connections, and
+        take over the calls it owned that connections of ours are in."""
         actions: list[Action] = []
         for session in [s for s in self._sessions.values() if s.node == node]:
             actions += self._close(session.conn, now)
         for user, nodes in list(self._busy_elsewhere.items()):
             if node in nodes:
                 self._busy_from(node, user, False)
+        for call_id, remote in list(self._owners.items()):
+            if remote.owner == node:
+                del self._owners[call_id]
+                for conn, peer in remote.peers.items():
+                    if conn in self._sessions:
+                        actions += self._claim(self._sessions[conn], call_id, peer, now)
         return self._route(actions + self._presence_updates())
+
+    def undelivered(self, node: str, payloads: list[dict[str, Any]], now: float) -> list[Action]:
+        """What was published to node `node` while nobody listened there, now that it is
+        known gone (after `node_gone`): a message of ours goes to the call's new owner, one
+        for a connection of that node waits for its party to come back."""
+        actions: list[Action] = []
+        for payload in payloads:
+            message = payload.get("msg")
+            if not isinstance(message, dict):
+                continue
+            session = self._sessions.get(str(payload.get("conn")))
+            if payload.get("t") == "received" and session is not None and session.node is None:
+                try:
+                    actions += self._dispatch(session, validate(message), now)
+                except ProtocolError as exc:
+                    actions.append(Send(session.conn, error(exc.code, exc.message, exc.call_id)))
+            elif payload.get("t") == "deliver":
+                actions += self._redeliver(message)
+        return self._route(actions + self._presence_updates())
+
+    def _redeliver(self, message: dict[str, Any]) -> list[Action]:
+        """A message of a call we own that a dead node did not pass on: to its party, held
+        for it if it has not reconnected yet."""
+        call = self._calls.get(str(message.get("call_id")))
+        if call is None:
+            return []
+        party = call.callee if call.caller.user == message.get("from") else call.caller
+        # built by a node's relay core, ours or a peer's (the cluster's nodes trust one another)
+        return self._deliver(party, cast(RelayMessage, message))
+
+    def _announce_owner(self, call: _Call) -> list[Action]:
+        """Tell every node that this node now owns `call` (a claim rebuilt it here)."""
+        payload = {"t": "owner", "call_id": call.call_id, "stamp": list(call.stamp)}
+        return [Publish(ALL_NODES, payload)]
+
+    def _ended_elsewhere(self, payload: dict[str, Any]) -> list[Action]:
+        """The former owner of a call we took over says it had ended: end it here too."""
+        call = self._calls.get(str(payload.get("call_id")))
+        if call is None or not call.restored or call.ended:
+            return []
+        return self._end_call(call, "ended")
+
+    def _owner_announced(self, sender: str, payload: dict[str, Any]) -> list[Action]:
+        """Node `sender` took call `call_id` over (a party claimed it there). The later stamp
+        wins: an older owner hands the call over, a connection of ours claims it there; an
+        owner with the later stamp answers so that the sender hands it over instead."""
+        call_id, stamp = payload.get("call_id"), _stamp(payload.get("stamp"))
+        if not isinstance(call_id, str) or stamp is None:
+            return []
+        call = self._calls.get(call_id)
+        if call_id in self._recently_ended or (call is not None and call.ended):
+            if call is not None:  # it ended here while that party was away: it is told there
+                self._forget(call)
+            return [Publish(sender, {"t": "ended", "call_id": call_id})]
+        if call is not None:
+            if call.stamp > stamp:
+                return [Publish(sender, {"t": "owner", "call_id": call_id,
+                                         "stamp": list(call.stamp)})]  # fmt: skip
+            return self._hand_over(call, sender, stamp)
+        remote = self._owners.get(call_id)
+        if remote is None or remote.stamp >= stamp:
+            return []
+        remote.owner, remote.stamp = sender, stamp
+        return [Publish(sender, {"t": "claim", "conn": conn, "call_id": call_id, "peer": peer})
+                for conn, peer in remote.peers.items()]  # fmt: skip
+
+    def _hand_over(self, call: _Call, node: str, stamp: tuple[float, str]) -> list[Action]:
+        """Give `call` to node `node`: our connections in it claim it there, with what they
+        sent that still waits here for the other party."""
+        actions: list[Action] = []
+        remote = _Remote(node, stamp)
+        for party in call.parties():
+            session = self._sessions.get(party.conn) if party.conn is not None else None
+            if session is None or session.node is not None:
+                continue  # another node's connection claims it from there
+            other = call.callee if party is call.caller else call.caller
+            remote.peers[session.conn] = other.user
+            claim = {"t": "claim", "conn": session.conn, "call_id": call.call_id,
+                     "peer": other.user}  # fmt: skip
+            actions.append(Publish(node, claim))
+            for message in other.pending:
+                actions.append(Publish(node, {"t": "received", "conn": session.conn,
+                                              "msg": {**message, "to": other.user}}))  # fmt: skip
+        if remote.peers:
+            self._owners[call.call_id] = remote
+        del self._calls[call.call_id]
+        self._ownership.append(Own(call.call_id, False))
+        self._touched.update(p.user for p in call.parties())
+        return actions
+
+    def _join_here(self, call: _Call, now: float) -> list[Action]:
+        """Our connections in a call another node owned, which this node just took over:
+        they join it here at once (the other party came back to this node)."""
+        remote = self._owners.pop(call.call_id, None)
+        actions: list[Action] = []
+        for conn in remote.peers if remote is not None else ():
+            if conn in self._sessions:
+                actions += self._claim(self._sessions[conn], call.call_id, call.caller.user, now)
+        return actions
+
+    def _claimed_remotely(self, node: str, payload: dict[str, Any], now: float) -> list[Action]:
+        """A connection of node `node` claims a call this node owns (it followed our `owner`
+        announcement, or its node handed the call over to us)."""
+        session = self._sessions.get(str(payload.get("conn")))
+        call_id, peer = payload.get("call_id"), payload.get("peer")
+        if session is None or session.node != node or not isinstance(peer, str):
+            return []
+        if call_id in self._calls or call_id in self._recently_ended:
+            return self._claim(session, str(call_id), peer, now)
+        return []
 
     def announcements(self) -> list[Action]:
         """Every connection of ours, announced again (after the backplane lost its state,
@@ -537,7 +681,8 @@ class RelayCore:
         call_id = message.get("call_id")
         if isinstance(call_id, str) and isinstance(owner, str):
             if message.get("type") == "call_offer":
-                self._owners.setdefault(call_id, (owner, set()))[1].add(session.conn)
+                remote = self._owners.setdefault(call_id, _Remote(owner, (0.0, "")))
+                remote.peers[session.conn] = str(message.get("from"))
                 session.calls.add(call_id)
             elif message.get("type") in ("hangup", "call_reject"):
                 session.calls.discard(call_id)
@@ -545,12 +690,27 @@ class RelayCore:
         # Another node's relay core built it (the cluster's nodes trust one another).
         return [Send(session.conn, cast(RelayMessage, message))]
 
-    def _to_owner(self, session: _Session, owner: str, message: CallMessage) -> list[Action]:
-        """A message of ours in a call another node owns: that node routes it."""
+    def _to_owner(
+        self, session: _Session, owned: _Remote, message: CallMessage, now: float
+    ) -> list[Action]:
+        """A message of ours in a call another node owns: that node routes it. The grant of
+        an attended transfer is minted here when the consultation call is ours."""
+        payload: dict[str, Any] = {"t": "received", "conn": session.conn, "msg": message}
         if message["type"] in ("hangup", "call_reject"):
             session.calls.discard(message["call_id"])
             self._disown(message["call_id"], session.conn)
-        return [Publish(owner, {"t": "received", "conn": session.conn, "msg": message})]
+        elif message["type"] == "transfer" and message.get("replaces") in self._calls:
+            transferee = _Party(owned.peers[session.conn], None)
+            payload["grant"] = self._grant(session, transferee, message, now)
+        return [Publish(owned.owner, payload)]
+
+    def _to_grant_home(self, session: _Session, message: CallOffer) -> list[Action]:
+        """A replacing call whose grant another node minted: that node owns the call (it holds
+        the grant and the call being replaced)."""
+        home = message["grant"].rpartition(".")[0]
+        self._owners[message["call_id"]] = _Remote(home, (0.0, ""), {session.conn: message["to"]})
+        session.calls.add(message["call_id"])
+        return [Publish(home, {"t": "received", "conn": session.conn, "msg": message})]
 
     def _received_remotely(self, node: str, payload: dict[str, Any], now: float) -> list[Action]:
         """What a connection of node `node` said in a call this node owns (its node checked
@@ -559,10 +719,14 @@ class RelayCore:
         message = payload.get("msg")
         if session is None or session.node != node or not isinstance(message, dict):
             return []
-        if message.get("type") not in IN_CALL | CALLEE_ONLY | {"hangup"}:
+        granted = message.get("type") == "call_offer" and "grant" in message
+        if message.get("type") not in IN_CALL | CALLEE_ONLY | {"hangup"} and not granted:
             return []  # nothing else is ever forwarded to the owner of a call
+        grant = payload.get("grant")
         try:
-            return self._dispatch(session, validate(message), now)
+            return self._dispatch(
+                session, validate(message), now, grant if isinstance(grant, str) else None
+            )
         except ProtocolError as exc:
             self._count_error(exc.code)
             return [Send(session.conn, error(exc.code, exc.message, exc.call_id, fatal=False))]
@@ -588,8 +752,8 @@ class RelayCore:
         connection of ours is in it."""
         entry = self._owners.get(call_id)
         if entry is not None:
-            entry[1].discard(conn)
-            if not entry[1]:
+            entry.peers.pop(conn, None)
+            if not entry.peers:
                 del self._owners[call_id]
 
     def _route(self, actions: list[Action]) -> list[Action]:
@@ -661,13 +825,17 @@ class RelayCore:
                 )
             ]
         call = self._calls.get(call_id)
-        if call is None:  # the relay restarted: rebuild the call from the claims
+        announce: list[Action] = []
+        if call is None:  # the relay (or the call's node) restarted: rebuild it from the claims
             me, other = _Party(session.user, None), _Party(peer, None, absent_since=now)
             me.generation = session.generation
-            call = _Call(call_id, me, other, set(), True, now, restored=True)
+            call = _Call(call_id, me, other, set(), True, now, restored=True,
+                         stamp=(now, self.node or ""))  # fmt: skip
             self._calls[call_id] = call
-            self._ownership.append(Own(call_id, True))
+            self._ownership.append(Own(call_id, True, takeover=True))
             self._touched.add(session.user)
+            if self.node is not None:
+                announce = self._announce_owner(call) + self._join_here(call, now)
         if not call.answered and call.callee.user == session.user:
             call.ringing.add(session.conn)  # a callee device back while the call still rings
             session.calls.add(call_id)
@@ -684,10 +852,14 @@ class RelayCore:
                 pending, party.pending = list(party.pending), deque()
                 if call.ended and not any(p.pending for p in call.parties()):
                     self._forget(call)
-                return [Send(session.conn, m) for m in pending]
-        return []
+                return announce + [Send(session.conn, m) for m in pending]
+        return announce
 
-    def _dispatch(self, session: _Session, message: ClientMessage, now: float) -> list[Action]:
+    def _dispatch(
+        self, session: _Session, message: ClientMessage, now: float, grant: str | None = None
+    ) -> list[Action]:
+        """Act on one message of an authenticated connection (`grant`: the one another node
+        minted for this attended transfer)."""
         if message["type"] == "hello":
             raise ProtocolError(INVALID_MESSAGE, "already authenticated")
         if message["type"] == "refresh":
@@ -701,15 +873,19 @@ class RelayCore:
         if message["type"] == "group_invite":
             return self._group_invite(session, message)
         if message["type"] == "call_offer":
+            if self._granted_elsewhere(message):
+                return self._to_grant_home(session, message)
             return self._offer(session, message, now)
-        return self._in_call(session, message, now)
+        return self._in_call(session, message, now, grant)
 
-    def _in_call(self, session: _Session, message: CallMessage, now: float) -> list[Action]:
+    def _in_call(
+        self, session: _Session, message: CallMessage, now: float, grant: str | None = None
+    ) -> list[Action]:
         """A message about a call that exists (or existed before a relay restart)."""
         kind = message["type"]
         owned = self._owners.get(message["call_id"])
-        if owned is not None and session.conn in owned[1]:
-            return self._to_owner(session, owned[0], message)
+        if owned is not None and session.conn in owned.peers:
+            return self._to_owner(session, owned, message, now)
         call = self._calls.get(message["call_id"])
         if call is None or call.ended:
             return self._unknown_call(session, message, now)
@@ -728,7 +904,7 @@ class RelayCore:
             return self._end_call(call, "cancelled", message=outgoing, sender=session.conn)
         if message["type"] == "transfer" and message.get("replaces") is not None:
             transfer = cast(DeliveredTransfer, outgoing)  # the copy of `message`
-            transfer["grant"] = self._grant(session, other, message, now)
+            transfer["grant"] = grant or self._grant(session, other, message, now)
         self._check_room_for(call, other)
         return self._to_party(call, other, outgoing)
 
@@ -813,6 +989,13 @@ class RelayCore:
             Send(session.conn, {"type": "refreshed", "expires_at": identity.expires_at}),
         ]
 
+    def _granted_elsewhere(self, message: CallOffer) -> bool:
+        """Whether a call offer carries a grant another node of the cluster minted."""
+        grant = message.get("grant")
+        if self.node is None or not isinstance(grant, str) or grant in self._grants:
+            return False
+        return grant.rpartition(".")[0] not in ("", self.node)
+
     def _offer(self, session: _Session, message: CallOffer, now: float) -> list[Action]:
         assert session.user is not None
         call_id, target = message["call_id"], message["to"]
@@ -855,6 +1038,7 @@ class RelayCore:
             call_id, _Party(session.user, session.conn, generation=session.generation),
             _Party(target, None),
             {s.conn for s in ringing}, False, now + self.limits.ring_timeout,
+            stamp=(now, self.node or ""),
         )  # fmt: skip
         self._calls[call_id] = call
         self._ownership.append(Own(call_id, True))
@@ -882,7 +1066,9 @@ class RelayCore:
                 "transfer: replaces must be your answered call with target",
                 message["call_id"],
             )
-        grant = secrets.token_urlsafe(24)
+        grant = secrets.token_urlsafe(24)  # (no dot: a cluster's grants start with "node.")
+        if self.node is not None:
+            grant = f"{self.node}.{grant}"
         self._grants[grant] = _Grant(
             consultation.call_id, sides[0].user, transferee.user, message["target"],
             now + GRANT_TTL,

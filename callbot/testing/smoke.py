@@ -41,7 +41,7 @@ class CallPlan:
     """What `callbot call` was asked to do."""
 
     peer: str
-    server: str
+    server: str | list[str]  # one relay, or the nodes of a cluster in the order to try them
     token: str | None
     user: str = "caller"
     play: Path | None = None
@@ -138,7 +138,7 @@ async def _place_call(plan: CallPlan, progress: Any = None) -> dict[str, Any]:
             await asyncio.wait_for(bot.start(), plan.timeout)
     except TimeoutError:
         raise SignalingError(
-            "unreachable", f"no welcome from {plan.server} in {plan.timeout:g}s (--timeout)"
+            "unreachable", f"no welcome from {bot.server} in {plan.timeout:g}s (--timeout)"
         ) from None
     try:
         started = time.monotonic()

@@ -58,12 +58,17 @@ class RedisServer:
         self.process = None
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+def redis_binary() -> str:
+    """Debian's redis-server (skips, naming the package, when it is not installed)."""
     binary = REDIS_SERVER if Path(REDIS_SERVER).exists() else shutil.which("redis-server")
     if binary is None:
         missing_peer("no redis-server for the cluster tests (apt-get install redis-server)")
-    server = RedisServer(binary, tmp_path)
+    return binary
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(redis_binary(), tmp_path)
     server.start()
     try:
         yield server

@@ -4,6 +4,7 @@ and revocations cluster-wide, and a clear error when Redis is not there."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,11 +12,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from redis_server import free_port
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
 
 from callbot import Bot, Incoming
 from callbot.cli import main
 from callbot.identity import AuthError
 from callbot.media import analysis
+from callbot.signaling import backplane
 from callbot.signaling.backplane import BackplaneError, RedisBackplane, connect
 from callbot.signaling.relay import Relay
 from callbot.signaling.state import RelayState
@@ -291,3 +295,115 @@ async def test_revoking_a_party_ends_its_call_across_nodes(
     assert await call.wait_ended(10) == "revoked"
     assert await answered.wait_ended(10) == "revoked"
     assert echo._client is not None and echo._client.fatal_error.code == "session_revoked"
+
+
+async def test_blind_transfer_across_three_nodes(nodes, cluster_bot) -> None:
+    """alice (node a) calls desk (node b), which transfers her to carol (node c): her
+    follow-up call crosses nodes again, with a token minted by yet another node."""
+    a, b, c = await nodes("a"), await nodes("b"), await nodes("c")
+    desk = cluster_bot(b, "desk")
+    carol = cluster_bot(c, "carol", minted_by=a)
+    _echo(carol)
+    alice = cluster_bot(a, "alice", role="user", minted_by=c)
+
+    @desk.on_incoming
+    async def answer(incoming: Incoming) -> None:
+        call = await incoming.accept()
+        await call.wait_connected(10)
+        await call.transfer("carol")
+
+    await asyncio.gather(desk.start(), carol.start(), alice.start())
+    assert await _until(lambda: a.core.sessions_of("desk") == a.core.sessions_of("carol") == 1)
+    transferred: list = []
+    call = await alice.call("desk")
+    call.on("transferred", transferred.append)
+    assert await call.wait_ended(10) == "transferred"
+    assert await _until(lambda: bool(transferred), 10)
+    (follow_up,) = transferred
+    await follow_up.wait_connected(10)
+    (taken,) = carol.active_calls
+    assert taken.peer == "alice" and taken.metadata["transferred_by"] == "desk"
+    await follow_up.hangup()
+    assert await taken.wait_ended(5) == "remote_hangup"
+
+
+async def test_signalling_while_redis_is_down_is_sent_later_or_refused(
+    nodes, redis_server, monkeypatch
+) -> None:
+    """Kept for Redis while it is away and sent once it is back; past MAX_BACKLOG refused
+    to its sender with a typed error naming the call (scripted clients: no media)."""
+    a, b = await nodes("a"), await nodes("b")
+    alice = await _hello(a.url, a.mint("alice"))
+    bob = await _hello(b.url, a.mint("bob"))
+    assert await _until(lambda: a.core.sessions_of("bob") == 1)
+    await alice.send(json.dumps({"type": "call_offer", "call_id": "k1", "to": "bob",
+                                 "sdp": "v=0"}))  # fmt: skip
+    assert (await _next(bob, "call_offer"))["from"] == "alice"
+    await bob.send(json.dumps({"type": "call_answer", "call_id": "k1", "sdp": "v=0"}))
+    await _next(alice, "call_answer")
+
+    redis_server.stop(kill=True)
+    monkeypatch.setattr(backplane, "MAX_BACKLOG", 1)
+    for n in (1, 2):
+        await alice.send(json.dumps({"type": "ice", "call_id": "k1", "candidate": {"n": n}}))
+        await asyncio.sleep(0.6)  # the node tried Redis (and failed) with what it holds
+    refusal = await _next(alice, "error")
+    assert (refusal["code"], refusal["call_id"]) == ("rate_limited", "k1")
+    redis_server.start()
+    assert (await _next(bob, "ice", 15))["candidate"] == {"n": 1}
+    await asyncio.gather(alice.close(), bob.close())
+
+
+async def _hello(url: str, token: str) -> ClientConnection:
+    websocket = await ws_connect(url, proxy=None)
+    await websocket.send(json.dumps({"type": "hello", "token": token}))
+    await _next(websocket, "welcome")
+    return websocket
+
+
+async def _next(websocket: ClientConnection, kind: str, timeout: float = 5.0) -> dict:
+    """The next message of type `kind` (others skipped)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            message = json.loads(await websocket.recv())
+            if message["type"] == kind:
+                return message
+
+
+async def test_attended_transfer_across_three_nodes(nodes, cluster_bot) -> None:
+    """alice (node b) calls desk (node a), which consults carol (node c) and hands alice over:
+    the grant minted by desk's node lets alice's replacing call through her own node."""
+    a, b, c = await nodes("a"), await nodes("b"), await nodes("c")
+    desk, carol = cluster_bot(a, "desk"), cluster_bot(c, "carol")
+    alice = cluster_bot(b, "alice", role="user")
+    answered: dict[str, list] = {"desk": [], "carol": []}
+    for bot in (desk, carol):
+        bot.listen_for_calls(_keep_answered(answered[bot.user_id]))
+    await asyncio.gather(desk.start(), carol.start(), alice.start())
+    assert await _until(lambda: b.core.sessions_of("desk") == a.core.sessions_of("carol") == 1)
+
+    transferred: list = []
+    call = await alice.call("desk")  # node b owns it
+    call.on("transferred", transferred.append)
+    await call.wait_connected(10)
+    assert await _until(lambda: bool(answered["desk"]))
+    with_alice = answered["desk"][0]
+    await with_alice.wait_connected(10)
+    consultation = await with_alice.attended_transfer("carol")  # node a owns this one
+    await consultation.wait_connected(10)
+    await with_alice.complete_transfer()
+    assert await call.wait_ended(5) == "transferred"
+    assert await _until(lambda: bool(transferred), 10)
+    await transferred[0].wait_connected(10)
+    assert await _until(lambda: [x.state for x in carol.active_calls] == ["connected"])
+    (replacing,) = carol.active_calls
+    assert replacing.peer == "alice" and len(answered["carol"]) == 1  # taken over, not rung
+    await transferred[0].hangup()
+    assert await replacing.wait_ended(5) == "remote_hangup"
+
+
+def _keep_answered(into: list) -> Callable:
+    async def answer(incoming: Incoming) -> None:
+        into.append(await incoming.accept())
+
+    return answer
