@@ -217,7 +217,7 @@ class Bot(Emitter):
         self._handlers: list[IncomingHandler] = []
         self._calls: dict[str, Call] = {}
         self._inboxes: dict[str, asyncio.Queue[dict[str, Any]]] = {}
-        self._tasks = TaskScope(f"bot-{self.user_id}")  # the bot's own work (not its calls')
+        self._tasks = TaskScope(f"bot-{self.user_id}")  # its work, its calls' groups within
         self._client: RelayClient | None = None
         self._relay: Relay | None = None
         self._state: RelayState | None = None
@@ -529,6 +529,7 @@ class Bot(Emitter):
 
     def _register(self, call: Call) -> None:
         self._calls[call.id] = call
+        call._tasks.parent = self._tasks  # the call's group lives in the bot's: stop() ends it
         inbox = self._inboxes[call.id] = asyncio.Queue()
         task = call._spawn(self._deliver(call, inbox))
         call.on("ended", lambda reason, duration: self._forget(call, task))
@@ -566,7 +567,7 @@ class Bot(Emitter):
                 logger.exception("call %s: signalling message %s failed", call.id, message["type"])
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> TaskHandle:
-        """Run `coro` in the bot's task group (`stop()` cancels it)."""
+        """Run `coro` in the bot's task group (`stop()` cancels it, and its calls' work)."""
         return self._tasks.spawn(coro)
 
     def _start_handler(self, coro: Coroutine[Any, Any, Any]) -> None:

@@ -35,7 +35,6 @@ class TaskHandle:
         self.coro = coro
         self.on_error = on_error
         self.deadline = math.inf
-        self.done = False
         self.name = ""
         self._scope: anyio.CancelScope | None = None
 
@@ -60,21 +59,17 @@ class TaskScope:
 
     def __init__(self, name: str, owner: str | None = None, grace: float = END_GRACE) -> None:
         self.name = name
+        #: The scope whose group hosts this one (a bot's, for its calls): cancelling the
+        #: parent's tasks cancels these too. Set before the first spawn.
+        self.parent: TaskScope | None = None
         self._owner = owner  # the call id the watchdog names for these tasks
         self._grace = grace
         self._group: TaskGroup | None = None
-        self._host: asyncio.Task[None] | None = None
+        self._hosted = False  # a host task holds the group open
+        self._host: asyncio.Task[None] | None = None  # that task, when it has no parent
         self._waiting: list[TaskHandle] = []
         self._handles: set[TaskHandle] = set()
         self._closed = False
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def __len__(self) -> int:
-        """How many of its tasks are still running."""
-        return len(self._handles)
 
     def spawn(
         self,
@@ -98,9 +93,8 @@ class TaskScope:
             except RuntimeError:  # the group is closing: the host starts a new one
                 pass
         self._waiting.append(handle)
-        if self._host is None:
-            loop = asyncio.get_running_loop()
-            self._host = loop.create_task(self._hold(), name=f"{self.name}-group")
+        if not self._hosted:
+            self._start_host()
         return handle
 
     def close(self, now: bool = False) -> None:
@@ -117,10 +111,13 @@ class TaskScope:
         for handle in list(self._handles):
             handle.cancel()
 
-    async def wait(self) -> None:
-        """Until every task spawned so far is done."""
-        while self._host is not None:
-            await asyncio.shield(self._host)
+    def _start_host(self) -> None:
+        self._hosted = True
+        if self.parent is not None:
+            self.parent.spawn(self._hold(), name=f"{self.name} group")
+        else:
+            loop = asyncio.get_running_loop()
+            self._host = loop.create_task(self._hold(), name=f"{self.name} group")
 
     async def _hold(self) -> None:
         """The host task: the group stays open while it has tasks (new ones may join)."""
@@ -132,9 +129,9 @@ class TaskScope:
                     group.start_soon(self._run, handle, name=handle.name)
         finally:
             self._group = None
-            self._host = None
+            self._hosted, self._host = False, None
             if self._waiting:  # spawned while the group was closing
-                self._host = asyncio.get_running_loop().create_task(self._hold(), name=self.name)
+                self._start_host()
 
     async def _run(self, handle: TaskHandle) -> None:
         if self._owner is not None:
@@ -150,5 +147,4 @@ class TaskScope:
                     else:
                         handle.on_error(exc)
         finally:
-            handle.done = True
             self._handles.discard(handle)
