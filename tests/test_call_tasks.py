@@ -155,3 +155,29 @@ async def test_failing_handler_cancels_its_calls_helpers_not_anothers(make_bot, 
         lambda: helpers.get(good.id) == "cancelled", "the ended call's helper",
         timeout=END_GRACE + 10,
     )  # fmt: skip
+
+
+async def test_stopping_a_bot_cancels_what_its_calls_left_running(make_bot) -> None:
+    # as before task groups (the bot cancelled every handler task it had spawned): the calls'
+    # groups live in the bot's, so stop() cancels them at once rather than after END_GRACE
+    host = make_bot("host")
+    lingering: list[str] = []
+
+    @host.on_incoming
+    async def handle(incoming: Incoming) -> None:
+        call = await incoming.accept()
+        await call.wait_ended()
+        lingering.append("running")
+        try:
+            await _linger()
+        finally:
+            lingering.append("cancelled")
+
+    caller = make_bot("alice", role="user")
+    await host.start()
+    await caller.start()
+    call = await caller.call("host")
+    await call.wait_connected(10)
+    await host.stop()  # hangs the call up: its handler would linger END_GRACE, not more
+    assert await call.wait_ended(10) == "remote_hangup"
+    await eventually(lambda: lingering == ["running", "cancelled"], timeout=END_GRACE / 2)
