@@ -22,11 +22,12 @@ import inspect
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from aiortc import RTCIceServer
 
 from . import _compat, plugins, watchdog
@@ -52,6 +53,7 @@ from .signaling.messages import (
 )
 from .signaling.state import RelayState
 from .sip.endpoint import SipEndpoint, SipSettings, is_sip_uri
+from .tasks import TaskHandle, TaskScope
 
 if TYPE_CHECKING:
     from .signaling.relay import Relay
@@ -241,7 +243,7 @@ class Bot(Emitter):
         self._handlers: list[IncomingHandler] = []
         self._calls: dict[str, Call] = {}
         self._inboxes: dict[str, asyncio.Queue[PeerMessage]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskScope(f"bot-{self.user_id}")  # its work, its calls' groups within
         self._client: RelayClient | None = None
         self._relay: Relay | None = None
         self._state: RelayState | None = None
@@ -484,8 +486,7 @@ class Bot(Emitter):
         await asyncio.gather(*(c.hangup() for c in self.active_calls), return_exceptions=True)
         await self._groups.stop()
         await self._sip.stop()
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -580,9 +581,9 @@ class Bot(Emitter):
 
     def _register(self, call: Call) -> None:
         self._calls[call.id] = call
+        call._tasks.parent = self._tasks  # the call's group lives in the bot's: stop() ends it
         inbox = self._inboxes[call.id] = asyncio.Queue()
-        task = self._spawn(self._deliver(call, inbox), name=f"call-{call.id}")
-        watchdog.attribute(task, call.id)
+        task = call._spawn(self._deliver(call, inbox))
         call.on("ended", lambda reason, duration: self._forget(call, task))
         if self.follow_transfers:
             call.on("transfer", lambda target, replaces: self._spawn(
@@ -601,7 +602,7 @@ class Bot(Emitter):
             return
         call.emit("transferred", new_call)
 
-    def _forget(self, call: Call, task: asyncio.Task[Any]) -> None:
+    def _forget(self, call: Call, task: TaskHandle) -> None:
         self._calls.pop(call.id, None)
         self._inboxes.pop(call.id, None)
         task.cancel()
@@ -617,13 +618,12 @@ class Bot(Emitter):
             except Exception:
                 logger.exception("call %s: signalling message %s failed", call.id, message["type"])
 
-    def _spawn(self, coro: Awaitable[Any], name: str | None = None) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        if name:
-            task.set_name(name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> TaskHandle:
+        """Run `coro` in the bot's task group (`stop()` cancels it, and its calls' work)."""
+        return self._tasks.spawn(coro)
+
+    def _start_handler(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self._tasks.spawn(coro, on_error=self._handler_failed)
 
     def _on_message(self, message: AppMessage) -> None:
         if message["type"] == "call_offer":
@@ -684,8 +684,7 @@ class Bot(Emitter):
             self._spawn(call.reject("busy"))
             return
         self._register(call)
-        ring = self._spawn(self._ring(call, port, replaced), name=f"incoming-{call.id}")
-        watchdog.attribute(ring, call.id)
+        call._spawn(self._ring(call, port, replaced))  # the call's handlers: in its task group
 
     async def _ring(self, call: Call, port: _CallPort, replaced: Call | None) -> None:
         """Check the caller, say the call rings, and run the handlers for it."""
@@ -709,7 +708,9 @@ class Bot(Emitter):
             await call.reject("decline")
             return
         incoming = Incoming(call, to)
-        await asyncio.gather(*(self._run_handler(h, incoming, call) for h in self._handlers))
+        async with anyio.create_task_group() as handlers:
+            for handler in self._handlers:
+                handlers.start_soon(self._run_handler, handler, incoming, call)
 
     def _take_sip_call(self, call: Call) -> None:
         """An INVITE arrived (callbot/sip): ring it at the handlers, or 486 when full."""
@@ -718,8 +719,7 @@ class Bot(Emitter):
             return
         self._register(call)
         to = str(call.metadata.get("to") or self.user_id)
-        ring = self._spawn(self._offer_to_handlers(call, to), name=f"incoming-{call.id}")
-        watchdog.attribute(ring, call.id)
+        call._spawn(self._offer_to_handlers(call, to))  # the call's handlers: in its task group
 
     def _replaced_by(self, offer: DeliveredOffer) -> Call | None:
         """The consultation call this offer replaces (attended transfer), if any: named by the
@@ -732,7 +732,7 @@ class Bot(Emitter):
         return old
 
     async def _run_handler(self, handler: IncomingHandler, incoming: Incoming, call: Call) -> None:
-        watchdog.attribute(asyncio.current_task(), call.id)  # gather() gave it its own task
+        watchdog.attribute(asyncio.current_task(), call.id)  # the task group gave it a task
         try:
             result = handler(incoming)
             if inspect.isawaitable(result):
@@ -744,6 +744,7 @@ class Bot(Emitter):
                 "call %s: handler %s failed", call.id, getattr(handler, "__name__", handler)
             )
             if call.state != "ended":
+                call._cancel_work()  # the call's other handlers and helpers, not other calls'
                 call.emit(
                     "error", CallError("handler_failed", f"{type(exc).__name__}: {exc}", call.id)
                 )

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar, get_args
 
+import anyio
 import av
 import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -32,7 +33,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-from . import _compat, watchdog
+from . import _compat
 from .config import CallConfig
 from .errors import CallbotError, CallError, InvalidStateError, MediaError
 from .events import Emitter
@@ -50,6 +51,7 @@ from .media.tracks import MediaSource, OutgoingAudioTrack, OutgoingVideoTrack
 from .peer import prefer_video_codec, release, set_local_description, wire_outgoing
 from .safe import printable
 from .signaling.messages import CallMessage, DeliveredAnswer, DeliveredIce, PeerMessage
+from .tasks import TaskHandle, TaskScope
 from .voice import dialog
 from .voice.listener import END_SILENCE, SpeechListener, VoiceActivity
 from .voice.tts import SPEECH
@@ -199,7 +201,8 @@ class Call(Emitter):
         loop = asyncio.get_running_loop()
         self._connected: asyncio.Future[None] = loop.create_future()
         self._finished: asyncio.Future[str] = loop.create_future()
-        self._background: set[asyncio.Task[Any]] = set()
+        #: Every task spawned for the call (handlers, watchers, its end): none outlives it.
+        self._tasks = TaskScope(f"call-{self.id}", owner=self.id)
         if direction == "inbound":
             self._set_state("ringing")
 
@@ -340,14 +343,14 @@ class Call(Emitter):
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until media can flow; raises `CallError` if the call ends first."""
-        await asyncio.wait_for(asyncio.shield(self._connected), timeout)
+        with anyio.fail_after(timeout):
+            await asyncio.shield(self._connected)
 
     async def wait_ended(self, timeout: float | None = None) -> str | None:
         """Wait for the end of the call: its end reason, or None if `timeout` passed first."""
-        try:
-            return await asyncio.wait_for(asyncio.shield(self._finished), timeout)
-        except TimeoutError:
-            return None
+        with anyio.move_on_after(timeout):
+            return await asyncio.shield(self._finished)
+        return None
 
     async def hangup(self, reason: str = "hangup") -> None:
         """End the call and tell the peer; returns once recordings are finalised."""
@@ -498,10 +501,9 @@ class Call(Emitter):
     async def read_dtmf(self, timeout: float | None = None) -> str | None:
         """The next DTMF key received (in order), or None if none came within `timeout`."""
         self._listen_for_tones()
-        try:
-            return await asyncio.wait_for(self._dtmf_queue.get(), timeout)
-        except TimeoutError:
-            return None
+        with anyio.move_on_after(timeout):
+            return await self._dtmf_queue.get()
+        return None
 
     # -- speech (callbot/voice; `pip install 'callbot[voice]'`, see docs/howto/voice.md) ----
 
@@ -594,9 +596,11 @@ class Call(Emitter):
             }
         )
         await self._end("transferred", notify="transferred")
-        # the target hangs the consultation up ("transferred") once the new call replaces it
-        if await consultation.wait_ended(TRANSFER_TIMEOUT) is None:
-            await consultation.hangup("transferred")
+        # the target hangs the consultation up ("transferred") once the new call replaces it;
+        # shielded: this call has ended, and its grace period may be shorter than the wait
+        with anyio.CancelScope(shield=True):
+            if await consultation.wait_ended(TRANSFER_TIMEOUT) is None:
+                await consultation.hangup("transferred")
 
     async def hold(self) -> None:
         """Put the call on hold: no media energy goes either way until `resume()`. The peer
@@ -1010,17 +1014,21 @@ class Call(Emitter):
             self._timer.cancel()
             self._timer = None
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    def _spawn(self, coro: Any) -> TaskHandle:
+        """Run `coro` in the call's task group (cancelled once the call has ended)."""
+        return self._tasks.spawn(coro)
 
-    def _task_started(self, task: asyncio.Task[Any]) -> None:
-        watchdog.attribute(task, self.id)
+    def _start_handler(self, coro: Any) -> None:
+        self._tasks.spawn(coro, on_error=self._handler_failed)
+
+    def _cancel_work(self) -> None:
+        """A handler failed: cancel the call's other tasks now (its end still runs)."""
+        self._tasks.close(now=True)
 
     def _handler_failed(self, exc: BaseException) -> None:
         logger.error("call %s: event handler failed; ending the call", self.id, exc_info=exc)
         if self.state != "ended":
+            self._cancel_work()
             self.emit("error", CallError("handler_failed", f"{type(exc).__name__}: {exc}", self.id))
             self._spawn(self._end("error", notify="error"))
 
@@ -1029,6 +1037,13 @@ class Call(Emitter):
         if self.state == "ended":
             await asyncio.shield(self._finished)
             return
+        # the call's work stops after a grace period (at once if a handler failed, see
+        # _cancel_work); the teardown is shielded, whichever of the call's tasks runs it
+        self._tasks.close()
+        with anyio.CancelScope(shield=True):
+            await self._tear_down(reason, notify)
+
+    async def _tear_down(self, reason: str, notify: str | None) -> None:
         self._set_state("ended")
         self.end_reason = reason
         self._audio_out.cancel_inserts()

@@ -35,7 +35,7 @@ async def _deliver(port: _Port, call: Call) -> None:
 
 
 def _follow(call: Call, port: _Port) -> None:
-    task = asyncio.get_running_loop().create_task(_deliver(port, call))
+    task = call._spawn(_deliver(port, call))  # in the call's task group
     call.on("ended", lambda *_: task.cancel())
 
 

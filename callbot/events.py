@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from pyee.asyncio import AsyncIOEventEmitter
@@ -28,10 +28,13 @@ class Emitter(AsyncIOEventEmitter):
             self._handler_failed(exc)
             return
         if asyncio.iscoroutine(result):
-            task = asyncio.ensure_future(result)
-            self._task_started(task)
-            self._waiting.add(task)
-            task.add_done_callback(self._handler_done)
+            self._start_handler(result)
+
+    def _start_handler(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run an async handler; `Call` and `Bot` run it in their task group instead."""
+        task = asyncio.ensure_future(coro)
+        self._waiting.add(task)
+        task.add_done_callback(self._handler_done)
 
     def _handler_done(self, task: asyncio.Future[Any]) -> None:
         self._waiting.discard(task)
@@ -44,9 +47,6 @@ class Emitter(AsyncIOEventEmitter):
 
     def _handler_failed(self, exc: BaseException) -> None:
         logger.error("%r: event handler failed", self, exc_info=exc)
-
-    def _task_started(self, task: asyncio.Task[Any]) -> None:
-        """An async handler got its task (a call names itself as its owner for the watchdog)."""
 
     def off(self, event: str, handler: Callable[..., Any] | None = None) -> None:
         """Remove `handler` from `event` (a no-op if it is not registered), or, without a handler,

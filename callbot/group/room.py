@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import anyio
 from aiortc import RTCPeerConnection
 
 from ..config import CallConfig
@@ -32,6 +33,7 @@ from ..media.incoming import FrameSubscription, IncomingMedia
 from ..media.playback import Playback
 from ..media.recorder import Recording, TrackRecorder
 from ..media.tracks import OutgoingAudioTrack, OutgoingVideoTrack
+from ..tasks import TaskHandle, TaskScope
 from .janus import JanusError, JanusSession
 
 RoomKind = Literal["videoroom", "audiobridge"]
@@ -92,7 +94,7 @@ class Room(Emitter):
         self._recorders: list[TrackRecorder] = []
         self._changed = asyncio.Event()
         self._finished: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._background: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskScope(f"room-{room_id}")  # its helpers, cancelled when we leave
         session.on_lost = self._on_session_lost
 
     def __repr__(self) -> str:
@@ -141,7 +143,8 @@ class Room(Emitter):
                 await changed.wait()
 
         try:
-            return await asyncio.wait_for(present(), timeout)
+            with anyio.fail_after(timeout):
+                return await present()
         except TimeoutError:
             missing = [d for d in displays if ready(d) is None]
             what = "publishing" if publishing else "present"
@@ -214,10 +217,9 @@ class Room(Emitter):
 
     async def wait_ended(self, timeout: float | None = None) -> str | None:
         """The end reason once we are out of the room, or None if `timeout` passed first."""
-        try:
-            return await asyncio.wait_for(asyncio.shield(self._finished), timeout)
-        except TimeoutError:
-            return None
+        with anyio.move_on_after(timeout):
+            return await asyncio.shield(self._finished)
+        return None
 
     # -- for the plugin subclasses ---------------------------------------------------------------
 
@@ -298,7 +300,8 @@ class Room(Emitter):
         pc.on("connectionstatechange", changed)
         changed()
         try:
-            state = await asyncio.wait_for(done, self.config.connect_timeout)
+            with anyio.fail_after(self.config.connect_timeout):
+                state = await done
         except TimeoutError:
             state = f"still {pc.connectionState} after {self.config.connect_timeout:g} s"
         finally:
@@ -325,11 +328,9 @@ class Room(Emitter):
         self.emit("error", error)
         self._spawn(self._end(reason))
 
-    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> TaskHandle:
+        """Run `coro` in the room's task group (cancelled when we leave)."""
+        return self._tasks.spawn(coro)
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -377,9 +378,7 @@ class Room(Emitter):
             await source.close()
         for pc in self._pcs:
             await pc.close()
-        for task in list(self._background):
-            if task is not asyncio.current_task():
-                task.cancel()
+        self._tasks.close(now=True)
         self.emit("ended", reason)
         self._finished.set_result(reason)
 
