@@ -1,0 +1,76 @@
+"""Scenarios run on a real call between two in-process peers; the far side echoes, sends
+keys or data, so each step's verdict is checked against media that really crossed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from callbot.call import Call
+from callbot.media import generate
+from callbot.scenario import Impairment, from_strings, run_scenario
+
+
+async def echo(callee: Call) -> None:
+    await callee.set_audio_source(callee.remote_track("audio"))
+
+
+async def test_echoed_tone_passes_and_wrong_tone_fails(call_pair, tmp_path: Path) -> None:
+    caller, callee = call_pair
+    await echo(callee)
+    generate.write_tone(tmp_path / "a.wav", 440.0, 1.0)
+    scenario = from_strings(
+        ["play a.wav", "expect tone 440 within 2s", "expect tone 1000 within 1s", "hangup"],
+        base=tmp_path,
+    )
+    report = await run_scenario(caller, scenario)
+    steps = report["steps"]
+    print(report)
+    assert [s["ok"] for s in steps] == [True, True, False, None]
+    failure = report["scenario"]["failure"]
+    assert failure.startswith("step 3 (--step 3) `expect tone 1000 within 1s` failed:")
+    assert "440" in failure and "\n" not in failure
+    assert report["grades"]["mouth_to_ear_ms"] is not None
+
+
+async def test_impaired_loss_lowers_the_mos(connect_pair, tmp_path: Path) -> None:
+    """5 % loss each way at the caller's sockets: both directions see it, the MOS drops, and
+    `expect mos >= 4.0` fails naming the loss; the clean call passes it."""
+    generate.write_tone(tmp_path / "a.wav", 440.0, 3.0)
+    steps = ["play a.wav", "expect mos >= 4.0"]
+    moses = {}
+    for impair in (None, Impairment.parse("loss=10%,burst=2")):
+        caller, callee = await connect_pair()
+        await echo(callee)
+        report = await run_scenario(caller, from_strings(steps, tmp_path, impair))
+        moses[impair is not None] = report
+    clean, lossy = moses[False], moses[True]
+    assert clean["scenario"]["ok"], clean["scenario"]["failure"]
+    assert not lossy["scenario"]["ok"]
+    assert lossy["scenario"]["failure"].startswith("step 2 (--step 2) `expect mos >= 4.0` failed")
+    dropped = lossy["grades"]["impaired_packets"]
+    assert dropped["sent"]["dropped"] > 0 and dropped["received"]["dropped"] > 0
+    assert lossy["grades"]["received"]["loss_percent"] > 3
+    assert lossy["grades"]["received"]["mos"] < clean["grades"]["received"]["mos"] - 0.3
+    assert lossy["grades"]["sent"]["mos"] < clean["grades"]["sent"]["mos"] - 0.3
+
+
+async def test_keys_and_data_from_the_far_side(call_pair) -> None:
+    caller, callee = call_pair
+
+    async def reply() -> None:
+        assert await callee.read_dtmf(5) == "4"
+        await callee.send_dtmf("27")
+        callee.send_data("got 4")
+
+    import asyncio
+
+    task = asyncio.ensure_future(reply())
+    scenario = from_strings(
+        ["dtmf 4", "expect dtmf 27 within 3s", "expect-data 'got 4' within 2s",
+         "expect dtmf 99 within 0.5s"]  # fmt: skip
+    )
+    report = await run_scenario(caller, scenario)
+    await task
+    assert [s["ok"] for s in report["steps"]] == [True, True, True, False], report["steps"]
+    assert "expected DTMF '99'" in report["scenario"]["failure"]
+    assert "heard DTMF '27'" in report["scenario"]["failure"]
