@@ -324,7 +324,7 @@ class Runner:
 
         path = self._scratch / f"say-{len(list(self._scratch.iterdir()))}.wav"
         await asyncio.to_thread(write_speech, path, None, text=step.args["text"],
-                                engine="espeak")  # fmt: skip
+                                engine="espeak", voice="en-us")  # fmt: skip
         playback = self.call.send_audio_file(path)
         self.played.append((self.anchor, path))
         return await self._await_playback(playback, step)
@@ -450,11 +450,10 @@ class Runner:
         limit = float(step.args.get("max_wer", 0.0))
         if analysis.level_dbfs(clip) < analysis.SILENCE_DB:
             return Outcome(False, f"expected {expected!r}; {self._summary(clip)}")
-        transcript = await words.transcribe(clip, expected)
-        wer = words.word_error_rate(words.normalise(expected), words.normalise(transcript.text))
+        transcript = await words.Spotter.shared().transcribe(clip, expected)
+        wer = words.word_error_rate(words.normalise(expected), transcript.words)
         measured = {
             "heard": transcript.text,
-            "confidence": round(float(transcript.confidence), 2),
             "wer": round(wer, 2),
             "max_wer": limit,
         }
@@ -560,6 +559,11 @@ def check_ready(scenario: Scenario) -> None:
             missing = words.available()
             if missing:
                 raise ScenarioError(f"{step.where}: {missing}")
+            unknown = words.Spotter.shared().unknown_words(step.args["words"])
+            if unknown:
+                raise ScenarioError(
+                    f"{step.where}: not in the recogniser's dictionary: {', '.join(unknown)}"
+                )
     if scenario.impair is not None and not _compat.available("impair"):
         raise ScenarioError("--impair needs aiortc internals this version lacks (see WARNING)")
 

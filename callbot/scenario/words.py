@@ -1,34 +1,57 @@
 """`expect speech WORDS`: what the far side said, transcribed offline, matched loosely.
 
-The recogniser is `callbot.voice.asr` (pocketsphinx and its bundled US English model, the
-`voice` extra). It runs in grammar mode: a grammar of the expected words alone would hear them
-in any sound, so it also holds decoys (digits and common menu words, each alone) that a
-different prompt matches instead. The expected words count as heard when the word error rate
-of the best-matching stretch of the transcript (words before and after are free) is at most
-the step's `max-wer` (default 0: every word, in order).
+Recognition is pocketsphinx with its bundled US English model (the `voice` extra; no download
+at run time) in grammar mode, which recognises synthetic and telephone speech far better than
+its dictation model. The grammar is a loop over a small vocabulary: the expected words plus
+decoys (digits and common prompt words), so a prompt is transcribed word by word and a prompt
+without the expected words comes out as decoys. (A grammar of whole phrases, one per
+utterance, would force a long prompt onto a single option: no keyword spotting.)
+
+The words count as heard when the word error rate of the best-matching stretch of the
+transcript (words before and after are free) is at most the step's `max-wer` (default 0:
+every expected word, in order).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..media.analysis import AudioClip
 
-#: Words a menu prompt is made of, so that a prompt without the expected words matches these.
-DECOYS = (
-    "zero one two three four five six seven eight nine star pound hash "
-    "press for to the and or please thank you hello welcome goodbye menu option "
-    "sales support billing info information operator message record after tone beep "
-    "yes no again repeat main back hold wait call leave your name number"
-).split()
+#: The rate of the bundled acoustic model.
+MODEL_RATE = 16000
+#: Words prompts are made of, so a prompt without the expected words is heard as these.
+DECOYS = tuple(
+    (
+        "zero one two three four five six seven eight nine star pound hash press for to the "
+        "and or please thank you hello welcome goodbye menu option sales support billing "
+        "information operator message record after tone beep yes no again repeat main back "
+        "hold wait call leave your name number hang up this is desk calling"
+    ).split()
+)
+
+
+@dataclass(frozen=True)
+class Heard:
+    """A transcript: the words, in order."""
+
+    text: str
+
+    @property
+    def words(self) -> list[str]:
+        return self.text.split()
 
 
 def normalise(text: str) -> list[str]:
-    import re
-
+    """Lower-case words without punctuation, as the dictionary spells them."""
     return re.findall(r"[a-z0-9']+", text.lower())
 
 
@@ -37,8 +60,7 @@ def word_error_rate(expected: list[str], heard: list[str]) -> float:
     `heard` into `expected`, over len(expected): keyword spotting with a tolerance."""
     if not expected:
         return 0.0
-    # edit distance where the stretch of `heard` may start and end anywhere (free ends)
-    previous = [0] * (len(heard) + 1)
+    previous = [0] * (len(heard) + 1)  # free start: any word of `heard` may begin the stretch
     for index, word in enumerate(expected, 1):
         current = [index] + [0] * len(heard)
         for j, other in enumerate(heard, 1):
@@ -46,15 +68,11 @@ def word_error_rate(expected: list[str], heard: list[str]) -> float:
                 previous[j - 1] + (word != other), previous[j] + 1, current[j - 1] + 1
             )
         previous = current
-    return min(previous) / len(expected)
+    return min(previous) / len(expected)  # free end
 
 
 def available() -> str | None:
-    """None when speech recognition can run, else why not (the extra to install)."""
-    try:
-        from ..voice import asr  # noqa: F401
-    except ImportError:
-        return "expect speech WORDS needs callbot.voice (pip install 'callbot[voice]')"
+    """None when speech recognition can run here, else what to install."""
     try:
         import pocketsphinx  # noqa: F401
     except ImportError:
@@ -62,19 +80,70 @@ def available() -> str | None:
     return None
 
 
-def grammar_for(expected: str) -> list[str]:
-    """The options of the recognition grammar: the expected phrase and the decoys."""
-    phrase = " ".join(normalise(expected))
-    return [phrase, *(word for word in DECOYS if word != phrase)]
+def grammar(expected: str) -> str:
+    """A JSGF grammar (https://www.w3.org/TR/jsgf/): any sequence of the expected words and
+    the decoys."""
+    vocabulary = sorted({*normalise(expected), *DECOYS})
+    return f"#JSGF V1.0;\ngrammar words;\npublic <s> = ( {' | '.join(vocabulary)} )+;\n"
 
 
-async def transcribe(clip: AudioClip, expected: str) -> Any:
-    """A `Transcript` of the clip in grammar mode (see the module docstring)."""
-    from ..voice.asr import Recognizer
+class Spotter:
+    """One pocketsphinx decoder, loaded on first use (seconds, ~120 MB) and kept; decoding runs
+    in its own thread, one clip at a time, never on the event loop."""
 
-    recognizer = Recognizer.shared()
-    samples = np.clip(clip.samples, -1, 1)
-    result = recognizer.transcribe(samples, clip.rate, grammar=grammar_for(expected))
-    if asyncio.iscoroutine(result):
-        return await result
-    return result
+    _shared: Spotter | None = None
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callbot-words")
+        self._decoder: Any = None
+        self._searches: set[str] = set()
+
+    @classmethod
+    def shared(cls) -> Spotter:
+        with cls._lock:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
+
+    def unknown_words(self, phrase: str) -> list[str]:
+        """Words of `phrase` the recogniser's dictionary lacks (it cannot hear those)."""
+        decoder = self._load()
+        return [w for w in normalise(phrase) if decoder.lookup_word(w) is None]
+
+    async def transcribe(self, clip: AudioClip, expected: str) -> Heard:
+        audio = _to_model_rate(clip)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._decode, audio, expected)
+
+    def _load(self) -> Any:
+        if self._decoder is None:
+            from pocketsphinx import Decoder
+
+            self._decoder = Decoder(samprate=MODEL_RATE, loglevel="FATAL")
+        return self._decoder
+
+    def _decode(self, audio: np.ndarray, expected: str) -> Heard:
+        decoder = self._load()
+        jsgf = grammar(expected)
+        name = "w" + hashlib.sha1(jsgf.encode()).hexdigest()[:12]
+        if name not in self._searches:
+            decoder.add_jsgf_string(name, jsgf)
+            self._searches.add(name)
+        decoder.activate_search(name)
+        decoder.start_utt()
+        decoder.process_raw(audio.tobytes(), full_utt=True)
+        decoder.end_utt()
+        hyp = decoder.hyp()
+        return Heard(" ".join(hyp.hypstr.split()) if hyp is not None else "")
+
+
+def _to_model_rate(clip: AudioClip) -> np.ndarray:
+    """16 kHz int16 samples (linear interpolation; speech has little above 8 kHz)."""
+    samples = clip.samples.astype(np.float64)
+    if clip.rate != MODEL_RATE and samples.size:
+        count = round(samples.size * MODEL_RATE / clip.rate)
+        samples = np.interp(
+            np.linspace(0, samples.size, count, endpoint=False), np.arange(samples.size), samples
+        )
+    return (np.clip(samples, -1, 1) * 32767).astype(np.int16)

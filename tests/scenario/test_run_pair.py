@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from callbot.call import Call
 from callbot.media import generate
+from callbot.media.generate import espeak_available
+from callbot.scenario import words
 from callbot.scenario import Impairment, from_strings, run_scenario
 
 
@@ -74,3 +78,21 @@ async def test_keys_and_data_from_the_far_side(call_pair) -> None:
     assert [s["ok"] for s in report["steps"]] == [True, True, True, False], report["steps"]
     assert "expected DTMF '99'" in report["scenario"]["failure"]
     assert "heard DTMF '27'" in report["scenario"]["failure"]
+
+
+@pytest.mark.skipif(not espeak_available(), reason="needs espeak-ng (Debian package espeak-ng)")
+@pytest.mark.skipif(words.available() is not None, reason="needs pocketsphinx (callbot[voice])")
+async def test_words_heard_through_the_call(call_pair) -> None:
+    """espeak-ng says a prompt into the call; the far side echoes it; the expected words are
+    spotted and a word the prompt does not have fails, with what was heard."""
+    caller, callee = call_pair
+    await echo(callee)
+    scenario = from_strings(
+        ["say 'press two for the operator'", "expect speech 'operator' within 4s",
+         "expect speech 'billing' within 2s"]  # fmt: skip
+    )
+    report = await run_scenario(caller, scenario)
+    assert [s["ok"] for s in report["steps"]] == [True, True, False], report["steps"]
+    failure = report["scenario"]["failure"]
+    assert "expected 'billing'" in failure and "heard '" in failure, failure
+    assert "operator" in report["steps"][1]["measured"]["heard"]
