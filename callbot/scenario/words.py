@@ -120,7 +120,9 @@ class Spotter:
         if self._decoder is None:
             from pocketsphinx import Decoder
 
-            self._decoder = Decoder(samprate=MODEL_RATE, loglevel="FATAL")
+            # no lattice best-path pass: on a word-loop grammar it takes a minute per prompt
+            # (the Viterbi result is as good here)
+            self._decoder = Decoder(samprate=MODEL_RATE, loglevel="FATAL", bestpath=False)
         return self._decoder
 
     def _decode(self, audio: np.ndarray, expected: str) -> Heard:
