@@ -130,7 +130,7 @@ def audio_payload_types(sdp: str) -> dict[int, tuple[str, int]]:
             continue
         for codec in media.rtp.codecs:
             name = codec.mimeType.split("/")[-1].lower()
-            if name not in ("telephone-event", "cn", "red"):
+            if codec.payloadType is not None and name not in ("telephone-event", "cn", "red"):
                 out[codec.payloadType] = (name, codec.clockRate)
     return out
 

@@ -14,7 +14,7 @@ Every step is parsed before dialling; an error names the file and line (`smoke.y
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +40,16 @@ class Scenario:
     @property
     def wants_video(self) -> bool:
         """Whether the call must offer video (a step sends or expects it)."""
-        return self.video or any(s.kind in ("play-video", "expect video-frames") for s in self.steps)
+        kinds = {s.kind for s in self.steps}
+        return self.video or bool(kinds & {"play-video", "expect video-frames"})
 
     def with_steps(self, more: Sequence[Step]) -> Scenario:
-        return Scenario((*self.steps, *more), self.impair, self.video, self.name, self.source)
+        """This scenario with `more` steps after its own (`--scenario` then `--step`)."""
+        return replace(self, steps=(*self.steps, *more))
+
+    def impaired(self, impair: Impairment | None) -> Scenario:
+        """This scenario under another impairment (`--impair` over the file's)."""
+        return replace(self, impair=impair)
 
 
 def from_strings(

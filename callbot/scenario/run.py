@@ -24,10 +24,10 @@ import numpy as np
 from .. import _compat
 from ..call import Call
 from ..errors import CallbotError
-from ..expectations import CheckResult, check_silence, check_speech_like, check_tone
 from ..media import analysis
-from ..media.generate import dtmf_samples, write_audio
 from ..safe import printable
+from ..testing.expectations import CheckResult, check_silence, check_speech_like, check_tone
+from ..testing.generate import dtmf_samples, write_audio
 from . import grades, words
 from .impair import Direction, Impairment
 from .listen import RATE, Ear
@@ -320,7 +320,7 @@ class Runner:
         return Outcome(True, f"sent {digits} ({used})", {"digits": digits, "mode": used})
 
     async def _say(self, step: Step) -> Outcome:
-        from ..media.generate import write_speech
+        from ..testing.generate import write_speech
 
         path = self._scratch / f"say-{len(list(self._scratch.iterdir()))}.wav"
         await asyncio.to_thread(write_speech, path, None, text=step.args["text"],
@@ -364,8 +364,10 @@ class Runner:
             tail = analysis.AudioClip(clip.samples[-need:], RATE)
             if clip.samples.size >= need and analysis.level_dbfs(tail) < analysis.SILENCE_DB:
                 return Outcome(True, f"quiet after {clip.duration:.1f} s")
-            return Outcome(False, f"expected {QUIET_FOR:g} s of silence within "
-                                  f"{step.within:g} s; {self._summary(tail)} at the end")  # fmt: skip
+            heard = self._summary(tail)
+            return Outcome(
+                False, f"expected {QUIET_FOR:g} s of silence within {step.within:g} s; {heard}"
+            )
 
         return await self._poll(step.within, look)
 

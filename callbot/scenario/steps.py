@@ -209,8 +209,7 @@ def _expect(rest: list[str], _base: Path) -> tuple[str, dict[str, Any]]:
     if what == "video-frames" and len(positional) == 1 and positional[0].isdigit():
         return "expect video-frames", {**options, "count": int(positional[0])}
     raise ValueError(
-        "expect takes tone HZ, dtmf DIGITS, speech [WORDS], silence, video-frames N "
-        "or mos >= X"
+        "expect takes tone HZ, dtmf DIGITS, speech [WORDS], silence, video-frames N or mos >= X"
     )
 
 

@@ -29,14 +29,13 @@ from ..media.analysis import AudioClip
 #: The rate of the bundled acoustic model.
 MODEL_RATE = 16000
 #: Words prompts are made of, so a prompt without the expected words is heard as these.
-DECOYS = tuple(
-    (
-        "zero one two three four five six seven eight nine star pound hash press for to the "
-        "and or please thank you hello welcome goodbye menu option sales support billing "
-        "information operator message record after tone beep yes no again repeat main back "
-        "hold wait call leave your name number hang up this is desk calling"
-    ).split()
-)
+_DECOY_TEXT = """
+    zero one two three four five six seven eight nine star pound hash press for to the and or
+    please thank you hello welcome goodbye menu option sales support billing information
+    operator message record after tone beep yes no again repeat main back hold wait call leave
+    your name number hang up this is desk calling
+"""
+DECOYS = tuple(_DECOY_TEXT.split())
 
 
 @dataclass(frozen=True)
@@ -64,9 +63,7 @@ def word_error_rate(expected: list[str], heard: list[str]) -> float:
     for index, word in enumerate(expected, 1):
         current = [index] + [0] * len(heard)
         for j, other in enumerate(heard, 1):
-            current[j] = min(
-                previous[j - 1] + (word != other), previous[j] + 1, current[j - 1] + 1
-            )
+            current[j] = min(previous[j - 1] + (word != other), previous[j] + 1, current[j - 1] + 1)
         previous = current
     return min(previous) / len(expected)  # free end
 

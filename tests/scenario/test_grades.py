@@ -36,7 +36,7 @@ def test_gilbert_elliott_loss_and_burst_length(loss: float, burst: float) -> Non
     model = LossModel(loss, burst, random.Random(1))
     lost = [model.lost() for _ in range(200_000)]
     runs, run = [], 0
-    for flag in lost + [False]:
+    for flag in [*lost, False]:
         if flag:
             run += 1
         elif run:

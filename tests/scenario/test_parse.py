@@ -30,7 +30,7 @@ def test_every_step_parses(tmp_path: Path) -> None:
         "expect dtmf 123", "expect speech", "expect speech 'sales' within 5s max-wer 50%",
         "expect silence", "expect silence for 2s", "expect video-frames 30 within 3s",
         "expect mos >= 4.0", "send-data hello", "expect-data 'ok done' within 2s", "hold",
-        "resume", "mute audio", "unmute video", "hangup", "expect-ended", 
+        "resume", "mute audio", "unmute video", "hangup", "expect-ended",
         "expect-ended remote_hangup within 10s",
     ]  # fmt: skip
     scenario = from_strings(texts, base=tmp_path)
@@ -101,7 +101,7 @@ def test_impairment_spec() -> None:
 
 
 def test_word_error_rate_spots_words_inside_a_prompt() -> None:
-    heard = "press two for the operator".split()
+    heard = ["press", "two", "for", "the", "operator"]
     assert word_error_rate(["operator"], heard) == 0.0
     assert word_error_rate(["for", "the", "operator"], heard) == 0.0
     assert word_error_rate(["sales"], heard) == 1.0

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 
 from callbot.call import Call
-from callbot.media import generate
-from callbot.media.generate import espeak_available
-from callbot.scenario import words
-from callbot.scenario import Impairment, from_strings, run_scenario
+from callbot.scenario import Impairment, from_strings, run_scenario, words
+from callbot.testing import generate
+from callbot.testing.generate import espeak_available
 
 
 async def echo(callee: Call) -> None:
@@ -69,10 +68,8 @@ async def test_keys_and_data_from_the_far_side(call_pair) -> None:
     import asyncio
 
     task = asyncio.ensure_future(reply())
-    scenario = from_strings(
-        ["dtmf 4", "expect dtmf 27 within 3s", "expect-data 'got 4' within 2s",
-         "expect dtmf 99 within 0.5s"]  # fmt: skip
-    )
+    steps = ["dtmf 4", "expect dtmf 27 within 3s", "expect-data 'got 4' within 2s"]
+    scenario = from_strings([*steps, "expect dtmf 99 within 0.5s"])
     report = await run_scenario(caller, scenario)
     await task
     assert [s["ok"] for s in report["steps"]] == [True, True, True, False], report["steps"]
@@ -87,10 +84,8 @@ async def test_words_heard_through_the_call(call_pair) -> None:
     spotted and a word the prompt does not have fails, with what was heard."""
     caller, callee = call_pair
     await echo(callee)
-    scenario = from_strings(
-        ["say 'press two for the operator'", "expect speech 'operator' within 4s",
-         "expect speech 'billing' within 2s"]  # fmt: skip
-    )
+    steps = ["say 'press two for the operator'", "expect speech 'operator' within 4s"]
+    scenario = from_strings([*steps, "expect speech 'billing' within 2s"])
     report = await run_scenario(caller, scenario)
     assert [s["ok"] for s in report["steps"]] == [True, True, False], report["steps"]
     failure = report["scenario"]["failure"]
