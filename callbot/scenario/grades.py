@@ -20,7 +20,8 @@ import numpy as np
 from . import emodel
 from .impair import is_rtp_or_rtcp
 
-#: A gap between two received audio packets longer than this is a dropout the listener hears.
+#: A gap between two received audio packets longer than this is a dropout the listener hears
+#: (whether packets were lost, late, or the far side stopped sending).
 DROPOUT_GAP = 0.06
 #: A gap between decoded video frames longer than this is a freeze.
 FREEZE_GAP = 0.5
@@ -48,7 +49,7 @@ class _Stream:
         if self._last is not None:  # RFC 3550 appendix A.8
             before, stamp = self._last
             transit = (now - before) * self.clock - ((timestamp - stamp) & 0xFFFFFFFF)
-            if abs(transit) < self.clock * 10:  # not a timestamp jump (a new talk spurt)
+            if abs(transit) < self.clock:  # over 1 s: the sender paused, not network jitter
                 self.jitter += (abs(transit) - self.jitter) / 16
         self._last = (now, timestamp)
 
