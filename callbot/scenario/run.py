@@ -502,7 +502,7 @@ class Runner:
         reason = await self.call.wait_ended(step.within)
         if reason is None:
             return Outcome(False, f"expected the call to end within {step.within:g} s; "
-                                  f"still {self.call.state}")  # fmt: skip
+                                  f"still {self.call.state}, {self._summary()}")  # fmt: skip
         reasons = {reason, self.call.end_reason, self.call.remote_end_reason}
         measured = {"end_reason": self.call.end_reason, "remote": self.call.remote_end_reason}
         if wanted is None or wanted in reasons:

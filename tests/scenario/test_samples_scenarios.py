@@ -1,22 +1,21 @@
 """Every sample bot passes its scenario (samples/*.yaml), run with the command its docstring
 gives (`callbot call PEER --scenario samples/NAME.yaml`, subprocesses on 127.0.0.1); a wrong
-expectation fails naming the step; the IVR still understands keys and words at 5 % loss."""
+expectation fails naming the step. (The IVR at 5 % loss: tests/scenario/test_scenarios_doc.py.)"""
 
 from __future__ import annotations
 
 import json
 import signal
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_samples import ROOT, _wait_for, documented_commands
 
 from callbot.scenario import words
 from callbot.testing.generate import espeak_available
-from test_samples import ROOT, _wait_for, documented_commands
 
 pytestmark = [
     pytest.mark.skipif(not espeak_available(), reason="needs espeak-ng (Debian package espeak-ng)"),
@@ -59,9 +58,7 @@ def call(command: list[str], workdir: Path, env: dict[str, str], *extra: str):
 
 
 @pytest.mark.parametrize("sample", sorted(SAMPLES))
-def test_sample_passes_its_scenario(
-    sample: str, workdir: Path, cli_env: dict[str, str]
-) -> None:
+def test_sample_passes_its_scenario(sample: str, workdir: Path, cli_env: dict[str, str]) -> None:
     for command in running(sample, workdir, cli_env):
         done = call(command, workdir, cli_env, "--json", "--junit", "steps.xml")
         assert done.returncode == 0, done.stderr
@@ -101,16 +98,3 @@ def test_wrong_expectations_fail_naming_the_step(workdir: Path, cli_env: dict[st
             last = done.stderr.strip().splitlines()[-1]
             assert last.startswith(f"step 2 (--step 2) `{step}` failed: "), last
             assert message in last, last
-
-
-def test_ivr_keys_and_words_survive_loss(workdir: Path, cli_env: dict[str, str]) -> None:
-    """--impair loss=5%: both directions lose packets, the MOS drops under 4, and the IVR
-    scenario still passes: it hears the menu, its key 1 reaches the IVR (whose info prompt is
-    heard), its key 9 hangs up."""
-    for command in running("ivr_bot.py", workdir, cli_env):
-        done = call(command, workdir, cli_env, "--impair", "loss=5%", "--json")
-        assert done.returncode == 0, done.stderr
-        grades = json.loads(done.stdout)["grades"]
-        assert grades["impaired_packets"]["sent"]["dropped"] > 0
-        assert grades["received"]["lost"] > 0 and grades["sent"]["lost"] > 0, grades
-        assert grades["mos"] < 4.0, grades
