@@ -4,7 +4,7 @@ Recognition is pocketsphinx with its bundled US English model (the `voice` extra
 at run time) in grammar mode, which recognises synthetic and telephone speech far better than
 its dictation model. The grammar is a loop over a small vocabulary: the expected words plus
 decoys (digits and common prompt words), so a prompt is transcribed word by word and a prompt
-without the expected words comes out as decoys. (A grammar of whole phrases, one per
+without the expected words comes out as decoys. Decoding runs in a worker process. (A grammar of whole phrases, one per
 utterance, would force a long prompt onto a single option: no keyword spotting.)
 
 The words count as heard when the word error rate of the best-matching stretch of the
@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import multiprocessing
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,16 +86,16 @@ def grammar(expected: str) -> str:
 
 
 class Spotter:
-    """One pocketsphinx decoder, loaded on first use (seconds, ~120 MB) and kept; decoding runs
-    in its own thread, one clip at a time, never on the event loop."""
+    """Decodes in a worker process of its own: pocketsphinx holds the GIL while it decodes
+    (seconds per prompt), which in a thread would stall the call's media on the event loop.
+    The worker loads the model once (seconds, ~120 MB) and keeps it."""
 
     _shared: Spotter | None = None
     _lock = threading.Lock()
 
     def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callbot-words")
-        self._decoder: Any = None
-        self._searches: set[str] = set()
+        context = multiprocessing.get_context("spawn")  # no copy of the caller's loop or sockets
+        self._executor = ProcessPoolExecutor(max_workers=1, mp_context=context)
 
     @classmethod
     def shared(cls) -> Spotter:
@@ -105,36 +106,50 @@ class Spotter:
 
     def unknown_words(self, phrase: str) -> list[str]:
         """Words of `phrase` the recogniser's dictionary lacks (it cannot hear those)."""
-        decoder = self._load()
-        return [w for w in normalise(phrase) if decoder.lookup_word(w) is None]
+        return self._executor.submit(_unknown, phrase).result()
 
     async def transcribe(self, clip: AudioClip, expected: str) -> Heard:
         audio = _to_model_rate(clip)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._decode, audio, expected)
+        text = await loop.run_in_executor(self._executor, _decode, audio.tobytes(), expected)
+        return Heard(text)
 
-    def _load(self) -> Any:
-        if self._decoder is None:
-            from pocketsphinx import Decoder
 
-            # no lattice best-path pass: on a word-loop grammar it takes a minute per prompt
-            # (the Viterbi result is as good here)
-            self._decoder = Decoder(samprate=MODEL_RATE, loglevel="FATAL", bestpath=False)
-        return self._decoder
+# -- in the worker process ----------------------------------------------------------------------
 
-    def _decode(self, audio: np.ndarray, expected: str) -> Heard:
-        decoder = self._load()
-        jsgf = grammar(expected)
-        name = "w" + hashlib.sha1(jsgf.encode()).hexdigest()[:12]
-        if name not in self._searches:
-            decoder.add_jsgf_string(name, jsgf)
-            self._searches.add(name)
-        decoder.activate_search(name)
-        decoder.start_utt()
-        decoder.process_raw(audio.tobytes(), full_utt=True)
-        decoder.end_utt()
-        hyp = decoder.hyp()
-        return Heard(" ".join(hyp.hypstr.split()) if hyp is not None else "")
+_decoder: Any = None
+_searches: set[str] = set()
+
+
+def _load() -> Any:
+    global _decoder
+    if _decoder is None:
+        from pocketsphinx import Decoder
+
+        # no lattice best-path pass: on a word-loop grammar it takes a minute per prompt
+        # (the Viterbi result is as good here)
+        _decoder = Decoder(samprate=MODEL_RATE, loglevel="FATAL", bestpath=False)
+    return _decoder
+
+
+def _unknown(phrase: str) -> list[str]:
+    decoder = _load()
+    return [w for w in normalise(phrase) if decoder.lookup_word(w) is None]
+
+
+def _decode(audio: bytes, expected: str) -> str:
+    decoder = _load()
+    jsgf = grammar(expected)
+    name = "w" + hashlib.sha1(jsgf.encode()).hexdigest()[:12]
+    if name not in _searches:
+        decoder.add_jsgf_string(name, jsgf)
+        _searches.add(name)
+    decoder.activate_search(name)
+    decoder.start_utt()
+    decoder.process_raw(audio, full_utt=True)
+    decoder.end_utt()
+    hyp = decoder.hyp()
+    return " ".join(hyp.hypstr.split()) if hyp is not None else ""
 
 
 def _to_model_rate(clip: AudioClip) -> np.ndarray:
