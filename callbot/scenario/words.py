@@ -4,8 +4,9 @@ Recognition is pocketsphinx with its bundled US English model (the `voice` extra
 at run time) in grammar mode, which recognises synthetic and telephone speech far better than
 its dictation model. The grammar is a loop over a small vocabulary: the expected words plus
 decoys (digits and common prompt words), so a prompt is transcribed word by word and a prompt
-without the expected words comes out as decoys. Decoding runs in a worker process. (A grammar of whole phrases, one per
-utterance, would force a long prompt onto a single option: no keyword spotting.)
+without the expected words comes out as decoys. (A grammar of whole phrases, one per
+utterance, would force a long prompt onto a single option: no keyword spotting.) Decoding
+runs in a worker process.
 
 The words count as heard when the word error rate of the best-matching stretch of the
 transcript (words before and after are free) is at most the step's `max-wer` (default 0:
