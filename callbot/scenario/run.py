@@ -398,9 +398,11 @@ class Runner:
         return await self._poll(step.within, look)
 
     async def _expect_silence(self, step: Step) -> Outcome:
-        listen = step.args["for"]
-        ended = await self.call.wait_ended(max(0.0, listen - self.ear.seconds(self.anchor)))
-        check = check_silence(self._heard(), label="heard")
+        """Silence from this step on, for `for` seconds (not since the anchor: after `mute`
+        or `hold` the last packets in flight are still arriving)."""
+        since = self.ear.samples
+        ended = await self.call.wait_ended(step.args["for"])
+        check = check_silence(self.ear.clip(since), label="heard")
         if ended is not None and not check.ok:
             return Outcome(False, f"the call ended ({ended}); {check.message}")
         message = check.message if check.ok else f"expected silence; {check.message}"

@@ -91,3 +91,31 @@ async def test_words_heard_through_the_call(call_pair) -> None:
     failure = report["scenario"]["failure"]
     assert "expected 'billing'" in failure and "heard '" in failure, failure
     assert "operator" in report["steps"][1]["measured"]["heard"]
+
+
+async def test_hold_mute_and_looped_play(call_pair, tmp_path: Path) -> None:
+    """A looped tone comes back through the echo; on hold nothing comes back; after resume it
+    does again; muted, silence; `stop` ends the loop."""
+    caller, callee = call_pair
+    await echo(callee)
+    generate.write_tone(tmp_path / "a.wav", 440.0, 0.5)
+    steps = ["play a.wav loop", "expect tone 440 within 3s", "hold", "wait 0.3s",
+             "expect silence for 1s", "resume", "expect tone 440 within 3s", "mute audio",
+             "wait 0.3s", "expect silence for 1s", "unmute audio", "stop", "hangup"]  # fmt: skip
+    report = await run_scenario(caller, from_strings(steps, tmp_path))
+    assert report["scenario"]["ok"], report["scenario"]["failure"]
+    assert caller.state == "ended"
+
+
+async def test_video_frames_and_freezes(connect_pair, tmp_path: Path) -> None:
+    caller, callee = await connect_pair(video=True)
+    await echo(callee)
+    await callee.set_video_source(callee.remote_track("video"))
+    generate.write_video(tmp_path / "clip.webm", 3.0, (320, 240), 15, 440.0)
+    steps = ["play-video clip.webm", "expect video-frames 20 within 3s",
+             "expect video-frames 1000 within 0.5s"]  # fmt: skip
+    report = await run_scenario(caller, from_strings(steps, tmp_path))
+    assert [s["ok"] for s in report["steps"]] == [True, True, False], report["steps"]
+    assert "expected 1000 video frames within 0.5 s; got" in report["scenario"]["failure"]
+    video = report["grades"]["video"]
+    assert video["frames"] >= 20 and video["longest_gap_ms"] is not None, video

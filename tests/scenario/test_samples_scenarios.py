@@ -57,6 +57,7 @@ def call(command: list[str], workdir: Path, env: dict[str, str], *extra: str):
                           text=True, timeout=120)  # fmt: skip
 
 
+@pytest.mark.timeout(300)  # the IVR's call lasts ~30 s
 @pytest.mark.parametrize("sample", sorted(SAMPLES))
 def test_sample_passes_its_scenario(sample: str, workdir: Path, cli_env: dict[str, str]) -> None:
     for command in running(sample, workdir, cli_env):
@@ -78,6 +79,7 @@ def test_sample_passes_its_scenario(sample: str, workdir: Path, cli_env: dict[st
         assert json.loads(facts_file.read_text())["ended_by"] == "silence"
 
 
+@pytest.mark.timeout(300)  # four short calls
 def test_wrong_expectations_fail_naming_the_step(workdir: Path, cli_env: dict[str, str]) -> None:
     """Against the echo sample: a wrong tone, digit, word or MOS each stop the run with exit 1
     and one line naming the step and what was heard."""

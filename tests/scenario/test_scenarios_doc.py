@@ -45,6 +45,7 @@ def test_the_example_file_is_the_sample() -> None:
     assert sample.endswith(shown), "docs/howto/scenarios.md shows samples/ivr.yaml as it is"
 
 
+@pytest.mark.timeout(600)  # four IVR calls of ~30 s each, more on a loaded machine
 def test_the_workflow_and_the_commands_run(tmp_path: Path, cli_env: dict[str, str]) -> None:
     (tmp_path / "callbot").symlink_to(ROOT)  # the job checks callbot out into ./callbot
     (tmp_path / "samples").symlink_to(ROOT / "samples")  # the commands run from a checkout
