@@ -100,3 +100,15 @@ def test_wrong_expectations_fail_naming_the_step(workdir: Path, cli_env: dict[st
             last = done.stderr.strip().splitlines()[-1]
             assert last.startswith(f"step 2 (--step 2) `{step}` failed: "), last
             assert message in last, last
+
+
+def test_ivr_keys_from_a_file_with_a_lead_in(workdir: Path, cli_env: dict[str, str]) -> None:
+    """The IVR docstring's scenario-less lines: keys after 3 s of silence reach the menu (1:
+    information, 9: hang up), so the IVR hangs up on the caller."""
+    commands = documented_commands("ivr_bot.py")
+    media, play = [c for c in commands if c[3] == "media" or "--play" in c]
+    for _ in running("ivr_bot.py", workdir, cli_env):
+        assert call(media, workdir, cli_env).returncode == 0
+        done = call(play, workdir, cli_env)
+        assert done.returncode == 0, done.stderr
+        assert "ended: remote_hangup" in done.stderr, done.stderr
