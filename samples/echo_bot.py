@@ -2,6 +2,7 @@
 
 callbot run samples/echo_bot.py
 callbot call echo --play samples/tone-440.wav --record back.wav --json
+callbot call echo --scenario samples/echo.yaml
 """
 
 from callbot import Bot

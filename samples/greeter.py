@@ -3,6 +3,7 @@ answers (a caller who talks over the greeting is recorded too) into recordings/.
 
 callbot run samples/greeter.py
 callbot call greeter --play samples/tone-440.wav --duration 8 --record heard.wav
+callbot call greeter --scenario samples/greeter.yaml
 """
 
 from pathlib import Path

@@ -5,6 +5,7 @@ the beep: samples/message.ogg is 7 s of silence (the greeting and the beep), the
 
     callbot run samples/voicemail_bot.py
     callbot call voicemail --play samples/message.ogg --duration 15
+    callbot call voicemail --scenario samples/voicemail.yaml
 """
 
 from pathlib import Path

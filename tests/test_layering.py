@@ -94,9 +94,11 @@ def test_layering(importers: tuple[str, ...], forbidden: tuple[str, ...], why: s
 
 def test_only_the_tools_import_the_cli_and_the_test_kit() -> None:
     """The CLI is imported by `python -m callbot` and the pytest plugin (which loads bot files
-    as `callbot run` does); the test kit only by the CLI. Nothing in the core needs either."""
+    as `callbot run` does); the test kit only by the CLI and scenarios (which use its checks);
+    scenarios by the CLI and the test kit. Nothing in the core needs any of them."""
+    kit = ("callbot.testing", "callbot.cli", "callbot.scenario")
     allowed = {"callbot.cli": ("callbot.cli", "callbot.__main__", "callbot.testing"),
-               "callbot.testing": ("callbot.testing", "callbot.cli")}  # fmt: skip
+               "callbot.testing": kit, "callbot.scenario": kit}  # fmt: skip
     for tool, importers in allowed.items():
         wrong = sorted(
             name

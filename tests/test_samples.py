@@ -54,8 +54,9 @@ def _wait_for(log: Path, pattern: str, process: subprocess.Popen, timeout: float
 
 def run_documented(sample: str, bot: str, workdir: Path, env: dict[str, str]) -> Iterator[None]:
     """Start the sample's `callbot run` line, wait until the bot is ready, place its
-    `callbot call` line (which must succeed), stop the bot."""
-    run, call = documented_commands(sample)
+    `callbot call` line (which must succeed), stop the bot. (Its `--scenario` line:
+    tests/scenario/test_samples_scenarios.py.)"""
+    run, call = [c for c in documented_commands(sample) if "--scenario" not in c]
     assert run[3] == "run" and call[3] == "call", (run, call)
     log = workdir / "run.log"
     with log.open("w") as out:

@@ -39,6 +39,8 @@ FALLBACKS = {
     "no loopback fallback",
     "release": "an ended call's objects are freed by the garbage collector, later",
     "keyframe": "video switching from packets to frames waits for the encoder's next keyframe",
+    "impair": "`--impair` and a scenario's packet grades are unavailable (the call runs "
+    "unimpaired)",
     "videotap": "video recorded to .webm/.mkv is decoded and encoded again, not stored as received",
 }
 #: The versions whose internals `NEEDS` was written against (pyproject.toml pins them).
@@ -130,6 +132,10 @@ NEEDS: list[Need] = [
     Need("dtmf", _dtls, "_send_rtp", "method", ("data",)),
     Need("dtmf", _receiver, "_handle_rtp_packet", "method", ("packet", "arrival_time_ms")),
     # ice.py: the per-call host-address filter
+    # scenario/impair.py, scenario/grades.py: datagrams tapped where they leave and arrive
+    Need("impair", _connection, "_protocols", "init"),
+    Need("impair", aioice.ice.StunProtocol, "transport", "init", where="connection_made"),
+    Need("impair", aioice.ice.StunProtocol, "datagram_received", "method", ("data", "addr")),
     Need("ice-filter", aioice.ice, "get_host_addresses", "method", ("use_ipv4", "use_ipv6")),
     # peer.release: reference cycles broken when a call ends
     Need("release", aiortc.rtcsctptransport.RTCSctpTransport, "_data_channels", "init"),

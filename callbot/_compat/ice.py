@@ -51,3 +51,43 @@ def host_addresses_installed(function: HostAddresses) -> bool:
 def install_host_addresses(function: HostAddresses) -> None:
     """Make `function(use_ipv4, use_ipv6)` the host-address source of aioice's gathering."""
     aioice.ice.get_host_addresses = function  # type: ignore[assignment]
+
+
+#: `tap(data, deliver)`: called for each datagram; calls `deliver()` (now, later or never).
+DatagramTap = Callable[[bytes, Callable[[], None]], None]
+
+
+class _TappedTransport:
+    """A datagram transport whose `sendto` goes through a tap first; the rest is the real one."""
+
+    def __init__(self, transport: Any, tap: DatagramTap) -> None:
+        self._transport = transport
+        self._tap = tap
+
+    def sendto(self, data: bytes, addr: Any = None) -> None:
+        transport = self._transport
+        self._tap(data, lambda: None if transport.is_closing() else transport.sendto(data, addr))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def tap_datagrams(connection: Any, outgoing: DatagramTap, incoming: DatagramTap) -> int:
+    """Pass every datagram the connection's sockets send through `outgoing` and every one
+    they receive through `incoming` (both before STUN/DTLS/SRTP see them). Returns how many
+    sockets were tapped; each is tapped once."""
+    tapped = 0
+    for protocol in list(connection._protocols):
+        state = protocol.__dict__
+        if state.get("_callbot_tapped") or getattr(protocol, "transport", None) is None:
+            continue
+        state["_callbot_tapped"] = True
+        protocol.transport = _TappedTransport(protocol.transport, outgoing)
+        received = protocol.datagram_received
+
+        def datagram_received(data: bytes, addr: Any, received: Any = received) -> None:
+            incoming(data, lambda: received(data, addr))
+
+        protocol.datagram_received = datagram_received
+        tapped += 1
+    return tapped

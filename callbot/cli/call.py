@@ -100,6 +100,27 @@ ENV_SERVER = "CALLBOT_SERVER"
     "--expect-speech", is_flag=True, help="Fail unless the peer's audio sounds like speech."
 )
 @click.option(
+    "--scenario",
+    "scenario_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Run the steps of this YAML file once connected (docs/howto/scenarios.md).",
+)
+@click.option(
+    "--step",
+    "steps",
+    multiple=True,
+    metavar="STEP",
+    help='A scenario step, e.g. --step "dtmf 1" --step "expect tone 1000 within 3s"; '
+    "repeatable, run after --scenario's.",
+)
+@click.option(
+    "--impair",
+    metavar="SPEC",
+    help="Impair our media where it leaves and arrives: loss=5%,burst=3,jitter=30ms,delay=80ms "
+    "(with --scenario or --step; overrides the file's).",
+)
+@click.option(
     "--junit",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write a JUnit XML report: a testcase for the call and one per expectation.",
@@ -131,6 +152,9 @@ def call(
     expect_dtmf: str | None,
     expect_video_frames: int | None,
     expect_speech: bool,
+    scenario_file: Path | None,
+    steps: tuple[str, ...],
+    impair: str | None,
     junit: Path | None,
     require_verified: bool,
     state_dir: Path | None,
@@ -147,13 +171,16 @@ def call(
     --expect-* holds (checked on --record/--record-video, or on a temporary recording),
     and with --require-verified the peer's signature verified; otherwise exits 1 with a
     one-line reason. A SIP PEER (sip:user@host:port) is called with no relay (--server and
-    --token are not used), offering Opus and G.711; the call ends with a BYE.
+    --token are not used), offering Opus and G.711; the call ends with a BYE. With
+    --scenario/--step, runs those steps instead of playing a file; the first failing step ends
+    the run (exit 1, naming the step).
 
     \b
     Example:
       callbot call echo --play samples/tone-440.wav --record out.wav --duration 4 --json
       callbot call echo --play keys.wav --expect-dtmf 123 --expect-tone 440 --junit call.xml
       callbot call sip:desk@127.0.0.1:5060 --play f.wav --expect-tone 1000 --json
+      callbot call desk --scenario samples/ivr.yaml --impair loss=5% --json
     """
     from ..testing.expectations import failure_reason, from_options
     from ..testing.junit import write_call_report
@@ -167,6 +194,7 @@ def call(
         ice_addresses=ice_addresses,
         always_relay=always_relay,
     )
+    scenario = _scenario(scenario_file, steps, impair, play, play_video, duration)
     plan = CallPlan(
         peer=peer,
         server=server[0] if len(server) == 1 else list(server),
@@ -184,6 +212,7 @@ def call(
         state_dir=state_dir,
         expect=from_options(expect_tones, expect_dtmf, expect_video_frames, expect_speech),
         require_verified=require_verified,
+        scenario=scenario,
     )
     try:
         with status(f"calling {peer}…") as progress:
@@ -203,6 +232,37 @@ def call(
         raise SystemExit(1)
 
 
+def _scenario(
+    path: Path | None,
+    steps: tuple[str, ...],
+    impair: str | None,
+    play: Path | None,
+    play_video: Path | None,
+    duration: float | None,
+) -> Any:
+    """The scenario of --scenario/--step/--impair (None without one), checked before dialling."""
+    if path is None and not steps:
+        if impair is not None:
+            raise click.UsageError("--impair needs --scenario or --step")
+        return None
+    clash = [name for name, given in (("--play", play), ("--play-video", play_video),
+                                      ("--duration", duration)) if given is not None]  # fmt: skip
+    if clash:
+        raise click.UsageError(f"{', '.join(clash)} cannot go with a scenario: use `play FILE`")
+    from ..scenario import Impairment, ScenarioError, from_strings, load
+
+    try:
+        inline = from_strings(steps)
+        scenario = load(path).with_steps(inline.steps) if path is not None else inline
+        if impair is not None:
+            scenario = scenario.impaired(Impairment.parse(impair))
+    except ScenarioError as exc:
+        raise click.UsageError(str(exc)) from None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--impair") from None
+    return scenario
+
+
 def _print_report(report: dict[str, Any]) -> None:
     remote = report.get("remote_end_reason")
     say(
@@ -214,5 +274,12 @@ def _print_report(report: dict[str, Any]) -> None:
         say(f"received {kind}: {entry.get('packets')} packets, {entry.get('frames')} frames")
     for kind, entry in report.get("recordings", {}).items():
         say(f"recorded {kind}: {json.dumps(entry)}")
+    for step in report.get("steps", []):
+        verdict = {True: "ok", False: "FAILED", None: "not run"}[step["ok"]]
+        say(f"step {step['step']} `{step['text']}`: {verdict}: {step['message']}")
+    grades = report.get("grades") or {}
+    if grades.get("mos") is not None:
+        say(f"estimated MOS: {grades['mos']}" + "".join(
+            f"  {k} {grades[k]['mos']}" for k in ("sent", "received") if k in grades))  # fmt: skip
     for entry in report.get("expectations", []):
         say(f"expect {entry['name']}: {'ok' if entry['ok'] else 'FAILED'}: {entry['message']}")

@@ -35,6 +35,44 @@ def _duration(default: float | None) -> Callable[[Any], Any]:
     )
 
 
+def _seconds(_ctx: Any, _param: Any, value: str | None) -> float | None:
+    """A --lead/--gap value: 3s, 500ms or a number of seconds."""
+    if value is None:
+        return None
+    from ..scenario import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if seconds > 3600:
+        raise click.BadParameter(f"{value} is over an hour")
+    return seconds
+
+
+def _lead(default: str | None) -> Callable[[Any], Any]:
+    return click.option(
+        "--lead",
+        default=default,
+        show_default=default is not None,
+        callback=_seconds,
+        metavar="DURATION",
+        help="Silence before the content (3s, 500ms), so it plays after the peer's greeting.",
+    )
+
+
+def _prepend(out: Path, lead: float | None) -> None:
+    """Rewrite `out` with `lead` seconds of silence before what it holds."""
+    if not lead:
+        return
+    from ..media.analysis import load_audio
+    from ..testing import generate
+
+    clip = load_audio(out)
+    silence = np.zeros(round(lead * clip.rate), np.float32)
+    generate.write_audio(out, np.concatenate([silence, clip.samples]), clip.rate)
+
+
 def _write(out: Path, action: Callable[[], Any]) -> Any:
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -45,7 +83,7 @@ def _write(out: Path, action: Callable[[], Any]) -> Any:
 
 @click.group("media")
 def media() -> None:
-    """Write fixture media for smoke tests: tone, dtmf, speech, video, silence.
+    """Write fixture media for smoke tests: tone, dtmf, speech, video, silence, join.
 
     \b
     Examples:
@@ -58,6 +96,7 @@ def media() -> None:
 
 @media.command("tone")
 @_OUT
+@_lead(None)
 @click.option(
     "--freq",
     "freqs",
@@ -77,7 +116,14 @@ def media() -> None:
     help="Peak level, 0-1 (0.5 is a -9 dBFS tone).",
 )
 @_RATE
-def tone(out: Path, freqs: tuple[float, ...], duration: float, amplitude: float, rate: int) -> None:
+def tone(
+    out: Path,
+    lead: float | None,
+    freqs: tuple[float, ...],
+    duration: float,
+    amplitude: float,
+    rate: int,
+) -> None:
     """Write a tone (or a chord) to OUT.
 
     \b
@@ -88,31 +134,40 @@ def tone(out: Path, freqs: tuple[float, ...], duration: float, amplitude: float,
     from ..testing import generate
 
     _write(out, lambda: generate.write_tone(out, list(freqs), duration, rate, 1, amplitude))
+    _write(out, lambda: _prepend(out, lead))
     say(f"wrote {out}: {duration:g} s tone at {' + '.join(f'{f:g}' for f in freqs)} Hz")
 
 
 @media.command("dtmf")
 @_OUT
 @click.option("--digits", required=True, help="Keys to dial: 0-9, *, #, A-D.")
+@_lead("0.2s")
 @_duration(None)
 @click.option("--key-ms", default=100, show_default=True, type=click.IntRange(40, 2000))
 @click.option("--gap-ms", default=70, show_default=True, type=click.IntRange(20, 2000))
 @_RATE
 def dtmf(
-    out: Path, digits: str, duration: float | None, key_ms: int, gap_ms: int, rate: int
+    out: Path,
+    digits: str,
+    lead: float,
+    duration: float | None,
+    key_ms: int,
+    gap_ms: int,
+    rate: int,
 ) -> None:
-    """Write in-band DTMF keys to OUT (after 0.2 s of silence; --duration pads with silence).
+    """Write in-band DTMF keys to OUT (after --lead of silence; --duration pads the end).
 
     \b
     Example:
       callbot media dtmf keys.wav --digits 123#
       callbot call ivr --play keys.wav --expect-dtmf 123#
+      callbot media dtmf keys.wav --digits 19 --lead 3s
     """
     from ..testing import generate
 
     def write() -> Path:
         keys = generate.dtmf_samples(digits, rate, key_ms / 1000, gap_ms / 1000)
-        samples = np.concatenate([np.zeros(round(0.2 * rate), np.float32), keys])
+        samples = np.concatenate([np.zeros(round(lead * rate), np.float32), keys])
         if duration is not None:
             total = round(duration * rate)
             if total < samples.size:
@@ -140,6 +195,7 @@ def dtmf(
 )
 @click.option("--voice", help="espeak-ng voice, e.g. en-us.")
 @click.option("--seed", default=0, show_default=True, help="Synthetic voice variation.")
+@_lead(None)
 @_RATE
 def speech(
     out: Path,
@@ -148,6 +204,7 @@ def speech(
     engine: str,
     voice: str | None,
     seed: int,
+    lead: float | None,
     rate: int,
 ) -> None:
     """Write speech to OUT: espeak-ng if installed, otherwise a synthetic voice (no words,
@@ -167,6 +224,7 @@ def speech(
             out, duration, text=text, engine=engine, voice=voice, rate=rate, seed=seed
         ),
     )
+    _write(out, lambda: _prepend(out, lead))
     if used == "synthetic" and text:
         say("espeak-ng is not installed: --text ignored, wrote a synthetic voice", "yellow")
     say(f"wrote {out}: speech ({'espeak-ng' if used == 'espeak' else 'synthetic voice'})")
@@ -237,3 +295,38 @@ def silence(out: Path, duration: float, rate: int) -> None:
 
     _write(out, lambda: generate.write_silence(out, duration, rate))
     say(f"wrote {out}: {duration:g} s of silence")
+
+
+@media.command("join")
+@_OUT
+@click.argument("pieces", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))  # fmt: skip
+@_lead(None)
+@click.option("--gap", callback=_seconds, metavar="DURATION", help="Silence between pieces.")
+@_RATE
+def join(
+    out: Path, pieces: tuple[Path, ...], lead: float | None, gap: float | None, rate: int
+) -> None:
+    """Write the audio of PIECES one after the other to OUT (mono, at --rate).
+
+    \b
+    Example:
+      callbot media dtmf one.wav --digits 1 --lead 0
+      callbot media speech hello.wav --text "I would like the sales team"
+      callbot media join call.wav one.wav hello.wav --lead 3s --gap 1s
+    """
+    from ..media.analysis import load_audio
+    from ..testing import generate
+
+    def write() -> float:
+        pause = np.zeros(round((gap or 0) * rate), np.float32)
+        parts = [np.zeros(round((lead or 0) * rate), np.float32)]
+        for index, piece in enumerate(pieces):
+            clip = load_audio(piece)
+            parts += [pause] * (index > 0) + [generate.resample(clip.samples, clip.rate, rate)]
+        samples = np.concatenate(parts)
+        generate.write_audio(out, samples, rate)
+        return samples.size / rate
+
+    seconds = _write(out, write)
+    say(f"wrote {out}: {len(pieces)} pieces, {seconds:.2f} s")

@@ -14,7 +14,8 @@ installed gets these fixtures, with nothing to configure:
 
 And assertions whose failure message names the file, what was expected and what was found:
 `assert_tone`, `assert_silence`, `assert_duration`, `assert_dtmf`, `assert_video`,
-`assert_speech_like`.
+`assert_speech_like`. Scripted calls share `callbot call --scenario`'s format:
+`await caller.run_scenario("desk", "smoke.yaml")` (or a list of step strings).
 
     from callbot.testing import assert_dtmf, assert_tone
 
@@ -513,6 +514,7 @@ class Caller:
         user: str = "caller",
         server: str | None = None,
         token: str | None = None,
+        scenario: Any = None,
     ) -> Any:
         """The `CallPlan` that `__call__` runs (the same object `callbot call` builds)."""
         from ..config import CallConfig
@@ -541,6 +543,7 @@ class Caller:
             metadata=dict(metadata or {}),
             config=CallConfig(ice=IceConfig(addresses=_ice_addresses())),
             expect=list(expect),
+            scenario=scenario,
         )
 
     def __call__(self, peer: str, **options: Any) -> CallResult:
@@ -563,6 +566,36 @@ class Caller:
 
         plan = self.plan(peer, **options)
         return CallResult(await asyncio.wrap_future(self._loop.submit(place_call(plan))))
+
+    async def run_scenario(
+        self,
+        peer: str,
+        scenario: str | os.PathLike[str] | Sequence[str] | Any,
+        *,
+        impair: str | None = None,
+        **options: Any,
+    ) -> CallResult:
+        """Call `peer` and run a scenario: a YAML file, a list of step strings (as `--step`,
+        paths relative to the working directory) or a `callbot.scenario.Scenario`; `impair`
+        as `--impair`. The result's `.report` has `steps` and `grades`, `.ok` the verdict and
+        `.reason` the failing step's line. Other options as for `caller(...)`."""
+        from .smoke import place_call
+
+        plan = self.plan(peer, scenario=_scenario_of(scenario, impair), **options)
+        return CallResult(await asyncio.wrap_future(self._loop.submit(place_call(plan))))
+
+
+def _scenario_of(source: Any, impair: str | None) -> Any:
+    """A `Scenario` from a path, step strings or a Scenario, under `impair` if given."""
+    from ..scenario import Impairment, Scenario, from_strings, load
+
+    if isinstance(source, Scenario):
+        scenario = source
+    elif isinstance(source, str | os.PathLike):
+        scenario = load(Path(source))
+    else:
+        scenario = from_strings(list(source))
+    return scenario if impair is None else scenario.impaired(Impairment.parse(impair))
 
 
 # -- fixtures -----------------------------------------------------------------------------------

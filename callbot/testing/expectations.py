@@ -643,6 +643,9 @@ def failure_reason(report: dict[str, Any]) -> str | None:
     if report.get("ok"):
         return None
     peer = report.get("peer", "the peer")
+    scenario = report.get("scenario") or {}
+    if report.get("connected") and not scenario.get("ok", True):
+        return str(scenario["failure"])
     if not report.get("connected"):
         return f"call to {peer} failed: {report.get('error') or report.get('end_reason')}"
     if report.get("end_reason") not in ("hangup", "remote_hangup"):

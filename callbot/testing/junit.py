@@ -1,6 +1,7 @@
 """JUnit XML for `callbot call --junit`: CI systems (GitHub, GitLab, Jenkins) show it per test.
 
-One testsuite per call: a testcase "connected and ended normally", then one per expectation.
+One testsuite per call: a testcase "connected and ended normally", then one per expectation,
+or one per scenario step (named "step N: TEXT", timed; steps after a failure are skipped).
 A failed testcase carries the one-line message; an expectation that could not be checked
 (the call never connected) is skipped.
 
@@ -75,7 +76,28 @@ def call_report_xml(report: dict[str, Any]) -> ET.Element:
         else:
             ET.SubElement(case, "system-out").text = message
 
-    suite.set("tests", str(1 + len(report.get("expectations", []))))
+    steps = report.get("steps", [])
+    for step in steps:
+        case = ET.SubElement(suite, "testcase", classname=classname,
+                             name=printable(f"step {step['step']}: {step['text']}", None),
+                             time=f"{float(step.get('seconds') or 0):.3f}")  # fmt: skip
+        message = printable(f"{step['where']}: {step['message']}", None)
+        if step["ok"] is None:
+            skipped += 1
+            ET.SubElement(case, "skipped", message=message)
+        elif not step["ok"]:
+            failures += 1
+            failure = ET.SubElement(case, "failure", message=message, type="step")
+            failure.text = message
+        else:
+            ET.SubElement(case, "system-out").text = message
+    grades = report.get("grades") or {}
+    for direction in ("sent", "received"):
+        if direction in grades:
+            ET.SubElement(properties, "property", name=f"mos_{direction}",
+                          value=str(grades[direction]["mos"]))  # fmt: skip
+
+    suite.set("tests", str(1 + len(report.get("expectations", [])) + len(steps)))
     suite.set("failures", str(failures))
     suite.set("errors", "0")
     suite.set("skipped", str(skipped))

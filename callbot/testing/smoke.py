@@ -3,7 +3,9 @@
 The report is a plain dict (printed as JSON by `--json`): whether the call connected, how it
 ended, whether the peer's signature verified (`peer_verified`), packets and frames each way,
 and for each recording its length, level and dominant frequency (audio) or frame count and
-size (video).
+size (video). With a scenario (`--scenario`, `--step`) it also has `scenario` (verdict and
+the one-line failure), `steps` (each step's timing, verdict and measures) and `grades`
+(estimated MOS per direction, dropouts, freezes, echo delay): see callbot.scenario.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 
@@ -29,6 +31,9 @@ from ..settings import Settings
 from ..signaling.client import SignalingError
 from ..sip import is_sip_uri
 from .expectations import Expectation, evaluate
+
+if TYPE_CHECKING:
+    from ..scenario import Scenario
 
 NORMAL_ENDS = frozenset({"hangup", "remote_hangup"})
 #: Kept connected after a playback ends, so its last packets arrive before hanging up.
@@ -62,10 +67,14 @@ class CallPlan:
     expect: list[Expectation] = field(default_factory=list)
     #: Fail unless the peer's answer was signed by its pinned key (`--require-verified`).
     require_verified: bool = False
+    #: Steps to run once connected, instead of playing a file (`--scenario`, `--step`).
+    scenario: Scenario | None = None
 
     @property
     def wants_video(self) -> bool:
-        return self.video or self.play_video is not None or self.record_video is not None
+        scripted = self.scenario is not None and self.scenario.wants_video
+        asked = self.play_video is not None or self.record_video is not None
+        return scripted or self.video or asked
 
     def with_scratch_recordings(self, directory: Path) -> CallPlan:
         """This plan, recording into `directory` what its expectations need and nothing
@@ -86,6 +95,10 @@ async def place_call(plan: CallPlan, progress: Any = None) -> dict[str, Any]:
     `ok` is true only if the call went well and every expectation holds. Recordings made only
     for the expectations go to a temporary directory, deleted unless something failed.
     """
+    if plan.scenario is not None:
+        from ..scenario import check_ready
+
+        check_ready(plan.scenario)  # ScenarioError before dialling
     scratch = None
     given = plan
     missing = {e.needs for e in plan.expect} - {
@@ -159,7 +172,7 @@ async def _place_call(plan: CallPlan, progress: Any = None) -> dict[str, Any]:
             report["connected"] = True
             report["setup_ms"] = round((time.monotonic() - started) * 1000, 1)
             _tell(progress, f"connected to {plan.peer}")
-            await _media(call, plan, report)
+            await _media(call, plan, report, progress)
         if call.state != "ended":
             await call.hangup()
         report["end_reason"] = call.end_reason
@@ -172,18 +185,25 @@ async def _place_call(plan: CallPlan, progress: Any = None) -> dict[str, Any]:
         await bot.stop()
     report["recordings"] = _describe_recordings(plan)
     report["ok"] = report["connected"] and report.get("end_reason") in NORMAL_ENDS
+    if plan.scenario is not None:
+        _scenario_verdict(plan.scenario, report)
     if plan.require_verified and report["ok"] and not report.get("peer_verified"):
         report["ok"] = False  # a relay in the middle passes for the peer without signatures
         report["error"] = f"{plan.peer} is not verified: its answer was not signed by a pinned key"
     return report
 
 
-async def _media(call: Call, plan: CallPlan, report: dict[str, Any]) -> None:
+async def _media(call: Call, plan: CallPlan, report: dict[str, Any], progress: Any = None) -> None:
     if plan.record or plan.record_video:
         for path in (plan.record, plan.record_video):  # named by the operator: a rerun replaces
             if path is not None:
                 path.unlink(missing_ok=True)
         call.record_incoming(audio_path=plan.record, video_path=plan.record_video)
+    if plan.scenario is not None:
+        from ..scenario import run_scenario
+
+        report.update(await run_scenario(call, plan.scenario, lambda m: _tell(progress, m)))
+        return
     playback: Playback | None = None
     if plan.play_video is not None:
         playback = call.send_video_file(plan.play_video, loop=plan.loop)
@@ -202,6 +222,20 @@ async def _media(call: Call, plan: CallPlan, report: dict[str, Any]) -> None:
     if playback is not None:
         report["played_seconds"] = round(playback.position, 2)
         playback.stop()
+
+
+def _scenario_verdict(scenario: Scenario, report: dict[str, Any]) -> None:
+    """Fold the scenario into `ok`; a call that never connected ran no step."""
+    if "steps" not in report:
+        why = f"the call did not connect ({report.get('error') or report.get('end_reason')})"
+        report["scenario"] = {"name": scenario.name, "source": scenario.source, "ok": False,
+                              "failure": why}  # fmt: skip
+        report["steps"] = [
+            {"step": n, "where": s.where, "text": s.text, "kind": s.kind, "ok": None, "at": 0.0,
+             "seconds": 0.0, "message": f"not run: {why}", "measured": {}}
+            for n, s in enumerate(scenario.steps, 1)
+        ]  # fmt: skip
+    report["ok"] = report["ok"] and report["scenario"]["ok"]
 
 
 def _describe_recordings(plan: CallPlan) -> dict[str, Any]:
