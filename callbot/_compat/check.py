@@ -115,6 +115,10 @@ NEEDS: list[Need] = [
     Need("fastpath", aioice.ice.CandidatePair, "protocol", "init"),
     Need("fastpath", aioice.ice.CandidatePair, "remote_addr", "attr"),
     Need("fastpath", aioice.ice, "StunProtocol", "value"),
+    # _compat/ice.demux_media_first: RTP/RTCP handed on without a STUN parse
+    Need("fastpath", aioice.ice.StunProtocol, "datagram_received", "method", ("data", "addr")),
+    Need("fastpath", aioice.ice.StunProtocol, "local_candidate", "init",
+         where="datagram_received"),
     # media/fastpath.py, receiving: packets handled where they arrive, statistics kept
     *_inits("fastpath", _receiver, "__nack_generator", "__remote_bitrate_estimator",
             "__codecs", "__remote_streams", "__active_ssrc", "_enabled"),

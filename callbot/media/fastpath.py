@@ -14,7 +14,8 @@ path is used otherwise, after a WARNING naming what is missing):
   aiortc's serialiser) with sequence number, timestamp and abs-send-time filled in, then DTMF
   rewriting (dtmf.py), SRTP and `sendto` on the ICE pair in use. The sender's counters (RTCP
   sender reports) and the transport's statistics are kept as aiortc keeps them.
-- Receiving: RTP for a hooked audio receiver is handled where the datagram arrives: decrypted,
+- Receiving: the socket hands RTP/RTCP to the connection by its first byte (RFC 7983), not
+  after a failed STUN parse; RTP for a hooked audio receiver is handled there: decrypted,
   its header read, receiver statistics (RTCP receiver reports) updated, and the payload handed
   to callbot's jitter buffer. Everything else (DTLS, RTCP, data channels, video, other payload
   types such as telephone-events) still takes aiortc's path, unchanged.
@@ -279,7 +280,8 @@ def receive_inline(receiver: Any, payload_type: int, buffer: Any) -> bool:
 
         def data_received(data: bytes, component: int) -> None:
             if (
-                127 < data[0] < 192
+                data
+                and 127 < data[0] < 192
                 and len(data) >= 12
                 and not 192 <= data[1] <= 208  # RTCP
                 and rtp.srtp_receiving(dtls) is not None
@@ -303,6 +305,7 @@ def receive_inline(receiver: Any, payload_type: int, buffer: Any) -> bool:
         pending: dict[Any, list[_InlineAudio]] = {}
         rtp.attach(connection, "pending", pending)
         ice.replace_data_received(connection, data_received)
+        ice.demux_media_first(connection)
     rtp.attached(connection, "pending").setdefault(receiver, []).append(
         _InlineAudio(receiver, payload_type, buffer)
     )
