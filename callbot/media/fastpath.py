@@ -142,7 +142,7 @@ class _AudioStream:
         dtmf = rtp.attached(dtls, "dtmf")  # see dtmf.hook_sender
         if dtmf:
             owner = dtmf.get(self._ssrc)
-            if owner is not None and owner.wants(data):
+            if owner is not None and owner.busy and owner.wants(data):
                 data = owner.rewrite(data)
         protected = rtp.srtp_protect(dtls, data)
         ice.send_on_nominated(self._connection, protected)
