@@ -38,7 +38,7 @@ def demux_media_first(connection: Any) -> None:
     pair = connection._nominated.get(1)
     if pair is None or not isinstance(pair.protocol, StunProtocol):
         return
-    protocol = pair.protocol
+    protocol: Any = pair.protocol
     component = protocol.local_candidate.component
     stun_first = weakref.WeakMethod(protocol.datagram_received)  # no cycle through the hook
 
