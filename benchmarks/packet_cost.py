@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import contextlib
+import cProfile
 import pstats
 import resource
 import statistics
@@ -92,7 +92,7 @@ async def main(args: argparse.Namespace) -> None:
         f"{statistics.median(per_packet):.1f}" + (f"; {ended} calls ended early" if ended else "")
     )
     if profile is not None:
-        pstats.Stats(profile).sort_stats("tottime").print_stats(args.profile)
+        pstats.Stats(profile).sort_stats(args.sort).print_stats(*args.only, args.profile)
 
 
 if __name__ == "__main__":
@@ -103,4 +103,6 @@ if __name__ == "__main__":
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="print the N functions with the most own time")  # fmt: skip
+    parser.add_argument("--sort", default="tottime", help="profile order (pstats key)")
+    parser.add_argument("--only", nargs="*", default=[], help="profile: functions matching")
     asyncio.run(main(parser.parse_args()))

@@ -13,7 +13,8 @@ path is used otherwise, after a WARNING naming what is missing):
   Each packet is a prepared RTP header (the sender's own header extensions: a template made by
   aiortc's serialiser) with sequence number, timestamp and abs-send-time filled in, then DTMF
   rewriting (dtmf.py), SRTP and `sendto` on the ICE pair in use. The sender's counters (RTCP
-  sender reports) and the transport's statistics are kept as aiortc keeps them.
+  sender reports) and the transport's statistics are kept as aiortc keeps them; the RTCP
+  reports of fast senders and receivers go out in one pass per process (reports.py).
 - Receiving: the socket hands RTP/RTCP to the connection by its first byte (RFC 7983), not
   after a failed STUN parse; RTP for a hooked audio receiver is handled there: decrypted,
   its header read, receiver statistics (RTCP receiver reports) updated, and the payload handed
@@ -38,6 +39,7 @@ from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import RtpPacket
 
 from .._compat import available, ice, rtp
+from . import reports
 from .clock import AUDIO_TICKER, Ticker
 
 logger = logging.getLogger(__name__)
@@ -78,6 +80,16 @@ def send_audio(sender: Any, track: Any) -> bool:
         await _run_audio_sender(sender, track, codec)
 
     rtp.replace_rtp_task(sender, run_rtp)
+    reports.report_in_pass(sender, rtp.sender_report)
+    return True
+
+
+def report_receiver(receiver: Any) -> bool:
+    """Have an audio `receiver` (not started yet) send its RTCP receiver reports in the
+    process's pass (reports.py) instead of its own task; False when it cannot."""
+    if not enabled() or rtp.receiver_started(receiver):
+        return False
+    reports.report_in_pass(receiver, rtp.receiver_report)
     return True
 
 

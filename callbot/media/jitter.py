@@ -81,4 +81,5 @@ def use_for(receiver: Any, hub: IncomingMedia) -> AudioJitterBuffer | None:
         return None
     buffer = AudioJitterBuffer(hub, receiver)
     rtp.use_jitter_buffer(receiver, buffer)
+    fastpath.report_receiver(receiver)  # its RTCP reports with the process's others
     return buffer

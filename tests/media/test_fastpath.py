@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 
@@ -82,3 +83,25 @@ async def test_aiortc_path_when_turned_off(
     result = await _tone_both_ways(tmp_path, tone_file)
     assert result["hooks"] == ((False, False), (False, False))
     assert result["sent"]["packets"] >= 150 and result["received"]["packets"] >= 150
+
+
+async def test_rtcp_reports_of_all_calls_go_out_in_one_task(tone_file) -> None:
+    """media/reports.py: aiortc's RTCP task per sender and receiver is replaced by one pass
+    per process, and the reports still flow both ways (round-trip times need the sender's
+    report and the receiver's answer to it)."""
+    tone = tone_file(".wav", 440.0, seconds=3.0)
+    async with contextlib.AsyncExitStack() as stack:
+        pairs = [await stack.enter_async_context(direct_call()) for _ in range(3)]
+        for pair in pairs:
+            for call in pair:
+                call.send_audio_file(tone, loop=True)
+        names = [task.get_coro().__qualname__ for task in asyncio.all_tasks()]  # type: ignore[union-attr]
+        assert not [n for n in names if n.endswith("._run_rtcp")]
+        assert [t.get_name() for t in asyncio.all_tasks()].count("callbot-rtcp") == 1
+        rtts: list[float | None] = []
+        for _ in range(60):  # reports go out every 0.5-1.5 s
+            rtts = [(await call.stats())["sent"]["audio"].get("rtt") for p in pairs for call in p]
+            if all(rtt is not None for rtt in rtts):
+                break
+            await asyncio.sleep(0.1)
+        assert all(rtt is not None and 0 < rtt < 0.5 for rtt in rtts), rtts
