@@ -118,13 +118,18 @@ async def main(args: argparse.Namespace) -> None:
     calls: list[Call] = []
     for first in range(0, args.calls, BATCH):
         batch = await asyncio.gather(
-            *(caller.call(args.bot) for _ in range(min(BATCH, args.calls - first)))
+            *(
+                caller.call(args.bot, video=args.video)
+                for _ in range(min(BATCH, args.calls - first))
+            )
         )
         await asyncio.gather(*(call.wait_connected(60) for call in batch))
         calls += batch
     print(f"CONNECTED {time.monotonic() - started:.2f}", flush=True)
     for call in calls:
         call.send_audio_file(args.prompt, loop=True)
+        if args.video:
+            call.send_video_file(args.video, loop=True)
     probe = LagProbe()
     probe.start()
     await asyncio.sleep(args.warmup)
@@ -156,4 +161,5 @@ if __name__ == "__main__":
     parser.add_argument("--tone", type=float, required=True, help="the bot's prompt (Hz)")
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--video", metavar="CLIP", help="video calls: send this silent clip too")
     asyncio.run(main(parser.parse_args()))
