@@ -403,7 +403,11 @@ async def main(args: argparse.Namespace) -> None:
             for impl, workers, calls in plan:
                 if (impl, workers) in fallen:
                     continue  # it already fell far behind at fewer calls
-                point = await harness.measure(impl, calls, workers)
+                try:
+                    point = await harness.measure(impl, calls, workers)
+                except (RuntimeError, TimeoutError) as exc:  # the harness gave up on this one
+                    point = Point(impl, workers, calls, args.video, args.load)
+                    point.notes.append(f"not measured: {exc!r}")
                 points.append(point)
                 print(table(HEADERS, [_row(point)]).splitlines()[-1], flush=True)
                 if point.lateness_p99_ms > 2000:

@@ -117,19 +117,16 @@ async def main(args: argparse.Namespace) -> None:
     started = time.monotonic()
     calls: list[Call] = []
     for first in range(0, args.calls, BATCH):
-        batch = await asyncio.gather(
-            *(
-                caller.call(args.bot, video=args.video)
-                for _ in range(min(BATCH, args.calls - first))
-            )
-        )
+        count = min(BATCH, args.calls - first)
+        video = args.video is not None
+        batch = await asyncio.gather(*(caller.call(args.bot, video=video) for _ in range(count)))
         await asyncio.gather(*(call.wait_connected(60) for call in batch))
+        for call in batch:  # at once: the bot ends a call that hears nothing for 10 s
+            call.send_audio_file(args.prompt, loop=True)
+            if args.video:
+                call.send_video_file(args.video, loop=True)
         calls += batch
     print(f"CONNECTED {time.monotonic() - started:.2f}", flush=True)
-    for call in calls:
-        call.send_audio_file(args.prompt, loop=True)
-        if args.video:
-            call.send_video_file(args.video, loop=True)
     probe = LagProbe()
     probe.start()
     await asyncio.sleep(args.warmup)
