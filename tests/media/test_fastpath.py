@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,18 @@ async def test_rtcp_reports_of_all_calls_go_out_in_one_task(tone_file) -> None:
                 break
             await asyncio.sleep(0.1)
         assert all(rtt is not None and 0 < rtt < 0.5 for rtt in rtts), rtts
+
+
+async def test_an_empty_datagram_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    """Hostile input: a zero-length UDP datagram to a call's media port is dropped quietly
+    (it used to raise IndexError in the fast path's handler, logged with a traceback)."""
+    async with direct_call() as (_caller, callee):
+        transceiver = next(t for t in callee.peer_connection.getTransceivers())
+        connection = _compat.rtp.ice_connection(transceiver.receiver.transport)
+        address = connection._nominated[1].protocol.transport.get_extra_info("sockname")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for _ in range(3):
+                sock.sendto(b"", address[:2])
+        await asyncio.sleep(0.3)
+        assert callee.state == "connected"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
