@@ -52,8 +52,8 @@ from pathlib import Path
 import av
 from _common import cpu_seconds, machine, process_tree, rss_mb, table
 
-from callbot.media import generate
 from callbot.signaling.relay import Relay
+from callbot.testing import generate
 
 HERE = Path(__file__).resolve().parent
 PROMPT_HZ = 440.0  # the bot's prompt, which the callers check for

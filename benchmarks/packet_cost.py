@@ -29,8 +29,8 @@ from _common import machine
 
 from callbot.call import Call
 from callbot.config import CallConfig
-from callbot.media import generate
-from callbot.signaling.direct import connect_direct
+from callbot.direct import connect_direct
+from callbot.testing import generate
 
 PACKETS_PER_SECOND = 50  # 20 ms Opus
 

@@ -32,7 +32,8 @@ from _common import cpu_seconds, machine, rss_mb, table
 
 from callbot.call import Call
 from callbot.config import CallConfig
-from callbot.media import generate, vp8
+from callbot.direct import connect_direct
+from callbot.media import vp8
 from callbot.media.writers import (
     VIDEO_CLOCK,
     ContainerWriter,
@@ -40,7 +41,7 @@ from callbot.media.writers import (
     VideoItem,
     Vp8PacketWriter,
 )
-from callbot.signaling.direct import connect_direct
+from callbot.testing import generate
 
 SIZE = (640, 480)
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .media import Playback, Recording, TrackRecorder, recording_name
     from .media.tracks import MediaSource
     from .plugins import PluginError
+    from .settings import Settings, SettingsError
     from .signaling.client import SignalingError
 
 #: public name -> the submodule defining it.
@@ -50,6 +51,8 @@ _EXPORTS = {
     "IdentityError": ".identity",
     "JanusError": ".group",
     "PluginError": ".plugins",
+    "Settings": ".settings",
+    "SettingsError": ".settings",
     "SignalingError": ".signaling.client",
 }
 
@@ -76,6 +79,8 @@ __all__ = [
     "Recording",
     "RejectReason",
     "Room",
+    "Settings",
+    "SettingsError",
     "SignalingError",
     "Subscription",
     "TrackRecorder",

@@ -24,7 +24,7 @@ import signal
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCIceServer
 
@@ -35,27 +35,16 @@ from .errors import CallbotError, CallError, InvalidStateError
 from .events import Emitter
 from .group.calls import GroupCalls, InviteHandler
 from .group.room import Room, RoomId, RoomKind
-from .ice import IceConfig
 from .identity import IdentityError, IdentityKey, KnownPeers, Trust
 from .safe import printable
+from .settings import Settings, SettingsError, parse_addresses
 from .signaling.client import RelayClient
-from .signaling.relay import DEFAULT_HOST, DEFAULT_PORT, Relay
 from .signaling.state import RelayState
 
+if TYPE_CHECKING:
+    from .signaling.relay import Relay
+
 logger = logging.getLogger(__name__)
-
-ENV_SERVER = "CALLBOT_SERVER"
-ENV_TOKEN = "CALLBOT_TOKEN"
-#: Identity settings a bot takes from the environment when not given (`callbot run` sets them).
-ENV_IDENTITY = "CALLBOT_IDENTITY"
-ENV_KNOWN_PEERS = "CALLBOT_KNOWN_PEERS"
-ENV_REQUIRE_SIGNATURES = "CALLBOT_REQUIRE_SIGNATURES"
-ENV_TRUST_ON_FIRST_USE = "CALLBOT_TRUST_ON_FIRST_USE"
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
 
 #: Lifetime of tokens a bot mints for itself (renewed before expiry while it runs).
 SELF_TOKEN_TTL = 24 * 3600.0
@@ -160,8 +149,8 @@ class Bot(Emitter):
         *,
         role: str = "bot",
         max_calls: int | None = None,
-        video_codec: str = "vp8",
-        video_size: tuple[int, int] = (640, 480),
+        video_codec: str | None = None,
+        video_size: tuple[int, int] | None = None,
         ice_addresses: list[str] | None = None,
         always_relay: bool = False,
         config: CallConfig | None = None,
@@ -172,34 +161,51 @@ class Bot(Emitter):
         require_signatures: bool = False,
         trust_on_first_use: bool = False,
         janus_url: str | None = None,
+        settings: Settings | None = None,
     ) -> None:
         super().__init__()
         _compat.ensure_patched()  # aiortc/aioice hooks: when a bot exists, not on import
         self.user_id = user_id
-        self.server = server or os.environ.get(ENV_SERVER) or None
-        self.token = token or (os.environ.get(ENV_TOKEN) if self.server else None) or None
-        identity = identity or os.environ.get(ENV_IDENTITY) or None
-        known_peers = known_peers or os.environ.get(ENV_KNOWN_PEERS) or None
-        require_signatures = require_signatures or _env_flag(ENV_REQUIRE_SIGNATURES)
-        trust_on_first_use = trust_on_first_use or _env_flag(ENV_TRUST_ON_FIRST_USE)
-        self.identity = IdentityKey.load(identity) if isinstance(identity, str | Path) else identity
-        if not isinstance(known_peers, KnownPeers) and (
-            known_peers is not None or trust_on_first_use
-        ):
-            known_peers = KnownPeers(known_peers, trust_on_first_use=trust_on_first_use)
+        if config is not None:
+            given = {
+                "video_codec": video_codec,
+                "video_size": video_size,
+                "ice_addresses": ice_addresses,
+                "always_relay": always_relay or None,
+            }
+            clash = sorted(name for name, value in given.items() if value is not None)
+            if clash:
+                raise SettingsError(
+                    f"Bot({user_id!r}): give {', '.join(clash)} inside config=, not beside it"
+                )
+        #: The CallConfig given (or built from the arguments); settings complete it in _apply.
+        self._base_config = config or CallConfig(
+            video_size=video_size or (640, 480), video_codec=video_codec or "vp8"
+        )
+        self._identity_key = identity if isinstance(identity, IdentityKey) else None
+        self._known_peers = known_peers if isinstance(known_peers, KnownPeers) else None
+        #: What this bot's own code set; the command line may add to it but not contradict it.
+        self._explicit = Settings(
+            server=server,
+            token=token,
+            identity=str(identity) if isinstance(identity, str | Path) else None,
+            known_peers=str(known_peers) if isinstance(known_peers, str | Path) else None,
+            require_signatures=require_signatures,
+            trust_on_first_use=trust_on_first_use,
+            ice_addresses=(
+                parse_addresses(ice_addresses) if ice_addresses is not None
+                else self._base_config.ice.addresses
+            ),
+            always_relay=always_relay or self._base_config.ice.relay_only,
+            janus_url=janus_url,
+            state_dir=Path(state_dir) if state_dir is not None else None,
+            fastpath=self._base_config.fastpath,
+        )  # fmt: skip
+        #: Where the rest comes from: `settings`, else the environment (read here, once).
+        self._defaults = settings if settings is not None else Settings.from_env(os.environ)
         self.role = role
         self.max_calls = max_calls
-        self.state_dir = state_dir
-        self.config = config or CallConfig(
-            ice=IceConfig.from_env(addresses=ice_addresses),
-            video_size=video_size,
-            video_codec=video_codec,
-        )
-        if always_relay:  # TURN relay candidates only: the peer never learns our addresses
-            self.config = replace(self.config, ice=replace(self.config.ice, relay_only=True))
-        if self.identity is not None or known_peers is not None or require_signatures:
-            trust = Trust(self.identity, known_peers, require_signatures)
-            self.config = replace(self.config, trust=trust)
+        self._apply(self._explicit.over(self._defaults))
         self._on_token_expiring = on_token_expiring
         self.follow_transfers = follow_transfers
         #: Last known presence of the users followed: user -> {user, status, text}.
@@ -216,11 +222,47 @@ class Bot(Emitter):
         self._stopped: asyncio.Event | None = None
         self._watching = False  # holds the loop watchdog (see callbot/watchdog.py)
         self._groups = GroupCalls(
-            user_id, janus_url, self._call_config, lambda m: self._require_client().send(m)
-        )
+            user_id, self.settings.janus_url, self._call_config,
+            lambda m: self._require_client().send(m),
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<Bot {self.user_id} {len(self._calls)} calls>"
+
+    def configure(self, settings: Settings) -> None:
+        """Apply settings from the command line (`callbot run`): they win over the environment;
+        one this bot's code set to something else is a `SettingsError` naming both values."""
+        clash = self._explicit.conflicts(settings)
+        if clash:
+            raise SettingsError(
+                f"bot {self.user_id!r}: its code and the command line disagree on "
+                + "; ".join(clash)
+            )
+        self._defaults = settings.over(self._defaults)
+        self._apply(self._explicit.over(self._defaults))
+        self._groups.own_janus_url = self.settings.janus_url
+
+    def _apply(self, settings: Settings) -> None:
+        """Derive the connection, identity and call config from resolved `settings`."""
+        self.settings = settings
+        self.server = settings.server
+        # a token from the environment goes with a server from it, never to an embedded relay
+        self.token = settings.token if (self._explicit.token or settings.server) else None
+        self.state_dir: str | Path | None = settings.state_dir
+        self.identity = self._identity_key or (
+            IdentityKey.load(settings.identity) if settings.identity else None
+        )
+        known_peers = self._known_peers
+        if known_peers is None and (settings.known_peers or settings.trust_on_first_use):
+            known_peers = KnownPeers(
+                settings.known_peers, trust_on_first_use=settings.trust_on_first_use
+            )
+        base = self._base_config
+        ice = replace(base.ice, addresses=settings.ice_addresses, relay_only=settings.always_relay)
+        self.config = replace(base, ice=ice, fastpath=settings.fastpath)
+        if self.identity is not None or known_peers is not None or settings.require_signatures:
+            trust = Trust(self.identity, known_peers, settings.require_signatures)
+            self.config = replace(self.config, trust=trust)
 
     # -- registering behaviour -----------------------------------------------------------------
 
@@ -365,7 +407,11 @@ class Bot(Emitter):
             self._watching = True
             watchdog.WATCHDOG.acquire()
         if self.server is None:
-            self._relay = await Relay(DEFAULT_HOST, DEFAULT_PORT, self.state_dir).start()
+            from .embedded import start_relay  # the relay server only when we embed it
+
+            self._relay = await start_relay(
+                state_dir=Path(self.state_dir) if self.state_dir else None
+            )
             self.server = self._relay.url
             logger.info("embedded relay at %s", self.server)
         if self.token is None:
@@ -429,7 +475,7 @@ class Bot(Emitter):
     def run(self) -> None:
         """Blocking form of `run_forever()` for scripts; says on stderr when the bot is ready
         and how to call it, as `callbot run` does."""
-        from .runner import say_ready  # the CLI's engine imports this module
+        from .embedded import say_ready
 
         self.once("ready", lambda: say_ready(self))
         asyncio.run(self.run_forever())

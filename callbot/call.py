@@ -39,11 +39,11 @@ from .media import dtmf, jitter
 from .media.clock import AUDIO_TICKER
 from .media.decoder import AUDIO_FRAME_SAMPLES, AudioFramer
 from .media.endpoint import play_audio_file, play_video_file, record
-from .media.generate import dtmf_samples
 from .media.incoming import FrameSubscription, IncomingMedia
 from .media.live import TrackSource
 from .media.playback import Playback
 from .media.recorder import Recording, TrackRecorder
+from .media.tones import dtmf_samples
 from .media.tracks import MediaSource, OutgoingAudioTrack, OutgoingVideoTrack
 from .peer import prefer_video_codec, release, set_local_description, wire_outgoing
 from .safe import printable
@@ -759,14 +759,14 @@ class Call(Emitter):
         negotiated, else listening for in-band tones)."""
         assert self._pc is not None
         self._codecs = _negotiated_codecs(answer_sdp)
-        wire_outgoing(self._pc, answer_sdp, self._audio_out, self._video_out)
+        wire_outgoing(self._pc, answer_sdp, self._audio_out, self._video_out, self.config.fastpath)
         self._tap_video()
         settled = dtmf.negotiated(answer_sdp)
         audio = next((t for t in self._pc.getTransceivers() if t.kind == "audio"), None)
         if settled is None or audio is None:
             return
         if self._codecs.get("audio", "").lower().startswith("opus"):
-            jitter.use_for(audio.receiver, self._incoming["audio"])
+            jitter.use_for(audio.receiver, self._incoming["audio"], self.config.fastpath)
         if settled.event_payload_types:
             events = set(settled.event_payload_types)
             dtmf.hook_receiver(audio.receiver, events, self._key_presses.event)

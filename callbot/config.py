@@ -14,7 +14,7 @@ VIDEO_CODECS = ("vp8", "h264")
 class CallConfig:
     """How calls are set up: ICE, video size and codec, and timeouts (seconds)."""
 
-    ice: IceConfig = field(default_factory=IceConfig.from_env)
+    ice: IceConfig = field(default_factory=IceConfig)
     video_size: tuple[int, int] = (640, 480)
     video_codec: str = "vp8"
     ring_timeout: float = 45.0
@@ -27,6 +27,9 @@ class CallConfig:
     media_timeout: float = 10.0
     #: Identity key to sign with, pinned peer keys to check, and whether unsigned is refused.
     trust: Trust = field(default_factory=Trust)
+    #: Opus audio on callbot's lean packet path (media/fastpath.py) where aiortc allows it;
+    #: False keeps aiortc's own path (to compare, or to rule the fast path out).
+    fastpath: bool = True
 
     def __post_init__(self) -> None:
         if self.dtmf not in ("auto", "inband"):

@@ -22,7 +22,6 @@ import asyncio
 import contextvars
 import ipaddress
 import logging
-import os
 import re
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
@@ -38,9 +37,6 @@ from aiortc.rtcicetransport import connection_kwargs
 from . import _compat
 from .errors import CallError
 
-ENV_ADDRESSES = "CALLBOT_ICE_ADDRESSES"
-ENV_ALWAYS_RELAY = "CALLBOT_ALWAYS_RELAY"
-_TRUE = ("1", "true", "yes", "on")
 #: How long the diagnostic TURN allocation may take before the server counts as unreachable.
 PROBE_TIMEOUT = 3.0
 
@@ -65,24 +61,12 @@ class IceConfig:
     addresses: tuple[str, ...] | None = None
     relay_only: bool = False
 
-    @classmethod
-    def from_env(
-        cls,
-        addresses: Iterable[str] | None = None,
-        servers: Iterable[RTCIceServer] = (),
-        relay_only: bool | None = None,
-    ) -> IceConfig:
-        """Build a config; without explicit `addresses`, read `CALLBOT_ICE_ADDRESSES`, and
-        without explicit `relay_only`, `CALLBOT_ALWAYS_RELAY` (1/true/yes/on)."""
-        if relay_only is None:
-            relay_only = os.environ.get(ENV_ALWAYS_RELAY, "").strip().lower() in _TRUE
-        if addresses is None:
-            raw = os.environ.get(ENV_ADDRESSES, "")
-            addresses = [a.strip() for a in raw.split(",") if a.strip()] or None
-        chosen = None if addresses is None else tuple(addresses)
-        for address in chosen or ():
-            ipaddress.ip_address(address)  # ValueError names the bad entry
-        return cls(servers=tuple(servers), addresses=chosen, relay_only=relay_only)
+    def __post_init__(self) -> None:
+        if self.addresses is not None:
+            addresses = tuple(self.addresses)
+            for address in addresses:
+                ipaddress.ip_address(address)  # ValueError names the bad entry
+            object.__setattr__(self, "addresses", addresses)
 
     def rtc_configuration(self) -> RTCConfiguration:
         """The aiortc configuration: always an explicit server list, never aiortc's default."""
@@ -142,7 +126,7 @@ async def gather_within(config: IceConfig, gathering: Awaitable[T]) -> T:
         error = CallError(
             "no_ice_address",
             f"none of the ICE addresses {list(config.addresses or ())} is on this host "
-            f"(it has {interface_addresses()}); check --ice-address / {ENV_ADDRESSES}",
+            f"(it has {interface_addresses()}); check --ice-address / CALLBOT_ICE_ADDRESSES",
         )
     if error is not None:
         if asyncio.iscoroutine(gathering):

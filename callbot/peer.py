@@ -48,11 +48,12 @@ def wire_outgoing(
     answer_sdp: str,
     audio_out: OutgoingAudioTrack | None,
     video_out: OutgoingVideoTrack | None,
+    fast: bool = True,
 ) -> None:
     """Once negotiated: audio leaves as Opus packets only if Opus won (then on the fast path,
-    see media/fastpath.py), and a video track that goes from passed-through packets back to
-    frames gets aiortc's encoder to start with a keyframe (the request aiortc itself makes
-    on a PLI; without it, the encoder's next periodic keyframe)."""
+    see media/fastpath.py, unless `fast` is False), and a video track that goes from
+    passed-through packets back to frames gets aiortc's encoder to start with a keyframe (the
+    request aiortc itself makes on a PLI; without it, the encoder's next periodic keyframe)."""
     description = SessionDescription.parse(answer_sdp)
     audio = next((m for m in description.media if m.kind == "audio" and m.rtp.codecs), None)
     if audio is not None and audio_out is not None:
@@ -61,7 +62,7 @@ def wire_outgoing(
         if sender.track is video_out and video_out is not None:
             if _compat.available("keyframe"):
                 video_out.keyframe_needed = rtp.keyframe_request(sender)
-        elif sender.track is audio_out and audio_out is not None and audio_out.opus:
+        elif sender.track is audio_out and audio_out is not None and audio_out.opus and fast:
             fastpath.send_audio(sender, audio_out)
 
 

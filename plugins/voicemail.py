@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from callbot import Bot, Call, Incoming, recording_name
-from callbot.media import analysis, generate
+from callbot.media import analysis
+from callbot.testing import generate
 
 #: Level (dBFS over 100 ms) above which the caller counts as speaking.
 SPEECH_DB = -40.0

@@ -17,8 +17,9 @@ os.environ.setdefault("CALLBOT_WORKERS", "1")
 
 from callbot.bot import Bot
 from callbot.call import Call
-from callbot.media import generate
+from callbot.embedded import start_relay
 from callbot.signaling.relay import Relay
+from callbot.testing import generate
 
 from helpers import direct_call
 
@@ -95,9 +96,13 @@ def tone_file(tmp_path: Path):
 
 @pytest.fixture
 async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
-    """A relay on 127.0.0.1 (free port) with its own state dir."""
-    async with Relay(port=0, state_dir=tmp_path / "relay-state") as running:
+    """A relay on 127.0.0.1 (free port) with its own state dir, embedded as `callbot run` and
+    `Bot()` embed theirs (its /metrics include this process's media clock)."""
+    running = await start_relay("127.0.0.1", 0, tmp_path / "relay-state")
+    try:
         yield running
+    finally:
+        await running.stop()
 
 
 @pytest.fixture

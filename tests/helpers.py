@@ -16,7 +16,7 @@ import av
 import pytest
 
 from callbot.call import Call
-from callbot.signaling.direct import connect_direct
+from callbot.direct import connect_direct
 
 T = TypeVar("T")
 

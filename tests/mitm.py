@@ -92,7 +92,7 @@ class MitmRelay:
         self.upstream = upstream
         self.url = ""
         self.calls: dict[str, Interception] = {}
-        self._ice = IceConfig.from_env()  # the tests' loopback address
+        self._ice = IceConfig()  # in the tests' namespace: loopback
         self._server: Any = None
 
     async def __aenter__(self) -> MitmRelay:

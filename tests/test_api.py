@@ -12,7 +12,7 @@ import pytest
 
 import callbot
 from callbot import Bot, Call, CallbotError, Incoming, console
-from callbot.signaling.protocol import REJECT_REASONS, ProtocolError
+from callbot.signaling.messages import REJECT_REASONS, ProtocolError
 
 
 def test_every_exported_name_imports_and_errors_share_one_base() -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from callbot import MediaError
-from callbot.media import analysis, generate
+from callbot.media import analysis
+from callbot.testing import generate
 
 from helpers import collect_frames
 

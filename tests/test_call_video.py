@@ -12,9 +12,10 @@ import pytest
 
 from callbot import Call, InvalidStateError
 from callbot.config import CallConfig
-from callbot.media import analysis, generate
+from callbot.direct import connect_direct
+from callbot.media import analysis
 from callbot.media.cache import PROMPTS
-from callbot.signaling.direct import connect_direct
+from callbot.testing import generate
 
 from helpers import collect_frames
 

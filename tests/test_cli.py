@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from callbot.media import generate
+from callbot.testing import generate
 
 from helpers import facts_of
 

@@ -19,9 +19,9 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 
 from callbot import _compat
+from callbot.direct import connect_direct
 from callbot.media import analysis, fastpath
 from callbot.media.jitter import AudioJitterBuffer
-from callbot.signaling.direct import connect_direct
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def test_missing_method_is_named_and_turns_the_fast_path_off(
         report = _compat.recheck()
     assert list(report.missing) == ["fastpath"]
     assert "RTCRtpSender._run_rtp" in report.missing["fastpath"]
-    assert not fastpath.supported() and not fastpath.enabled()
+    assert not fastpath.supported()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("RTCRtpSender._run_rtp" in w and "aiortc's own" in w for w in warnings)
 

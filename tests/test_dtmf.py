@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from callbot import CallConfig, InvalidStateError
-from callbot.media import generate
 from callbot.media.dtmf import KeyPresses
+from callbot.testing import generate
 
 from helpers import drop_outgoing_rtp, eventually
 

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 from callbot import Bot, Call, MediaError
-from callbot.media import analysis, generate, writers
+from callbot.media import analysis, writers
 from callbot.signaling.relay import Relay
+from callbot.testing import generate
 
 from helpers import collect_frames, eventually
 

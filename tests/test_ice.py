@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 
 import aioice.ice
@@ -10,6 +11,7 @@ import pytest
 
 from callbot import Call, CallConfig, CallError, IceConfig
 from callbot.ice import interface_addresses, select_addresses
+from callbot.settings import Settings, SettingsError
 
 from helpers import RecordingPort
 
@@ -26,14 +28,17 @@ def test_select_addresses_prefers_allowed_then_public_then_loopback() -> None:
     assert select_addresses(["127.0.0.1", "::1"], None) == ["127.0.0.1", "::1"]
 
 
-def test_config_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_addresses_are_checked_and_read_from_the_environment_only_at_the_edge(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("CALLBOT_ICE_ADDRESSES", " 127.0.0.1, ::1 ")
-    assert IceConfig.from_env().addresses == ("127.0.0.1", "::1")
-    assert IceConfig.from_env(addresses=["10.0.0.1"]).addresses == ("10.0.0.1",)
-    monkeypatch.delenv("CALLBOT_ICE_ADDRESSES")
-    assert IceConfig.from_env().addresses is None
+    assert IceConfig().addresses is None  # a config never reads the environment
+    assert Settings.from_env(os.environ).ice_addresses == ("127.0.0.1", "::1")
+    assert IceConfig(addresses=["10.0.0.1"]).addresses == ("10.0.0.1",)
     with pytest.raises(ValueError, match="not-an-ip"):
-        IceConfig.from_env(addresses=["not-an-ip"])
+        IceConfig(addresses=["not-an-ip"])
+    with pytest.raises(SettingsError, match="not-an-ip"):
+        Settings.from_env({"CALLBOT_ICE_ADDRESSES": "127.0.0.1,not-an-ip"})
 
 
 def test_server_list_is_always_explicit() -> None:

@@ -15,8 +15,8 @@ from mitm import MitmRelay
 
 from callbot import Bot, CallbotError, Incoming
 from callbot.identity import IdentityError, IdentityKey, KnownPeers, signed_text
-from callbot.signaling.protocol import Send
 from callbot.signaling.relay import Relay
+from callbot.signaling.relay_core import Send
 
 from helpers import eventually
 

@@ -13,7 +13,8 @@ import pytest
 from callbot_plugins.ivr import Menu, Node
 
 from callbot import Bot, Call, Incoming
-from callbot.media import analysis, generate
+from callbot.media import analysis
+from callbot.testing import generate
 
 from helpers import eventually, wait_for_facts
 
@@ -233,7 +234,7 @@ async def test_voicemail(make_bot, tmp_path: Path, talk: float | None, expected_
 
 
 def test_the_samples_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from callbot.runner import load_bots
+    from callbot.cli.runner import load_bots
 
     root = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(tmp_path)  # the samples write their recordings relative to the cwd

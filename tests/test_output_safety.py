@@ -18,9 +18,10 @@ import pytest
 from callbot import Bot, Incoming
 from callbot.console import say
 from callbot.safe import SafeFormatter, printable
-from callbot.signaling import protocol
-from callbot.signaling.protocol import Send, validate
+from callbot.signaling import messages
+from callbot.signaling.messages import validate
 from callbot.signaling.relay import Relay
+from callbot.signaling.relay_core import Send
 
 from helpers import eventually
 
@@ -84,7 +85,7 @@ async def _callbot_call(relay: Relay, *args: str) -> tuple[int, str, str]:
 @pytest.fixture
 def passthrough(monkeypatch: pytest.MonkeyPatch) -> None:
     """A relay that forwards any hang-up reason (an older or hostile relay)."""
-    monkeypatch.setattr(protocol, "REASON_PATTERN", re.compile(r"(?s).*"), raising=False)
+    monkeypatch.setattr(messages, "REASON_PATTERN", re.compile(r"(?s).*"))
 
 
 async def test_callbot_call_output_has_no_forged_line(

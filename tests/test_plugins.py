@@ -13,9 +13,10 @@ import pytest
 
 import callbot.call
 from callbot import Bot
-from callbot.media import analysis, generate
+from callbot.media import analysis
 from callbot.plugins import PluginError, available, configure, load_plugin, parse_spec
 from callbot.signaling.relay import Relay
+from callbot.testing import generate
 
 from helpers import collect_frames, wait_for_facts
 

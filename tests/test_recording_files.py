@@ -12,8 +12,9 @@ import pytest
 
 import callbot.call
 from callbot import Bot, MediaError
-from callbot.media import analysis, generate
+from callbot.media import analysis
 from callbot.signaling.relay import Relay
+from callbot.testing import generate
 
 from helpers import facts_of, wait_for_facts
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from callbot import Bot, Call, Incoming
-from callbot.media import analysis, generate
+from callbot.media import analysis
 from callbot.signaling.relay import Relay
+from callbot.testing import generate
 
 from helpers import eventually
 

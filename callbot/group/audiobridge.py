@@ -45,7 +45,7 @@ class AudioBridgeRoom(Room):
             )
         pc = self._peer_connection()
         transceiver = pc.addTransceiver(self._audio_out, direction="sendrecv")
-        jitter.use_for(transceiver.receiver, self._mix)
+        jitter.use_for(transceiver.receiver, self._mix, self.config.fastpath)
         pc.on("track", lambda track: self._on_track(None, self._mix, track))
         offer = await set_local_description(pc, "offer", self.config.ice)
         joined = await handle.send(
@@ -56,7 +56,7 @@ class AudioBridgeRoom(Room):
             raise JanusError(None, "Janus answered join without an SDP answer", "join")
         self._own_id = joined.data.get("id")
         await pc.setRemoteDescription(RTCSessionDescription(joined.jsep["sdp"], "answer"))
-        wire_outgoing(pc, joined.jsep["sdp"], self._audio_out, None)
+        wire_outgoing(pc, joined.jsep["sdp"], self._audio_out, None, self.config.fastpath)
         await self._wait_connected(pc, "joining the mix")
         self._watch(pc)
         self.state = "joined"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import os
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -90,7 +89,8 @@ class GroupCalls:
         self.display = display
         #: The Janus the relay announced in its last `welcome`, if any.
         self.relay_janus_url: str | None = None
-        self._janus_url = janus_url or os.environ.get(ENV_JANUS_URL) or None
+        #: The Janus given to this bot (`janus_url=`, $CALLBOT_JANUS_URL), if any.
+        self.own_janus_url = janus_url
         self._config = config
         self._send = send
         self._handlers: list[InviteHandler] = []
@@ -100,7 +100,7 @@ class GroupCalls:
     @property
     def janus_url(self) -> str | None:
         """Where rooms are started: the bot's own setting, else what the relay announced."""
-        return self._janus_url or self.relay_janus_url
+        return self.own_janus_url or self.relay_janus_url
 
     @property
     def rooms(self) -> list[Room]:

@@ -72,7 +72,9 @@ class VideoRoom(Room):
         if published.jsep is None:
             raise JanusError(None, "Janus answered publish without an SDP answer", "publish")
         await pc.setRemoteDescription(RTCSessionDescription(published.jsep["sdp"], "answer"))
-        wire_outgoing(pc, published.jsep["sdp"], self._audio_out, self._video_out)
+        wire_outgoing(
+            pc, published.jsep["sdp"], self._audio_out, self._video_out, self.config.fastpath
+        )
         await self._wait_connected(pc, "publishing")
         self._watch(pc)
         self.state = "joined"
@@ -168,7 +170,9 @@ class VideoRoom(Room):
             await pc.setRemoteDescription(RTCSessionDescription(attached.jsep["sdp"], "offer"))
             for transceiver in pc.getTransceivers():
                 if transceiver.kind == "audio":
-                    jitter.use_for(transceiver.receiver, participant.media["audio"])
+                    jitter.use_for(
+                        transceiver.receiver, participant.media["audio"], self.config.fastpath
+                    )
             answer = await set_local_description(pc, "answer", self.config.ice)
             await handle.send({"request": "start"}, {"type": "answer", "sdp": answer})
             await self._wait_connected(pc, f"receiving {participant.display}")

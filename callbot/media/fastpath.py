@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import struct
 import time
@@ -54,12 +53,6 @@ def supported() -> bool:
     return available("fastpath") and available("jitter")
 
 
-def enabled() -> bool:
-    """Whether calls use the fast path: on wherever supported, unless CALLBOT_FASTPATH=0 (to
-    compare, or to rule it out when chasing a problem)."""
-    return supported() and os.environ.get("CALLBOT_FASTPATH", "1") != "0"
-
-
 def ntp_now() -> int:
     """The current time as a 64-bit NTP timestamp (what aiortc computes via datetime)."""
     now = time.time() + NTP_OFFSET
@@ -73,7 +66,7 @@ def send_audio(sender: Any, track: Any) -> bool:
     """Have `sender` (an aiortc `RTCRtpSender` about to start) send `track`'s Opus packets on
     the shared clock instead of its own task. False when it cannot (already started, or an
     unsupported aiortc): aiortc's path then runs as usual."""
-    if not enabled() or rtp.sender_started(sender):
+    if not supported() or rtp.sender_started(sender):
         return False
 
     async def run_rtp(codec: Any) -> None:
@@ -87,7 +80,7 @@ def send_audio(sender: Any, track: Any) -> bool:
 def report_receiver(receiver: Any) -> bool:
     """Have an audio `receiver` (not started yet) send its RTCP receiver reports in the
     process's pass (reports.py) instead of its own task; False when it cannot."""
-    if not enabled() or rtp.receiver_started(receiver):
+    if not supported() or rtp.receiver_started(receiver):
         return False
     reports.report_in_pass(receiver, rtp.receiver_report)
     return True
@@ -277,7 +270,7 @@ def receive_inline(receiver: Any, payload_type: int, buffer: Any) -> bool:
     jitter buffer). Call once the receiver has had its first packet through aiortc (so its
     transport and SSRC are settled). False when it cannot (unsupported aiortc, or a receiver
     that needs aiortc's path: NACK, bandwidth estimation)."""
-    if not enabled():
+    if not supported():
         return False
     if not rtp.plain_audio_receiver(receiver, payload_type):
         return False

@@ -45,8 +45,7 @@ class AudioJitterBuffer:
     def add(self, packet: Any) -> tuple[bool, None]:
         if self._receiver is not None:
             receiver, self._receiver = self._receiver, None
-            if fastpath.enabled():
-                fastpath.receive_inline(receiver, packet.payload_type, self)
+            fastpath.receive_inline(receiver, packet.payload_type, self)
         sequence = packet.sequence_number
         if self._last is not None:
             ahead = (sequence - self._last) % (1 << 16)
@@ -74,12 +73,14 @@ def release(receiver: Any) -> None:
         buffer._receiver = None
 
 
-def use_for(receiver: Any, hub: IncomingMedia) -> AudioJitterBuffer | None:
-    """Route an aiortc audio `RTCRtpReceiver`'s packets to `hub` (before media arrives);
-    None when aiortc's internals changed (its own buffer and decoder then feed `hub`)."""
+def use_for(receiver: Any, hub: IncomingMedia, fast: bool = True) -> AudioJitterBuffer | None:
+    """Route an aiortc audio `RTCRtpReceiver`'s packets to `hub` (before media arrives), on
+    the fast path unless `fast` is False (CallConfig.fastpath); None when aiortc's internals
+    changed (its own buffer and decoder then feed `hub`)."""
     if not available("jitter"):
         return None
-    buffer = AudioJitterBuffer(hub, receiver)
+    buffer = AudioJitterBuffer(hub, receiver if fast else None)
     rtp.use_jitter_buffer(receiver, buffer)
-    fastpath.report_receiver(receiver)  # its RTCP reports with the process's others
+    if fast:
+        fastpath.report_receiver(receiver)  # its RTCP reports with the process's others
     return buffer

@@ -1,6 +1,6 @@
 """What relay nodes share: the in-memory backplane of a lone relay, and Redis for a cluster.
 
-`RelayCore` (protocol.py) decides; it names other nodes' connections and emits `Publish`
+`RelayCore` (relay_core.py) decides; it names other nodes' connections and emits `Publish`
 actions. A backplane carries those payloads between nodes, tells the relay when a node is gone,
 and spreads revocations. docs/howto/cluster.md describes the keys and channels (DESIGN §8).
 """
@@ -16,7 +16,7 @@ import uuid
 from typing import Any, Protocol
 
 from ..errors import CallbotError
-from .protocol import ALL_NODES, Own
+from .relay_core import ALL_NODES, Own
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from ..errors import CallbotError
 from ..identity import AuthError
 from ..safe import printable
-from .protocol import TRANSPORT_MAX_SIZE, ProtocolError, decode, encode
+from .messages import TRANSPORT_MAX_SIZE, ProtocolError, decode, encode
 from .turn import credentials_expiry
 
 logger = logging.getLogger(__name__)

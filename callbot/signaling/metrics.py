@@ -1,19 +1,36 @@
-"""The relay's `GET /metrics`, in the Prometheus text exposition format (version 0.0.4)."""
+"""The relay's `GET /metrics`, in the Prometheus text exposition format (version 0.0.4).
+
+A process that also runs bots adds its own metrics (the media clock) as `MetricsSource`s given
+to the relay: this module knows nothing of media."""
 
 from __future__ import annotations
 
-from ..media.clock import AUDIO_TICKER
-from .protocol import ERROR_CODES, RelayCore
+from collections.abc import Callable, Iterable
+
+from .messages import ERROR_CODES
+from .relay_core import RelayCore
+
+#: Extra lines for /metrics, asked for at each scrape (e.g. `embedded.media_clock_metrics`).
+MetricsSource = Callable[[], Iterable[str]]
 
 
-def metrics_text(core: RelayCore, loop_lag: float) -> str:
-    """Connections, users, calls, messages and errors by code, and event-loop lag."""
+def metric_lines(
+    name: str, kind: str, help_text: str, samples: list[tuple[str, float]]
+) -> list[str]:
+    """One metric in the text format: HELP and TYPE lines, then one line per labelled sample."""
+    return [
+        f"# HELP {name} {help_text}",
+        f"# TYPE {name} {kind}",
+        *(f"{name}{labels} {value:g}" for labels, value in samples),
+    ]
+
+
+def metrics_text(core: RelayCore, loop_lag: float, sources: Iterable[MetricsSource] = ()) -> str:
+    """Connections, users, calls, messages and errors by code, event-loop lag, then `sources`."""
     lines: list[str] = []
 
     def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} {kind}")
-        lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
+        lines.extend(metric_lines(name, kind, help_text, samples))
 
     metric(
         "callbot_relay_connections",
@@ -49,17 +66,6 @@ def metrics_text(core: RelayCore, loop_lag: float) -> str:
         "How late the relay's event loop ran its last 250 ms timer.",
         [("", loop_lag)],
     )
-    if AUDIO_TICKER.max_lag or AUDIO_TICKER.dropped:  # bots run in this process (callbot run)
-        metric(
-            "callbot_media_clock_lag_seconds",
-            "gauge",
-            "How late this process's 20 ms audio clock ran: p99 over the last 10 s.",
-            [("", AUDIO_TICKER.lag_percentile(99))],
-        )
-        metric(
-            "callbot_audio_slots_dropped_total",
-            "counter",
-            "20 ms audio slots skipped because the process fell behind (all calls).",
-            [("", AUDIO_TICKER.dropped)],
-        )
+    for source in sources:
+        lines.extend(source())
     return "\n".join(lines) + "\n"

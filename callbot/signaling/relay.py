@@ -1,6 +1,6 @@
 """The relay server: WebSocket signalling at /ws plus a few HTTP endpoints on the same port.
 
-All decisions are `RelayCore`'s (protocol.py); this module only moves bytes, keeps one ordered
+All decisions are `RelayCore`'s (relay_core.py); this module only moves bytes, keeps one ordered
 outbox per connection, runs the clock (`tick`) and watches the state directory for revocations.
 Media never passes through here.
 """
@@ -26,24 +26,17 @@ from websockets.http11 import Request, Response
 
 from ..identity import AuthError
 from .backplane import MemoryBackplane, RedisBackplane
-from .metrics import metrics_text
-from .protocol import (
+from .messages import (
     INTERNAL_ERROR,
     INVALID_MESSAGE,
     RATE_LIMITED,
     TRANSPORT_MAX_SIZE,
-    Action,
-    Close,
-    Identity,
-    Own,
     ProtocolError,
-    Publish,
-    RelayCore,
-    RelayLimits,
-    Send,
     encode,
     error,
 )
+from .metrics import MetricsSource, metrics_text
+from .relay_core import Action, Close, Identity, Own, Publish, RelayCore, RelayLimits, Send
 from .state import RelayState
 from .turn import TurnRestAuth, credentials_expiry
 
@@ -244,6 +237,7 @@ class Relay:
         turn: TurnRestAuth | None = None,
         janus_url: str | None = None,
         backplane: MemoryBackplane | RedisBackplane | None = None,
+        metrics: Iterable[MetricsSource] = (),
     ) -> None:
         self.host = host
         #: What this relay shares with the other nodes of its cluster (none by default).
@@ -253,6 +247,8 @@ class Relay:
         self._ice_servers = list(ice_servers)
         #: TURN servers whose per-user credentials this relay mints (welcome and ice-config).
         self.turn = turn
+        #: More /metrics from this process (the embedded relay adds the bots' media clock).
+        self.metrics_sources = list(metrics)
         self.core = RelayCore(
             self._authenticate, self._ice_servers_for, limits, janus_url, self.backplane.node
         )
@@ -433,7 +429,7 @@ class Relay:
         if path == "/api/v1/calls/ice-config":
             return self._ice_config(request)
         if path == "/metrics":
-            body = metrics_text(self.core, self.loop_lag).encode()
+            body = metrics_text(self.core, self.loop_lag, self.metrics_sources).encode()
             return _http_response(http.HTTPStatus.OK, body, "text/plain; version=0.0.4")
         web = _web_response(path)
         if web is not None:

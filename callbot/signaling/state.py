@@ -15,22 +15,16 @@ from pathlib import Path
 
 from ..identity import TokenClaims, mint_token, verify_token
 
-ENV_STATE_DIR = "CALLBOT_STATE_DIR"
-
-
-def default_state_dir() -> Path:
-    """$CALLBOT_STATE_DIR, else $XDG_STATE_HOME/callbot, else ~/.local/state/callbot."""
-    if os.environ.get(ENV_STATE_DIR):
-        return Path(os.environ[ENV_STATE_DIR])
-    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
-    return Path(base) / "callbot"
+#: Where state lives when nobody chose (the edges resolve $CALLBOT_STATE_DIR and
+#: $XDG_STATE_HOME before this: callbot.settings.default_state_dir).
+FALLBACK_STATE_DIR = Path.home() / ".local" / "state" / "callbot"
 
 
 class RelayState:
     """Token secret (created on first use) and per-user token generations."""
 
     def __init__(self, directory: str | Path | None = None) -> None:
-        self.directory = Path(directory) if directory is not None else default_state_dir()
+        self.directory = Path(directory) if directory is not None else FALLBACK_STATE_DIR
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = self.directory / "state.db"
         fresh = not path.exists()

@@ -5,8 +5,7 @@ Run from the repository root:  python -m pytest samples/ci
 
 from pathlib import Path
 
-from callbot.media import generate
-from callbot.testing import Expectation, assert_dtmf, assert_speech_like, assert_tone
+from callbot.testing import Expectation, assert_dtmf, assert_speech_like, assert_tone, generate
 
 SAMPLES = Path(__file__).resolve().parents[1]
 

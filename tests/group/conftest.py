@@ -15,8 +15,8 @@ import pytest
 from janus_server import JANUS_ADDRESS, JanusServer, Unavailable, ensure_janus_address
 
 from callbot import Bot
-from callbot.media import generate
 from callbot.signaling.relay import Relay
+from callbot.testing import generate
 
 from helpers import missing_peer
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from callbot.signaling.protocol import Identity, RelayCore, Send
+from callbot.signaling.relay_core import Identity, RelayCore, Send
 
 JANUS = "ws://127.0.0.1:8188"
 

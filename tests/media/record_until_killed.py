@@ -14,8 +14,8 @@ from pathlib import Path
 os.environ.setdefault("CALLBOT_ICE_ADDRESSES", "127.0.0.1")
 
 from callbot.config import CallConfig
-from callbot.media import generate
-from callbot.signaling.direct import connect_direct
+from callbot.direct import connect_direct
+from callbot.testing import generate
 
 AUDIO = ("wav", "ogg", "mp4", "webm", "mkv", "mp3")
 VIDEO = ("mp4", "webm", "mkv")

@@ -9,7 +9,8 @@ import av
 import numpy as np
 import pytest
 
-from callbot.media import analysis, generate
+from callbot.media import analysis
+from callbot.testing import generate
 
 
 def test_levels() -> None:

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from callbot import MediaError
-from callbot.media import analysis, generate
+from callbot.media import analysis
 from callbot.media.decoder import AUDIO_FRAME_SAMPLES, FileDecoder, fit_video_frame
+from callbot.testing import generate
 
 
 def _read_all(decoder: FileDecoder, limit: float = 60.0):

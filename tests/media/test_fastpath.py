@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from callbot import _compat
+from callbot.config import CallConfig
 from callbot.media import analysis, fastpath
 
 from helpers import direct_call
@@ -43,8 +44,9 @@ def _hooks(call) -> tuple[bool, bool]:
     return pumped, bool(_compat.rtp.attached(connection, "inline"))
 
 
-async def _tone_both_ways(tmp_path: Path, tone_file) -> dict:
-    async with direct_call() as (caller, callee):
+async def _tone_both_ways(tmp_path: Path, tone_file, config: CallConfig | None = None) -> dict:
+    config = config or CallConfig()
+    async with direct_call(caller_config=config, callee_config=config) as (caller, callee):
         at_callee = callee.record_incoming(audio_path=tmp_path / "at-callee.wav")
         at_caller = caller.record_incoming(audio_path=tmp_path / "at-caller.wav")
         low, high = tone_file(".wav", 440.0, seconds=3.0), tone_file(".wav", 1000.0, seconds=3.0)
@@ -67,7 +69,7 @@ async def _tone_both_ways(tmp_path: Path, tone_file) -> dict:
 
 
 async def test_fast_path_carries_audio_and_keeps_rtcp_statistics(tmp_path: Path, tone_file) -> None:
-    assert fastpath.enabled()
+    assert fastpath.supported()
     result = await _tone_both_ways(tmp_path, tone_file)
     assert result["hooks"] == ((True, True), (True, True))
     # counters the fast path keeps for aiortc: sender reports, receiver reports, getStats()
@@ -77,12 +79,9 @@ async def test_fast_path_carries_audio_and_keeps_rtcp_statistics(tmp_path: Path,
     assert result["received"]["packets_lost"] == 0
 
 
-async def test_aiortc_path_when_turned_off(
-    tmp_path: Path, tone_file, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("CALLBOT_FASTPATH", "0")
-    assert not fastpath.enabled()
-    result = await _tone_both_ways(tmp_path, tone_file)
+async def test_aiortc_path_when_turned_off(tmp_path: Path, tone_file) -> None:
+    """CallConfig(fastpath=False), what a bot gets from CALLBOT_FASTPATH=0."""
+    result = await _tone_both_ways(tmp_path, tone_file, CallConfig(fastpath=False))
     assert result["hooks"] == ((False, False), (False, False))
     assert result["sent"]["packets"] >= 150 and result["received"]["packets"] >= 150
 

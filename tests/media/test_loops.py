@@ -12,10 +12,11 @@ import av
 import numpy as np
 import pytest
 
-from callbot.media import analysis, generate, loops
+from callbot.media import analysis, loops
 from callbot.media.cache import PROMPTS
 from callbot.media.feeds import PromptFeed, open_feed
 from callbot.media.opus import OpusDecoder
+from callbot.testing import generate
 
 from helpers import eventually
 

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamTrack
 
-from callbot.media import generate, vp8
+from callbot.media import vp8
 from callbot.media.writers import VideoItem, Vp8PacketWriter
+from callbot.testing import generate
 
 SIZE = (640, 480)
 

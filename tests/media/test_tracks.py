@@ -11,13 +11,14 @@ from pathlib import Path
 import av
 import numpy as np
 
-from callbot.media import analysis, generate, opus
+from callbot.media import analysis, opus
 from callbot.media.cache import PROMPTS
 from callbot.media.clock import AUDIO_TICKER
 from callbot.media.decoder import FileDecoder
 from callbot.media.feeds import FileFeed, open_feed
 from callbot.media.playback import Playback
 from callbot.media.tracks import OutgoingAudioTrack, OutgoingVideoTrack
+from callbot.testing import generate
 
 
 def _decoded(packets: list[av.Packet]) -> list[av.AudioFrame]:

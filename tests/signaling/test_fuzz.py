@@ -18,19 +18,9 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from callbot.signaling.protocol import (
-    CLIENT_MESSAGES,
-    ERROR_CODES,
-    Close,
-    Identity,
-    ProtocolError,
-    RelayCore,
-    RelayLimits,
-    Send,
-    decode,
-    validate,
-)
+from callbot.signaling.messages import CLIENT_MESSAGES, ERROR_CODES, ProtocolError, decode, validate
 from callbot.signaling.relay import Relay
+from callbot.signaling.relay_core import Close, Identity, RelayCore, RelayLimits, Send
 
 USERS = ["alice", "bob", "carol"]
 CALL_IDS = ["c1", "c2", "c3"]

@@ -13,20 +13,15 @@ from typing import Any
 
 import pytest
 
-from callbot.signaling.protocol import (
+from callbot.signaling.messages import (
     MAX_MESSAGE_BYTES,
-    Action,
-    Close,
-    Identity,
     ProtocolError,
-    RelayCore,
-    RelayLimits,
-    Send,
     decode,
     encode,
     error,
     validate,
 )
+from callbot.signaling.relay_core import Action, Close, Identity, RelayCore, RelayLimits, Send
 
 EXPIRES = 1000.0
 

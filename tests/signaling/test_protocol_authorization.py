@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from callbot.signaling.protocol import Action, Close, Identity, ProtocolError, RelayCore, Send
+from callbot.signaling.messages import ProtocolError
+from callbot.signaling.relay_core import Action, Close, Identity, RelayCore, Send
 
 GRANT_TTL = 30.0  # protocol.GRANT_TTL, the documented lifetime of a transfer grant
 

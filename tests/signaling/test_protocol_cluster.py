@@ -10,7 +10,7 @@ from typing import Any
 
 from test_protocol import FakeTokens, login, make_core, send
 
-from callbot.signaling.protocol import (
+from callbot.signaling.relay_core import (
     ALL_NODES,
     Action,
     Own,

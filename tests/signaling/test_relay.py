@@ -18,8 +18,9 @@ from websockets.exceptions import ConnectionClosed
 
 from callbot.identity import mint_token
 from callbot.signaling.client import RelayClient
-from callbot.signaling.protocol import MAX_MESSAGE_BYTES, RelayLimits
+from callbot.signaling.messages import MAX_MESSAGE_BYTES
 from callbot.signaling.relay import MAX_OUTBOX_BYTES, Relay
+from callbot.signaling.relay_core import RelayLimits
 from callbot.signaling.state import RelayState
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from callbot.media import generate
+from callbot.testing import generate
 
 ROOT = Path(__file__).resolve().parents[2]
 CALLBOT = [sys.executable, "-m", "callbot"]

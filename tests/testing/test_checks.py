@@ -10,8 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from callbot.expectations import check_tone, speech_features
-from callbot.media import analysis, generate
+from callbot.media import analysis
 from callbot.testing import (
     assert_dtmf,
     assert_duration,
@@ -19,7 +18,9 @@ from callbot.testing import (
     assert_speech_like,
     assert_tone,
     assert_video,
+    generate,
 )
+from callbot.testing.expectations import check_tone, speech_features
 
 ROOT = Path(__file__).resolve().parents[2]
 RATE = 48000

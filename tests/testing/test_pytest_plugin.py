@@ -28,7 +28,7 @@ def test_fixtures_run_bots_and_calls_that_pass(run) -> None:
     result = run(
         """
 import pytest
-from callbot.media import generate
+from callbot.testing import generate
 from callbot.testing import Expectation, assert_speech_like, assert_tone
 
 
@@ -64,7 +64,7 @@ def test_plugins_in_a_subprocess(bot_factory, caller):
 def test_failures_say_what_was_found(run) -> None:
     result = run(
         """
-from callbot.media import generate
+from callbot.testing import generate
 from callbot.testing import Expectation, assert_tone
 
 
@@ -108,7 +108,7 @@ def test_bot_file_that_breaks(bot_factory, tmp_path):
         ],
         consecutive=False,
     )
-    assert "callbot/testing.py" not in result.stdout.str()  # the plugin's frames are hidden
+    assert "callbot/testing/" not in result.stdout.str()  # the plugin's frames are hidden
 
 
 def test_async_tests_and_the_suites_own_relay_fixture(run, pytester: pytest.Pytester) -> None:

@@ -17,8 +17,8 @@ import pytest
 from playwright.async_api import BrowserContext, async_playwright, expect
 from softphone_page import CHROMIUM, MIC_HZ, PHONE_VIEWPORT, TIMEOUT_MS, Softphone, chromium_flags
 
-from callbot.media import generate
 from callbot.signaling.relay import Relay
+from callbot.testing import generate
 
 from helpers import missing_peer
 

@@ -16,9 +16,10 @@ from playwright.async_api import expect
 from softphone_page import HZ_TOLERANCE, MIC_HZ, remote_peak, wait_until
 
 from callbot import Bot, Call, CallConfig, Incoming
-from callbot.media import analysis, generate
+from callbot.media import analysis
 from callbot.signaling.relay import Relay
 from callbot.signaling.state import RelayState
+from callbot.testing import generate
 
 from helpers import collect_frames
 

@@ -9,18 +9,18 @@ import os
 import runpy
 import signal
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from . import plugins
-from .bot import SELF_TOKEN_TTL, Bot
-from .call import Call
-from .console import say
-from .errors import CallbotError
-from .signaling.relay import DEFAULT_HOST, DEFAULT_PORT, WS_PATH, Relay
-from .signaling.turn import RelayIceServers
-
-#: Where `callbot call` looks for a relay when given no --server.
-DEFAULT_SERVER = f"ws://{DEFAULT_HOST}:{DEFAULT_PORT}{WS_PATH}"
+from .. import plugins
+from ..bot import SELF_TOKEN_TTL, Bot
+from ..call import Call
+from ..console import say
+from ..embedded import start_relay
+from ..errors import CallbotError
+from ..settings import Settings
+from ..signaling.relay import Relay
+from ..signaling.turn import RelayIceServers
 
 
 def load_bots(path: Path | None, as_id: str | None) -> list[Bot]:
@@ -70,57 +70,30 @@ def report_calls(bot: Bot) -> None:
         )
 
 
-def say_ready(bot: Bot) -> None:
-    """Print that `bot` is ready and the command that calls it (`--server` unless its relay is
-    where `callbot call` looks by default)."""
-    where = "" if bot.server == DEFAULT_SERVER else f" --server {bot.server}"
-    say(f"bot {bot.user_id} ready (pid {os.getpid()}); call it with: "
-        f"callbot call {bot.user_id}{where}", "green")  # fmt: skip
-
-
-async def start_relay(
-    host: str, port: int, state_dir: Path | None, relay_ice: RelayIceServers | None = None
-) -> Relay:
-    """Start an embedded relay; a port already taken is a one-line `CallbotError` naming it and
-    `--port`, not a traceback."""
-    ice = relay_ice or RelayIceServers()
-    relay = Relay(host, port, state_dir, ice_servers=ice.fixed, turn=ice.turn)
-    try:
-        return await relay.start()
-    except OSError as exc:
-        relay.state.close()
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise CallbotError(
-            f"cannot start the relay on {host}:{port}: {reason.lower()} "
-            "(another callbot running? choose a free port with --port)"
-        ) from exc
-
-
 async def run_bots(
     bots: Sequence[Bot],
     *,
-    server: str | None,
-    token: str | None,
+    settings: Settings,
     host: str,
     port: int,
-    state_dir: Path | None,
     max_calls: int | None,
     on_ready: Callable[[str, Relay | None], None],
     relay_ice: RelayIceServers | None = None,
 ) -> None:
-    """Start an embedded relay unless `server` is given (handing out `relay_ice`), start the
-    bots, serve until a signal."""
+    """Start an embedded relay unless `settings.server` is given (handing out `relay_ice`),
+    configure the bots with `settings` (a bot whose code says otherwise is a SettingsError),
+    start them, serve until a signal."""
     relay = None
+    server = settings.server
     if server is None:
-        relay = await start_relay(host, port, state_dir, relay_ice)
+        relay = await start_relay(host, port, settings.state_dir, relay_ice)
         server = relay.url
     try:
         for bot in bots:
-            bot.server = server
-            bot.state_dir = state_dir
-            bot.token = token or (
+            token = settings.token or (
                 relay.mint(bot.user_id, SELF_TOKEN_TTL, bot.role) if relay else None
             )
+            bot.configure(replace(settings, server=server, token=token))
             if max_calls is not None:
                 bot.max_calls = max_calls
         await asyncio.gather(*(bot.start() for bot in bots))

@@ -15,8 +15,8 @@ from typing import Any
 import click
 import numpy as np
 
-from .console import say
-from .errors import CallbotError
+from ..console import say
+from ..errors import CallbotError
 
 _OUT = click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 _RATE = click.option(
@@ -85,7 +85,7 @@ def tone(out: Path, freqs: tuple[float, ...], duration: float, amplitude: float,
       callbot media tone a440.wav --freq 440 --duration 3
       callbot call echo --play a440.wav --expect-tone 440
     """
-    from .media import generate
+    from ..testing import generate
 
     _write(out, lambda: generate.write_tone(out, list(freqs), duration, rate, 1, amplitude))
     say(f"wrote {out}: {duration:g} s tone at {' + '.join(f'{f:g}' for f in freqs)} Hz")
@@ -108,7 +108,7 @@ def dtmf(
       callbot media dtmf keys.wav --digits 123#
       callbot call ivr --play keys.wav --expect-dtmf 123#
     """
-    from .media import generate
+    from ..testing import generate
 
     def write() -> Path:
         keys = generate.dtmf_samples(digits, rate, key_ms / 1000, gap_ms / 1000)
@@ -159,7 +159,7 @@ def speech(
       callbot media speech hello.wav --text "Hello, I would like to book a table"
       callbot call greeter --play hello.wav --expect-speech
     """
-    from .media import generate
+    from ..testing import generate
 
     _, used = _write(
         out,
@@ -215,7 +215,7 @@ def video(out: Path, duration: float, size: tuple[int, int], fps: int, tone: flo
       callbot media video clip.webm --size 320x240 --fps 15 --tone 1000
       callbot call echo --play-video clip.webm --expect-video-frames 30 --expect-tone 1000
     """
-    from .media import generate
+    from ..testing import generate
 
     _write(out, lambda: generate.write_video(out, duration, size, fps, tone))
     sound = f"{tone:g} Hz tone" if tone is not None else "no sound"
@@ -233,7 +233,7 @@ def silence(out: Path, duration: float, rate: int) -> None:
     Example:
       callbot media silence quiet.wav --duration 3
     """
-    from .media import generate
+    from ..testing import generate
 
     _write(out, lambda: generate.write_silence(out, duration, rate))
     say(f"wrote {out}: {duration:g} s of silence")

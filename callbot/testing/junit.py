@@ -17,8 +17,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from ..safe import printable
 from .expectations import failure_reason
-from .safe import printable
 
 CALL_CASE = "connected and ended normally"
 

@@ -23,9 +23,9 @@ import av
 import av.error
 import numpy as np
 
-from .errors import MediaError
-from .media import analysis
-from .media.analysis import AudioClip, AudioInput
+from ..errors import MediaError
+from ..media import analysis
+from ..media.analysis import AudioClip, AudioInput
 
 #: Tone search: analysis window and hop (seconds). 100 ms resolves about 10 Hz.
 TONE_WINDOW, TONE_HOP = 0.1, 0.05

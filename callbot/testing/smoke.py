@@ -19,14 +19,15 @@ from typing import Any
 
 import av
 
-from .bot import Bot
-from .call import Call
-from .config import CallConfig
-from .errors import CallbotError, MediaError
+from ..bot import Bot
+from ..call import Call
+from ..config import CallConfig
+from ..errors import CallbotError, MediaError
+from ..media import analysis
+from ..media.playback import Playback
+from ..settings import Settings
+from ..signaling.client import SignalingError
 from .expectations import Expectation, evaluate
-from .media import analysis
-from .media.playback import Playback
-from .signaling.client import SignalingError
 
 NORMAL_ENDS = frozenset({"hangup", "remote_hangup"})
 #: Kept connected after a playback ends, so its last packets arrive before hanging up.
@@ -52,6 +53,8 @@ class CallPlan:
     video: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
     config: CallConfig = field(default_factory=CallConfig)
+    #: Trust, ICE addresses and relay-only mode (`callbot call` resolves them from its flags).
+    settings: Settings = field(default_factory=Settings)
     state_dir: Path | None = None
     #: Checks on the recordings after the call (`callbot call --expect-*`); an expectation
     #: without its recording (--record / --record-video) records to a temporary file.
@@ -125,6 +128,7 @@ async def _place_call(plan: CallPlan, progress: Any = None) -> dict[str, Any]:
         role="user",
         config=config,
         state_dir=plan.state_dir,
+        settings=plan.settings,
     )
     report: dict[str, Any] = {"ok": False, "connected": False, "peer": plan.peer}
     began = time.monotonic()  # plan.timeout bounds the whole wait: relay, ringing, media

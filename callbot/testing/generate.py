@@ -13,6 +13,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..media.tones import dtmf_samples, tone_samples
+
 _AUDIO_CODECS = {
     ".wav": "pcm_s16le",
     ".mp3": "libmp3lame",
@@ -27,18 +29,6 @@ _AUDIO_CODECS = {
 }
 _VIDEO_CODECS = {".webm": "libvpx", ".mkv": "libvpx", ".mp4": "libx264"}
 _OPUS_RATES = (48000, 24000, 16000, 12000, 8000)
-
-
-def tone_samples(
-    frequencies: float | Sequence[float], seconds: float, rate: int, amplitude: float = 0.5
-) -> np.ndarray:
-    """Float samples of the sum of sines at `frequencies` (each at `amplitude` / count)."""
-    freqs = [frequencies] if isinstance(frequencies, int | float) else list(frequencies)
-    t = np.arange(round(seconds * rate)) / rate
-    if not freqs:
-        return np.zeros_like(t, dtype=np.float32)
-    wave = sum(np.sin(2 * np.pi * f * t) for f in freqs) / len(freqs)
-    return (amplitude * wave).astype(np.float32)
 
 
 def write_audio(
@@ -77,23 +67,6 @@ def write_tone(
 ) -> Path:
     """A pure tone (or a chord) file."""
     return write_audio(path, tone_samples(frequency, seconds, rate, amplitude), rate, channels)
-
-
-def dtmf_samples(
-    digits: str,
-    rate: int = 48000,
-    duration: float = 0.1,
-    gap: float = 0.07,
-    amplitude: float = 0.5,
-) -> np.ndarray:
-    """In-band DTMF: each key as its two tones for `duration`, then `gap` of silence."""
-    from .analysis import dtmf_frequencies
-
-    parts = []
-    for digit in digits:
-        parts.append(tone_samples(dtmf_frequencies(digit), duration, rate, amplitude))
-        parts.append(np.zeros(round(gap * rate), np.float32))
-    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
 def write_dtmf(
@@ -289,7 +262,7 @@ def espeak_samples(
     import tempfile
 
     from ..errors import MediaError
-    from .analysis import load_audio
+    from ..media.analysis import load_audio
 
     with tempfile.TemporaryDirectory(prefix="callbot-espeak-") as scratch:
         wav = Path(scratch) / "speech.wav"

@@ -50,9 +50,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 
 if TYPE_CHECKING:
-    from .bot import Bot
+    from ..bot import Bot
+    from ..signaling.relay import Relay
     from .expectations import CheckResult, Expectation
-    from .signaling.relay import Relay
 
 __all__ = [
     "BotHandle",
@@ -212,9 +212,11 @@ class LoopThread:
             self.loop.close()
 
 
-def _ice_addresses() -> list[str]:
-    configured = os.environ.get("CALLBOT_ICE_ADDRESSES", "")
-    return [a.strip() for a in configured.split(",") if a.strip()] or ["127.0.0.1"]
+def _ice_addresses() -> tuple[str, ...]:
+    """$CALLBOT_ICE_ADDRESSES (read here, at the plugin's edge), else loopback."""
+    from ..settings import Settings
+
+    return Settings.from_env(os.environ).ice_addresses or ("127.0.0.1",)
 
 
 # -- the relay ----------------------------------------------------------------------------------
@@ -339,8 +341,8 @@ class BotFactory:
         plugin_specs: Sequence[str],
         ready_timeout: float,
     ) -> BotHandle:
-        from . import runner
-        from .bot import Bot
+        from ..bot import Bot
+        from ..cli import runner
 
         if isinstance(source, Bot):
             bots = [source]
@@ -513,8 +515,8 @@ class Caller:
         token: str | None = None,
     ) -> Any:
         """The `CallPlan` that `__call__` runs (the same object `callbot call` builds)."""
-        from .config import CallConfig
-        from .ice import IceConfig
+        from ..config import CallConfig
+        from ..ice import IceConfig
         from .smoke import CallPlan
 
         number = next(self._count)
@@ -537,7 +539,7 @@ class Caller:
             timeout=timeout,
             video=video,
             metadata=dict(metadata or {}),
-            config=CallConfig(ice=IceConfig.from_env(addresses=_ice_addresses())),
+            config=CallConfig(ice=IceConfig(addresses=_ice_addresses())),
             expect=list(expect),
         )
 
@@ -579,7 +581,7 @@ def callbot_relay(
     callbot_loop: LoopThread, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[CallbotRelay]:
     """An embedded relay on 127.0.0.1 (free port) with its own state dir: `.url`, `.mint()`."""
-    from .signaling.relay import Relay
+    from ..signaling.relay import Relay
 
     state_dir = tmp_path_factory.mktemp("callbot-relay")
 

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import av
+import click
 
-from .bot import Bot, Incoming
-from .config import CallConfig
-from .media import analysis, generate
-from .media.recorder import Recording
-from .signaling.relay import Relay
+from ..bot import Bot, Incoming
+from ..config import CallConfig
+from ..media import analysis
+from ..media.recorder import Recording
+from ..signaling.relay import Relay
+from ..testing import generate
+from .options import call_config, cli_settings, ice_option, run_sync
 
 
 @dataclass
@@ -95,3 +100,38 @@ async def run_demo(clip: Path | None, out_dir: Path, config: CallConfig) -> Demo
         audio_path=str(audio_path),
         video_path=str(video_path),
     )
+
+
+@click.command()
+@click.option(
+    "--clip",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Media file to play (default: a generated 4 s 640x480 clip, 440 Hz tone).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the recordings (default: a new temporary directory).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@ice_option
+def demo(
+    clip: Path | None, out_dir: Path | None, as_json: bool, ice_addresses: tuple[str, ...]
+) -> None:
+    """A caller plays a clip to a bot through an embedded relay; print what the bot got.
+
+    \b
+    Example:
+      callbot demo
+      callbot demo --clip samples/welcome.wav --out recordings --json
+    """
+    out = out_dir or Path(tempfile.mkdtemp(prefix="callbot-demo-"))
+    summary = run_sync(run_demo(clip, out, call_config(cli_settings(ice_addresses=ice_addresses))))
+    if as_json:
+        click.echo(json.dumps(summary.as_dict()))
+    else:
+        for key, value in summary.as_dict().items():
+            click.echo(f"{key.replace('_', ' ') + ':':<24}{value}")
+    if not summary.ok:
+        raise SystemExit(1)

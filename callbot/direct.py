@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 from typing import Any
 
-from ..call import Call
-from ..config import CallConfig
+from .call import Call
+from .config import CallConfig
 
 
 class _Port:
