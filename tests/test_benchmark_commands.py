@@ -50,7 +50,6 @@ def test_every_documented_benchmark_is_run_here() -> None:
     assert scripts <= set(SMALL), f"documented but not run by this test: {scripts - set(SMALL)}"
 
 
-@pytest.mark.slow  # a few bot and caller processes per command: ~5 min on a loaded 2-core box
 @pytest.mark.parametrize("command", documented())
 def test_documented_benchmark_runs_small(command: str, tmp_path: Path, cli_env) -> None:
     words = shlex.split(command)
