@@ -13,6 +13,13 @@ N, after a warm-up, over a measurement window:
 - gaps (share of the window's packets never received) and audio slots the bot dropped;
 - the bot's event-loop lag p99 (ms).
 
+`--video`: each side also sends a looped silent 3 s 640x480 30 fps clip (`send_video_file` /
+a second aiortc `MediaPlayer`), and the bot records what it receives to .webm (callbot: VP8
+stored as received, audio to .ogg; plain aiortc: `MediaRecorder`, decoding and encoding both
+tracks). `--load K` runs K busy-looping processes during each
+point, as other work on a shared machine would: the bot should then drop audio slots and
+count them, not drift. `--repeat R` measures every point R times.
+
 "real-time" means p99 lateness < 60 ms, drift < 10 ms/min, no gaps, no drops, and every call
 passing checker.py (its window's count of packets arrived, never 0.3 s without one, the prompt's
 tone in every 0.1 s of the decoded audio: a bot sending silence, stopping or stuttering fails).
@@ -22,6 +29,8 @@ CPU ratio between the two is printed. Run it where only loopback is needed (ever
 
     python benchmarks/density.py                       # the full run (~8 minutes)
     python benchmarks/density.py --callbot 50 --aiortc 20 --seconds 10   # a quick look
+    python benchmarks/density.py --video --callbot 10,20 --aiortc 2,4 --workers2 ""
+    python benchmarks/density.py --load 2 --callbot 100 --aiortc "" --workers2 ""
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ from callbot.testing import generate
 HERE = Path(__file__).resolve().parent
 PROMPT_HZ = 440.0  # the bot's prompt, which the callers check for
 CALLERS_PER_PROCESS = 150
+VIDEO_SIZE = (640, 480)  # callbot's default: its prompt is then sent as cached VP8
 REAL_TIME = {"lateness_p99_ms": 60.0, "drift_ms_per_min": 10.0}
 
 
@@ -57,6 +67,8 @@ class Point:
     impl: str
     workers: int
     calls: int
+    video: bool = False
+    load: int = 0  # busy-looping processes running beside the bot
     cpu_per_call: float = math.nan  # % of one core
     cpu_total: float = math.nan  # cores
     rss_per_call_mb: float = math.nan
@@ -123,10 +135,17 @@ class Harness:
         self.args = args
         self.prompt = generate.write_tone(work / "prompt.wav", PROMPT_HZ, seconds=3.0)
         self.callers_prompt = generate.write_tone(work / "callers.wav", 660.0, seconds=2.0)
+        self.clip = (
+            generate.write_video(work / "clip.webm", 3.0, VIDEO_SIZE, 30, tone=None)
+            if args.video
+            else None
+        )
+        self._runs = 0
 
     async def measure(self, impl: str, calls: int, workers: int = 1) -> Point:
-        point = Point(impl, workers, calls)
-        run = self.work / f"{impl}-{workers}-{calls}"
+        point = Point(impl, workers, calls, self.args.video, self.args.load)
+        self._runs += 1
+        run = self.work / f"{self._runs}-{impl}-{workers}-{calls}"
         stats, recordings = run / "stats", run / "recordings"
         stats.mkdir(parents=True)
         recordings.mkdir()
@@ -136,12 +155,14 @@ class Harness:
             "BENCH_RECORDINGS": str(recordings),
             "BENCH_STATS": str(stats),
             "BENCH_WINDOW": str(self.args.seconds),
+            "BENCH_VIDEO": str(self.clip or ""),
             "PYTHONPATH": str(HERE),
         }
         log = (run / "bot.log").open("wb")  # the bot's own log, out of the table's way
         bot = subprocess.Popen(
             self._bot_command(impl, workers), env=env, cwd=HERE.parent, stdout=log, stderr=log
         )
+        load = [_busy() for _ in range(self.args.load)]
         try:
             await self._wait_ready(bot, stats, workers)
             self._rss_before = rss_mb(process_tree(bot.pid))
@@ -153,6 +174,9 @@ class Harness:
                 full = sum(f.get("gc_full", 0) for f in figures)
                 point.notes.append(f"longest GC pause {gc_max:.0f} ms ({full} full collections)")
         finally:
+            for process in load:
+                process.kill()
+                process.wait()
             bot.send_signal(signal.SIGTERM)
             try:
                 await asyncio.to_thread(bot.wait, 30)
@@ -196,6 +220,7 @@ class Harness:
                 "--token", self.relay.mint(user), "--user", user, "--calls", str(share),
                 "--prompt", str(self.callers_prompt), "--warmup", str(self.args.warmup),
                 "--seconds", str(self.args.seconds), "--tone", str(PROMPT_HZ),
+                *(["--video", str(self.clip)] if self.clip else []),
                 stdout=asyncio.subprocess.PIPE, env=env,
             )  # fmt: skip
             callers.append(Callers(process))
@@ -243,7 +268,8 @@ class Harness:
 
     def _recordings_ok(self, recordings: Path, calls: int, point: Point) -> bool:
         """Every call left a playable recording covering at least the measured window."""
-        files = sorted(recordings.glob("*.ogg"))
+        suffix = ".webm" if self.args.video else ".ogg"
+        files = sorted(recordings.glob(f"*{suffix}"))
         if len(files) != calls:
             point.notes.append(f"{len(files)} recordings for {calls} calls")
             return False
@@ -251,7 +277,8 @@ class Harness:
         for path in files:
             try:
                 with av.open(str(path)) as container:
-                    stream = container.streams.audio[0]
+                    streams = container.streams
+                    stream = streams.video[0] if self.args.video else streams.audio[0]
                     last = max((p.pts or 0) for p in container.demux(stream))
                     seconds = float(last * stream.time_base)
             except Exception:
@@ -260,6 +287,11 @@ class Harness:
         if short:
             point.notes.append(f"{short} recordings shorter than the window")
         return short == 0
+
+
+def _busy() -> subprocess.Popen[bytes]:
+    """A process that only burns CPU: the rest of a shared machine's work."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
 def _dropped(stats: Path) -> int | None:
@@ -277,6 +309,8 @@ HEADERS = (
 
 def _row(point: Point) -> list[object]:
     name = point.impl if point.workers == 1 else f"{point.impl} x{point.workers}"
+    name += " video" if point.video else ""
+    name += f" +{point.load} busy" if point.load else ""
     return [
         name, point.calls, point.cpu_per_call, point.cpu_total, point.lateness_p50_ms,
         point.lateness_p99_ms, point.drift_ms_per_min, point.missing_share * 100, point.dropped,
@@ -348,11 +382,14 @@ def _counts(text: str) -> list[int]:
 
 async def main(args: argparse.Namespace) -> None:
     print(f"machine: {machine()}")
-    print(f"window {args.seconds:g} s after {args.warmup:g} s of warm-up; prompt and .ogg "
-          "recording per call\n", flush=True)  # fmt: skip
+    media = "video prompt, .webm recording" if args.video else "prompt and .ogg recording"
+    busy = f"; {args.load} busy-looping processes beside the bot" if args.load else ""
+    print(f"window {args.seconds:g} s after {args.warmup:g} s of warm-up; {media} per call"
+          f"{busy}\n", flush=True)  # fmt: skip
     plan = [("aiortc", 1, n) for n in _counts(args.aiortc)]
     plan += [("callbot", 1, n) for n in _counts(args.callbot)]
     plan += [("callbot", 2, n) for n in _counts(args.workers2)]
+    plan = [step for step in plan for _ in range(args.repeat)]
     points: list[Point] = []
     with contextlib.ExitStack() as cleanup:
         if args.keep:
@@ -366,7 +403,11 @@ async def main(args: argparse.Namespace) -> None:
             for impl, workers, calls in plan:
                 if (impl, workers) in fallen:
                     continue  # it already fell far behind at fewer calls
-                point = await harness.measure(impl, calls, workers)
+                try:
+                    point = await harness.measure(impl, calls, workers)
+                except (RuntimeError, TimeoutError) as exc:  # the harness gave up on this one
+                    point = Point(impl, workers, calls, args.video, args.load)
+                    point.notes.append(f"not measured: {exc!r}")
                 points.append(point)
                 print(table(HEADERS, [_row(point)]).splitlines()[-1], flush=True)
                 if point.lateness_p99_ms > 2000:
@@ -391,6 +432,9 @@ if __name__ == "__main__":
     parser.add_argument("--workers2", default="300", help="call counts with --workers 2")
     parser.add_argument("--seconds", type=float, default=20.0, help="measurement window")
     parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--video", action="store_true", help="video calls (see above)")
+    parser.add_argument("--load", type=int, default=0, help="busy processes beside the bot")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of every point")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
     parser.add_argument("--plot", metavar="DIR", help="write PNG plots (needs matplotlib)")
     parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (bot logs)")

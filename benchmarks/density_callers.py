@@ -117,14 +117,16 @@ async def main(args: argparse.Namespace) -> None:
     started = time.monotonic()
     calls: list[Call] = []
     for first in range(0, args.calls, BATCH):
-        batch = await asyncio.gather(
-            *(caller.call(args.bot) for _ in range(min(BATCH, args.calls - first)))
-        )
+        count = min(BATCH, args.calls - first)
+        video = args.video is not None
+        batch = await asyncio.gather(*(caller.call(args.bot, video=video) for _ in range(count)))
         await asyncio.gather(*(call.wait_connected(60) for call in batch))
+        for call in batch:  # at once: the bot ends a call that hears nothing for 10 s
+            call.send_audio_file(args.prompt, loop=True)
+            if args.video:
+                call.send_video_file(args.video, loop=True)
         calls += batch
     print(f"CONNECTED {time.monotonic() - started:.2f}", flush=True)
-    for call in calls:
-        call.send_audio_file(args.prompt, loop=True)
     probe = LagProbe()
     probe.start()
     await asyncio.sleep(args.warmup)
@@ -156,4 +158,5 @@ if __name__ == "__main__":
     parser.add_argument("--tone", type=float, required=True, help="the bot's prompt (Hz)")
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--video", metavar="CLIP", help="video calls: send this silent clip too")
     asyncio.run(main(parser.parse_args()))

@@ -4,12 +4,17 @@ Each call gets a `MediaPlayer` looping the prompt and a `MediaRecorder` writing 
 to .ogg: a decode and encode per call, two threads per call. Only signalling (callbot's relay
 client) and the loopback-only ICE filter are callbot's; the media path is aiortc's own.
 
+With BENCH_VIDEO set (a silent video clip), a second player sends that clip's video too, and
+the recorder writes both received tracks to one .webm (decoded and encoded again, as aiortc
+does).
+
 Usage: plain_aiortc_bot.py RELAY_URL TOKEN (BENCH_* variables as for callbot_bot.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -25,11 +30,12 @@ from callbot.ice import IceConfig, gather_within
 from callbot.signaling.client import RelayClient
 
 ICE = IceConfig(addresses=("127.0.0.1",))
+VIDEO = os.environ.get("BENCH_VIDEO")
 
 
 class PlainBot:
     def __init__(self, url: str, token: str) -> None:
-        self.calls: dict[str, tuple[RTCPeerConnection, MediaPlayer, MediaRecorder]] = {}
+        self.calls: dict[str, tuple[RTCPeerConnection, list[MediaPlayer], MediaRecorder]] = {}
         self.stats = StatsWriter(lambda: {"dropped": None, "calls": len(self.calls)})
         self.client = RelayClient(url, token, on_message=self.on_message, role="bot")
         self._tasks: set[asyncio.Future[None]] = set()
@@ -49,17 +55,22 @@ class PlainBot:
     async def answer(self, call_id: str, offer: str) -> None:
         await self.client.send({"type": "call_ringing", "call_id": call_id})
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # never a public STUN server
-        player = MediaPlayer(str(self.stats.prompt), loop=True)
-        recorder = MediaRecorder(str(self.stats.recordings / f"{call_id}.ogg"))
-        self.calls[call_id] = (pc, player, recorder)
+        players = [MediaPlayer(str(self.stats.prompt), loop=True)]
+        if VIDEO:
+            players.append(MediaPlayer(VIDEO, loop=True))
+        suffix = ".webm" if VIDEO else ".ogg"
+        recorder = MediaRecorder(str(self.stats.recordings / f"{call_id}{suffix}"))
+        self.calls[call_id] = (pc, players, recorder)
 
         @pc.on("track")
         def on_track(track: Any) -> None:
-            if track.kind == "audio":
+            if track.kind == "audio" or VIDEO:
                 recorder.addTrack(track)
 
         await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
-        pc.addTrack(player.audio)
+        pc.addTrack(players[0].audio)
+        if VIDEO:
+            pc.addTrack(players[1].video)
         await gather_within(ICE, pc.setLocalDescription(await pc.createAnswer()))
         await recorder.start()
         await self.client.send(
@@ -67,9 +78,12 @@ class PlainBot:
         )
 
     async def close(self, call_id: str) -> None:
-        pc, player, recorder = self.calls.pop(call_id)
+        pc, players, recorder = self.calls.pop(call_id)
         await recorder.stop()
-        player.audio.stop()
+        for player in players:
+            for track in (player.audio, player.video):
+                if track is not None:
+                    track.stop()
         await pc.close()
 
     async def run(self) -> None:

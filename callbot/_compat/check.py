@@ -117,11 +117,25 @@ NEEDS: list[Need] = [
     Need("fastpath", aioice.ice.CandidatePair, "protocol", "init"),
     Need("fastpath", aioice.ice.CandidatePair, "remote_addr", "attr"),
     Need("fastpath", aioice.ice, "StunProtocol", "value"),
+    # _compat/ice.demux_media_first: RTP/RTCP handed on without a STUN parse
+    Need("fastpath", aioice.ice.StunProtocol, "datagram_received", "method", ("data", "addr")),
+    Need("fastpath", aioice.ice.StunProtocol, "local_candidate", "init",
+         where="datagram_received"),
     # media/fastpath.py, receiving: packets handled where they arrive, statistics kept
     *_inits("fastpath", _receiver, "__nack_generator", "__remote_bitrate_estimator",
             "__codecs", "__remote_streams", "__active_ssrc", "_enabled"),
     Need("fastpath", aiortc.rtcrtpreceiver.StreamStatistics, "add", "method", ("packet",)),
     Need("fastpath", aiortc.clock, "current_datetime", "value"),
+    # media/reports.py: RTCP reports of fast-path audio in one pass per process
+    *[Need("fastpath", end, "_run_rtcp", "method", ()) for end in (_sender, _receiver)],
+    *_inits("fastpath", _sender, "__rtcp_started", "__rtcp_exited", "__cname", "__lsr",
+            "__lsr_time"),
+    Need("fastpath", _sender, "_send_rtcp", "method", ("packets",)),
+    *_inits("fastpath", _receiver, "__started", "__rtcp_started", "__rtcp_exited", "__lsr",
+            "__lsr_time", "__rtcp_ssrc"),
+    *_inits("fastpath", aiortc.rtcrtpreceiver.StreamStatistics, "packets_received", "max_seq"),
+    *[Need("fastpath", aiortc.rtcrtpreceiver.StreamStatistics, name, "attr")
+      for name in ("fraction_lost", "packets_lost", "jitter")],
     # media/jitter.py: callbot's receive buffer in place of aiortc's
     Need("jitter", _receiver, "__jitter_buffer", "init"),
     Need("jitter", _receiver, "_handle_rtp_packet", "method", ("packet", "arrival_time_ms")),

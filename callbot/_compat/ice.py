@@ -11,6 +11,7 @@ https://github.com/aiortc/aioice/pull/57 (open; the maintainer suggested a
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,29 @@ def send_on_nominated(connection: Any, data: bytes) -> None:
     if pair is None or not isinstance(pair.protocol, StunProtocol):
         raise ConnectionError("no ICE pair to send on")
     pair.protocol.transport.sendto(data, pair.remote_addr)
+
+
+def demux_media_first(connection: Any) -> None:
+    """Have the nominated pair's socket hand RTP/RTCP straight to the connection: aioice tries
+    every datagram as STUN first, an exception raised and caught per media packet. RFC 7983
+    section 7 tells them apart by the first byte (128-191: RTP/RTCP; STUN starts with 0-3),
+    https://www.rfc-editor.org/rfc/rfc7983#section-7; anything else takes aioice's way."""
+    pair = connection._nominated.get(1)
+    if pair is None or not isinstance(pair.protocol, StunProtocol):
+        return
+    protocol: Any = pair.protocol
+    component = protocol.local_candidate.component
+    stun_first = weakref.WeakMethod(protocol.datagram_received)  # no cycle through the hook
+
+    def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
+        if data and 127 < data[0] < 192:
+            connection.data_received(data, component)
+            return
+        original = stun_first()
+        if original is not None:
+            original(data, addr)
+
+    protocol.datagram_received = datagram_received
 
 
 def input_queue(connection: Any) -> asyncio.Queue[Any]:

@@ -11,16 +11,28 @@ pluggable jitter buffer, so there is none to follow yet.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiortc.clock import current_datetime
 from aiortc.rtcdtlstransport import State
-from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
+from aiortc.rtp import (
+    RtcpByePacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpSdesPacket,
+    RtcpSenderInfo,
+    RtcpSourceInfo,
+    RtcpSrPacket,
+)
+
+from . import ice as _ice
 
 #: Attributes callbot's hooks set on live aiortc/aioice objects (methods replaced by `hook_*`,
 #: state kept by `attach`): each refers back to its object, so `release` drops them.
-HOOKED_METHODS = ("_run_rtp", "_handle_rtp_packet", "_send_rtp", "data_received")
+HOOKED_METHODS = ("_run_rtp", "_run_rtcp", "_handle_rtp_packet", "_send_rtp", "data_received")
 _STATE_PREFIX = "_callbot_"
 
 # -- callbot's own state on aiortc/aioice objects --------------------------------------------
@@ -105,6 +117,103 @@ def keyframe_request(sender: Any) -> Callable[[], None]:
     return sender._send_keyframe  # type: ignore[no-any-return]
 
 
+# -- RTCP reports (RTCRtpSender and RTCRtpReceiver) ----------------------------------------
+
+
+def _private(end: Any, name: str) -> Any:
+    """`end.__name` as aiortc's sender or receiver class names it."""
+    owner = "RTCRtpReceiver" if isinstance(end, RTCRtpReceiver) else "RTCRtpSender"
+    return getattr(end, f"_{owner}__{name}")
+
+
+def replace_rtcp_task(end: Any, run: Callable[[], Awaitable[None]]) -> None:
+    """Have the sender's or receiver's start run `run()` as its RTCP task."""
+    end._run_rtcp = run
+
+
+def rtcp_task_started(end: Any) -> None:
+    """What aiortc's RTCP task signals first (`stop()` waits for it)."""
+    _private(end, "rtcp_started").set()
+
+
+def rtcp_task_exited(end: Any) -> None:
+    """What aiortc's RTCP task signals last (`stop()` waits for it)."""
+    _private(end, "rtcp_exited").set()
+
+
+def sender_report(sender: Any) -> bytes:
+    """The RTCP SR (and SDES with the CNAME) aiortc's sender task would send now, noting the
+    report's time for round-trip times as it does (`RTCRtpSender._run_rtcp`)."""
+    ntp = sender._RTCRtpSender__ntp_timestamp
+    packets: list[Any] = [
+        RtcpSrPacket(
+            ssrc=sender._ssrc,
+            sender_info=RtcpSenderInfo(
+                ntp_timestamp=ntp,
+                rtp_timestamp=sender._RTCRtpSender__rtp_timestamp,
+                packet_count=sender._RTCRtpSender__packet_count & 0xFFFFFFFF,
+                octet_count=sender._RTCRtpSender__octet_count & 0xFFFFFFFF,
+            ),
+        )
+    ]
+    sender._RTCRtpSender__lsr = (ntp >> 16) & 0xFFFFFFFF
+    sender._RTCRtpSender__lsr_time = time.time()
+    cname = sender._RTCRtpSender__cname
+    if cname is not None:
+        packets.append(
+            RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=sender._ssrc, items=[(1, cname.encode())])])
+        )
+    return b"".join(bytes(p) for p in packets)
+
+
+def receiver_report(receiver: Any) -> bytes | None:
+    """The RTCP RR aiortc's receiver task would send now (`RTCRtpReceiver._run_rtcp`), or
+    None when it would send none (no RTCP SSRC yet, or nothing received)."""
+    lsrs, lsr_times = receiver._RTCRtpReceiver__lsr, receiver._RTCRtpReceiver__lsr_time
+    reports = []
+    for ssrc, stream in receiver._RTCRtpReceiver__remote_streams.items():
+        lsr = dlsr = 0
+        if ssrc in lsrs:
+            lsr = lsrs[ssrc]
+            delay = time.time() - lsr_times[ssrc]
+            if 0 < delay < 65536:
+                dlsr = int(delay * 65536)
+        reports.append(
+            RtcpReceiverInfo(
+                ssrc=ssrc,
+                fraction_lost=stream.fraction_lost,
+                packets_lost=stream.packets_lost,
+                highest_sequence=stream.max_seq,
+                jitter=stream.jitter,
+                lsr=lsr,
+                dlsr=dlsr,
+            )
+        )
+    rtcp_ssrc = receiver._RTCRtpReceiver__rtcp_ssrc
+    if rtcp_ssrc is None or not reports:
+        return None
+    return bytes(RtcpRrPacket(ssrc=rtcp_ssrc, reports=reports))
+
+
+async def send_bye(sender: Any) -> None:
+    """The RTCP BYE aiortc's sender task sends when it stops."""
+    await sender._send_rtcp([RtcpByePacket(sources=[sender._ssrc])])
+
+
+def send_rtcp_now(dtls: Any, payload: bytes) -> None:
+    """Protect and send a compound RTCP packet without awaiting, counted as aiortc's
+    `_send_rtp` counts it; dropped, as aiortc drops it, when the transport is not up."""
+    if not dtls_connected(dtls):
+        return
+    data = dtls._tx_srtp.protect_rtcp(payload)
+    try:
+        _ice.send_on_nominated(ice_connection(dtls), data)
+    except ConnectionError:
+        return
+    dtls._RTCDtlsTransport__tx_bytes += len(data)
+    dtls._RTCDtlsTransport__tx_packets += 1
+
+
 # -- RTCDtlsTransport -----------------------------------------------------------------------
 
 
@@ -149,6 +258,11 @@ def clear_verify_callback(dtls: Any) -> None:
 
 
 # -- RTCRtpReceiver -------------------------------------------------------------------------
+
+
+def receiver_started(receiver: Any) -> bool:
+    """Whether `RTCRtpReceiver.receive()` has already run (its RTCP task exists)."""
+    return bool(receiver._RTCRtpReceiver__started)
 
 
 def receiver_enabled(receiver: Any) -> bool:

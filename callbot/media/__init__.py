@@ -9,6 +9,7 @@ Sending (file -> peer)
   clock.py      the shared 20 ms clock every outgoing track is paced by (absolute deadlines)
   tracks.py     the call's outgoing tracks (never end; silence between playbacks)
   fastpath.py   the lean per-packet path that hands encoded Opus straight to the RTP sender
+  reports.py    the RTCP reports of every fast-path sender and receiver, in one pass
   (then callbot/peer.py and aiortc: SRTP, ICE, the socket)
   pcm.py        or, for legs whose stack encodes (SIP), PCM decoded once per output format
 

@@ -162,6 +162,8 @@ class Rfc4733Sender:
     def send(self, digits: str, duration_ms: int, gap_ms: int) -> asyncio.Future[list[None]]:
         """Queue keys; the returned awaitable completes when the last one is sent."""
         loop = asyncio.get_running_loop()
+        if not self.busy:
+            self._last_ts = None  # packets went by unseen: no step to refine from the last one
         futures = []
         for digit in check_digits(digits):
             key = _Key(digit, duration_ms, gap_ms, loop.create_future())
@@ -176,6 +178,12 @@ class Rfc4733Sender:
                 key.done.set_result(None)
         self._keys.clear()
         self._current = None
+
+    @property
+    def busy(self) -> bool:
+        """Whether packets need `rewrite` now (a key queued, being sent, or its gap running):
+        an idle sender is skipped, so a call with no keys pending costs nothing per packet."""
+        return self._current is not None or bool(self._keys) or self._gap_left > 0
 
     def wants(self, packet: bytes) -> bool:
         """Whether this outgoing packet is one of our audio packets."""
@@ -226,7 +234,7 @@ def hook_sender(transport: Any, sender: Rfc4733Sender) -> None:
             async def send_rtp(data: bytes) -> None:
                 if len(data) >= 12:
                     owner = routes.get(int.from_bytes(data[8:12], "big"))
-                    if owner is not None and owner.wants(data):
+                    if owner is not None and owner.busy and owner.wants(data):
                         data = owner.rewrite(data)
                 await original(data)
 

@@ -13,8 +13,10 @@ path is used otherwise, after a WARNING naming what is missing):
   Each packet is a prepared RTP header (the sender's own header extensions: a template made by
   aiortc's serialiser) with sequence number, timestamp and abs-send-time filled in, then DTMF
   rewriting (dtmf.py), SRTP and `sendto` on the ICE pair in use. The sender's counters (RTCP
-  sender reports) and the transport's statistics are kept as aiortc keeps them.
-- Receiving: RTP for a hooked audio receiver is handled where the datagram arrives: decrypted,
+  sender reports) and the transport's statistics are kept as aiortc keeps them; the RTCP
+  reports of fast senders and receivers go out in one pass per process (reports.py).
+- Receiving: the socket hands RTP/RTCP to the connection by its first byte (RFC 7983), not
+  after a failed STUN parse; RTP for a hooked audio receiver is handled there: decrypted,
   its header read, receiver statistics (RTCP receiver reports) updated, and the payload handed
   to callbot's jitter buffer. Everything else (DTLS, RTCP, data channels, video, other payload
   types such as telephone-events) still takes aiortc's path, unchanged.
@@ -36,6 +38,7 @@ from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import RtpPacket
 
 from .._compat import available, ice, rtp
+from . import reports
 from .clock import AUDIO_TICKER, Ticker
 
 logger = logging.getLogger(__name__)
@@ -70,6 +73,16 @@ def send_audio(sender: Any, track: Any) -> bool:
         await _run_audio_sender(sender, track, codec)
 
     rtp.replace_rtp_task(sender, run_rtp)
+    reports.report_in_pass(sender, rtp.sender_report)
+    return True
+
+
+def report_receiver(receiver: Any) -> bool:
+    """Have an audio `receiver` (not started yet) send its RTCP receiver reports in the
+    process's pass (reports.py) instead of its own task; False when it cannot."""
+    if not supported() or rtp.receiver_started(receiver):
+        return False
+    reports.report_in_pass(receiver, rtp.receiver_report)
     return True
 
 
@@ -134,7 +147,7 @@ class _AudioStream:
         dtmf = rtp.attached(dtls, "dtmf")  # see dtmf.hook_sender
         if dtmf:
             owner = dtmf.get(self._ssrc)
-            if owner is not None and owner.wants(data):
+            if owner is not None and owner.busy and owner.wants(data):
                 data = owner.rewrite(data)
         protected = rtp.srtp_protect(dtls, data)
         ice.send_on_nominated(self._connection, protected)
@@ -272,7 +285,8 @@ def receive_inline(receiver: Any, payload_type: int, buffer: Any) -> bool:
 
         def data_received(data: bytes, component: int) -> None:
             if (
-                127 < data[0] < 192
+                data
+                and 127 < data[0] < 192
                 and len(data) >= 12
                 and not 192 <= data[1] <= 208  # RTCP
                 and rtp.srtp_receiving(dtls) is not None
@@ -296,6 +310,7 @@ def receive_inline(receiver: Any, payload_type: int, buffer: Any) -> bool:
         pending: dict[Any, list[_InlineAudio]] = {}
         rtp.attach(connection, "pending", pending)
         ice.replace_data_received(connection, data_received)
+        ice.demux_media_first(connection)
     rtp.attached(connection, "pending").setdefault(receiver, []).append(
         _InlineAudio(receiver, payload_type, buffer)
     )

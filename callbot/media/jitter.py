@@ -81,4 +81,6 @@ def use_for(receiver: Any, hub: IncomingMedia, fast: bool = True) -> AudioJitter
         return None
     buffer = AudioJitterBuffer(hub, receiver if fast else None)
     rtp.use_jitter_buffer(receiver, buffer)
+    if fast:
+        fastpath.report_receiver(receiver)  # its RTCP reports with the process's others
     return buffer

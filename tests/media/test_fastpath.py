@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -81,3 +84,40 @@ async def test_aiortc_path_when_turned_off(tmp_path: Path, tone_file) -> None:
     result = await _tone_both_ways(tmp_path, tone_file, CallConfig(fastpath=False))
     assert result["hooks"] == ((False, False), (False, False))
     assert result["sent"]["packets"] >= 150 and result["received"]["packets"] >= 150
+
+
+async def test_rtcp_reports_of_all_calls_go_out_in_one_task(tone_file) -> None:
+    """media/reports.py: aiortc's RTCP task per sender and receiver is replaced by one pass
+    per process, and the reports still flow both ways (round-trip times need the sender's
+    report and the receiver's answer to it)."""
+    tone = tone_file(".wav", 440.0, seconds=3.0)
+    async with contextlib.AsyncExitStack() as stack:
+        pairs = [await stack.enter_async_context(direct_call()) for _ in range(3)]
+        for pair in pairs:
+            for call in pair:
+                call.send_audio_file(tone, loop=True)
+        names = [task.get_coro().__qualname__ for task in asyncio.all_tasks()]  # type: ignore[union-attr]
+        assert not [n for n in names if n.endswith("._run_rtcp")]
+        assert [t.get_name() for t in asyncio.all_tasks()].count("callbot-rtcp") == 1
+        rtts: list[float | None] = []
+        for _ in range(60):  # reports go out every 0.5-1.5 s
+            rtts = [(await call.stats())["sent"]["audio"].get("rtt") for p in pairs for call in p]
+            if all(rtt is not None for rtt in rtts):
+                break
+            await asyncio.sleep(0.1)
+        assert all(rtt is not None and 0 < rtt < 0.5 for rtt in rtts), rtts
+
+
+async def test_an_empty_datagram_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    """Hostile input: a zero-length UDP datagram to a call's media port is dropped quietly
+    (it used to raise IndexError in the fast path's handler, logged with a traceback)."""
+    async with direct_call() as (_caller, callee):
+        transceiver = next(t for t in callee.peer_connection.getTransceivers())
+        connection = _compat.rtp.ice_connection(transceiver.receiver.transport)
+        address = connection._nominated[1].protocol.transport.get_extra_info("sockname")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for _ in range(3):
+                sock.sendto(b"", address[:2])
+        await asyncio.sleep(0.3)
+        assert callee.state == "connected"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

@@ -1,0 +1,83 @@
+"""Every benchmark command docs/performance.md gives runs, at a small scale, and prints (or
+writes) the result the page describes. No timing is asserted: a benchmark's figures are its
+own business; this only keeps the documented commands working."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "docs" / "performance.md"
+
+#: Per script: options appended to the documented command (the last one given wins) to make
+#: it small, and text its output must contain.
+SMALL: dict[str, tuple[list[str], list[str]]] = {
+    "density.py": (
+        ["--aiortc", "1", "--callbot", "2", "--workers2", "", "--seconds", "2", "--warmup", "1",
+         "--repeat", "1"],
+        ["cpu/call %", "real-time"],
+    ),
+    "packet_cost.py": (
+        ["--calls", "2", "--seconds", "1", "--repeat", "1", "--warmup", "0.5"],
+        ["µs of CPU per packet"],
+    ),
+    "video_record.py": (["--calls", "1", "--seconds", "3"], ["webm"]),
+    "setup_latency.py": (["--sequential", "2", "--burst", "2"], ["median"]),
+    "latency.py": (["--clicks", "2"], ["median"]),
+    "spike/native_pump.py": (
+        ["--calls", "4", "--ticks", "10", "--repeat", "1"],
+        ["python per packet", "native per batch"],
+    ),
+}  # fmt: skip
+
+
+def documented() -> list[str]:
+    """The `python benchmarks/...` commands of the page, in order."""
+    return re.findall(r"`(python benchmarks/[^`]+)`", PAGE.read_text())
+
+
+def test_every_documented_benchmark_is_run_here() -> None:
+    scripts = {shlex.split(command)[1].removeprefix("benchmarks/") for command in documented()}
+    assert scripts, "no commands found in docs/performance.md"
+    assert scripts <= set(SMALL), f"documented but not run by this test: {scripts - set(SMALL)}"
+
+
+@pytest.mark.parametrize("command", documented())
+def test_documented_benchmark_runs_small(command: str, tmp_path: Path, cli_env) -> None:
+    words = shlex.split(command)
+    script = words[1].removeprefix("benchmarks/")
+    if script.startswith("spike/") and shutil.which("gcc") is None:
+        pytest.skip("the native spike builds pump.c: needs gcc (Debian package gcc)")
+    extra, expected = SMALL[script]
+    args = _in(tmp_path, words[2:])
+    result = subprocess.run(
+        [sys.executable, words[1], *args, *extra],
+        cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for text in expected:
+        assert text in result.stdout, result.stdout[-3000:]
+    if "--json" in args:
+        points = json.loads(Path(args[args.index("--json") + 1]).read_text())["points"]
+        assert [p["impl"] for p in points] == ["aiortc", "callbot"]
+        assert all(p["cpu_per_call"] > 0 and p["failed_calls"] is not None for p in points)
+
+
+def _in(directory: Path, args: list[str]) -> list[str]:
+    """The documented options with the files they write moved into `directory`, and one busy
+    process at most (`--load`: the test machine is shared)."""
+    out = list(args)
+    for index, word in enumerate(out[:-1]):
+        if word in ("--json", "--keep"):
+            out[index + 1] = str(directory / Path(out[index + 1]).name)
+        elif word == "--load":
+            out[index + 1] = "1"
+    return out
