@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,18 +56,30 @@ def test_trust_on_first_use_pins_and_logs(tmp_path: Path, caplog) -> None:
         peers.check("carol", other.sign("d", "carol", "x", sdp), "d", "carol", "x", sdp, True)
 
 
+def _on_sent(relay: Relay, change: Callable[[dict[str, Any]], None]) -> None:
+    """Have `change` see (and may rewrite) every message the relay core sends on a client's
+    message, before it leaves: a relay that tampers with what it forwards."""
+    original = relay.core.received
+
+    def received(conn: str, data: str | bytes, now: float) -> list[Any]:
+        actions = original(conn, data, now)
+        for action in actions:
+            if isinstance(action, Send):
+                change(action.message)  # type: ignore[arg-type]
+        return actions
+
+    relay.core.received = received  # type: ignore[method-assign]
+
+
 def _tamper(relay: Relay, kind: str) -> None:
     """Make the relay rewrite the DTLS fingerprint in every `kind` it forwards."""
-    original = relay.core._forwarded
 
-    def forwarded(message: dict[str, Any], sender: str) -> dict[str, Any]:
-        out = original(message, sender)
-        if out["type"] == kind:
-            out["sdp"] = re.sub(r"(a=fingerprint:\S+ )([0-9A-F]{2})", lambda m: m.group(1) + (
-                "00" if m.group(2) != "00" else "11"), out["sdp"])  # fmt: skip
-        return out
+    def rewrite(message: dict[str, Any]) -> None:
+        if message["type"] == kind:
+            message["sdp"] = re.sub(r"(a=fingerprint:\S+ )([0-9A-F]{2})", lambda m: m.group(1) + (
+                "00" if m.group(2) != "00" else "11"), message["sdp"])  # fmt: skip
 
-    relay.core._forwarded = forwarded  # type: ignore[method-assign]
+    _on_sent(relay, rewrite)
 
 
 @pytest.fixture
@@ -245,15 +258,7 @@ async def test_replayed_offer_is_refused(relay: Relay, keys) -> None:
     """A relay that replays a signed offer (same call id, SDP and signature) to the callee
     after the call: the callee refuses it (`replayed`) instead of answering it as verified."""
     offers: list[dict[str, Any]] = []
-    original = relay.core._forwarded
-
-    def forwarded(message: dict[str, Any], sender: str) -> dict[str, Any]:
-        out = original(message, sender)
-        if out["type"] == "call_offer":
-            offers.append(dict(out))
-        return out
-
-    relay.core._forwarded = forwarded  # type: ignore[method-assign]
+    _on_sent(relay, lambda m: offers.append(dict(m)) if m["type"] == "call_offer" else None)
     alice, bob, answered = _bots(relay, keys)
     errors: list[CallbotError] = []
     bob.on("call", lambda call: call.on("error", errors.append))
