@@ -32,6 +32,11 @@ SMALL: dict[str, tuple[list[str], list[str]]] = {
     "video_record.py": (["--calls", "1", "--seconds", "3"], ["webm"]),
     "setup_latency.py": (["--sequential", "2", "--burst", "2"], ["median"]),
     "latency.py": (["--clicks", "2"], ["median"]),
+    "cluster_setup.py": (
+        ["--pairs", "2", "--seconds", "1", "--clients", "10", "--calls", "3"],
+        ["setups/s", "across nodes"],
+    ),
+    "voice.py": (["--rounds", "1", "--calls", "1", "--seconds", "1"], ["end->transcript p50 ms"]),
     "spike/native_pump.py": (
         ["--calls", "4", "--ticks", "10", "--repeat", "1"],
         ["python per packet", "native per batch"],

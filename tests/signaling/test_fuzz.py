@@ -211,7 +211,7 @@ async def _drain(ws: Any) -> None:
 
 @given(st.lists(st.lists(frames, min_size=50, max_size=60), min_size=3, max_size=3))
 @settings(
-    max_examples=80,  # >= 12,000 frames, so >= 10,000 even if some connections close early
+    max_examples=40,  # >= 6,000 frames, so >= 5,000 even if some connections close early
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
@@ -220,12 +220,12 @@ def _generated_traffic(live_relay: _RelayThread, batches) -> None:
     live_relay.run(_exchange(live_relay.relay, batches))
 
 
-@pytest.mark.timeout(600)  # ~60 s alone, over 120 s on a loaded machine: slow, not stuck
-def test_live_relay_took_ten_thousand_messages_and_kept_no_state(live_relay: _RelayThread) -> None:
+@pytest.mark.timeout(600)  # ~40 s alone, more on a loaded machine: slow, not stuck
+def test_live_relay_took_five_thousand_messages_and_kept_no_state(live_relay: _RelayThread) -> None:
     """One test sends the traffic and checks what it left: it needs no test to run before it."""
     SENT["frames"] = 0
     _generated_traffic(live_relay)
-    assert SENT["frames"] >= 10_000, SENT
+    assert SENT["frames"] >= 5_000, SENT
     deadline = time.monotonic() + 10
     while live_relay.core(lambda core: core.connection_count) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -219,12 +219,16 @@ class BaresipPeer:
             raise PeerError(f"baresip refused {name} {params!r}: {reply.get('data')!r}")
         return str(reply.get("data", ""))
 
-    async def wait_event(self, kind: str, timeout: float = 10.0, after: int = 0) -> dict[str, Any]:
-        """The first event of type `kind` (e.g. "CALL_ESTABLISHED") from index `after` on."""
+    async def wait_event(
+        self, kind: str | tuple[str, ...], timeout: float = 10.0, after: int = 0
+    ) -> dict[str, Any]:
+        """The first event of type `kind` (e.g. "CALL_ESTABLISHED", or any of several) from
+        index `after` on."""
+        kinds = (kind,) if isinstance(kind, str) else kind
         deadline = time.monotonic() + timeout
         while True:
             for event in self.events[after:]:
-                if event.get("type") == kind:
+                if event.get("type") in kinds:
                     return event
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -145,9 +145,16 @@ async def test_kamailio_registers_routes_and_forgets_bindings_on_restart(
     mark = len(bot.events)
     await bot.register_again()  # as a client does on its next refresh
     await bot.wait_event("REGISTER_OK", after=mark)
-    mark = len(caller.events)
-    await caller.dial(f"sip:bot@{kamailio.address}")
-    await caller.wait_event("CALL_ESTABLISHED", after=mark)
+    # reached again; baresip 1.0's re-created account sometimes drops the very first INVITE
+    # after its REGISTER (seen once in CI under load), so a second dial is allowed
+    for _ in range(2):
+        mark = len(caller.events)
+        await caller.dial(f"sip:bot@{kamailio.address}")
+        event = await caller.wait_event(("CALL_ESTABLISHED", "CALL_CLOSED"), after=mark)
+        if event["type"] == "CALL_ESTABLISHED":
+            return
+        await asyncio.sleep(1)
+    raise AssertionError(f"bot not reached after re-registering: {caller.events[mark:]}")
 
 
 async def test_kamailio_challenges_and_refuses_a_wrong_password(
