@@ -55,6 +55,7 @@ def test_every_documented_benchmark_is_run_here() -> None:
     assert scripts <= set(SMALL), f"documented but not run by this test: {scripts - set(SMALL)}"
 
 
+@pytest.mark.timeout(600)  # a benchmark starts processes (cluster_setup.py: five relays): slow
 @pytest.mark.parametrize("command", documented())
 def test_documented_benchmark_runs_small(command: str, tmp_path: Path, cli_env) -> None:
     words = shlex.split(command)

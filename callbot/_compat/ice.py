@@ -40,6 +40,8 @@ def demux_media_first(connection: Any) -> None:
     if pair is None or not isinstance(pair.protocol, StunProtocol):
         return
     protocol: Any = pair.protocol
+    if protocol.__dict__.get("_callbot_tapped"):
+        return  # an impaired call (tap_datagrams): every datagram must go through the tap
     component = protocol.local_candidate.component
     current = protocol.datagram_received
     # aioice's own method, held weakly (no cycle through the hook); a hook installed before
