@@ -11,7 +11,6 @@ https://github.com/aiortc/aioice/pull/57 (open; the maintainer suggested a
 from __future__ import annotations
 
 import asyncio
-import inspect
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -43,12 +42,7 @@ def demux_media_first(connection: Any) -> None:
     if protocol.__dict__.get("_callbot_tapped"):
         return  # an impaired call (tap_datagrams): every datagram must go through the tap
     component = protocol.local_candidate.component
-    current = protocol.datagram_received
-    # aioice's own method, held weakly (no cycle through the hook); a hook installed before
-    # this one (the scenario impairment tap) is a plain function, held as it is
-    stun_first: Callable[[], Any] = (
-        weakref.WeakMethod(current) if inspect.ismethod(current) else (lambda: current)
-    )
+    stun_first = weakref.WeakMethod(protocol.datagram_received)  # no cycle through the hook
 
     def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
         if data and 127 < data[0] < 192:
