@@ -12,7 +12,7 @@ on node i and its callee on the next node, so every call crosses nodes. Three me
 - connected clients: CLIENTS connections opened together (hello, welcome), spread over the
   nodes; the time until all are welcomed and the relays' memory then.
 
-    python benchmarks/cluster_setup.py                  # ~3 minutes
+    python benchmarks/cluster_setup.py                  # about a minute
     python benchmarks/cluster_setup.py --pairs 40 --seconds 20 --clients 3000
 """
 
@@ -33,10 +33,17 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import machine, percentile, rss_mb, table
+from _common import end_with_parent, machine, percentile, rss_mb, table
 from websockets.asyncio.client import ClientConnection, connect
 
+from callbot.signaling.relay_core import RelayLimits
 from callbot.signaling.state import RelayState
+
+#: A caller places at most this many calls per second: each call is two messages from it (offer,
+#: hangup), and a relay drops what a connection sends beyond its sustained rate limit.
+CALLS_PER_SECOND = RelayLimits().rate / 2 * 0.9
+#: An answer later than this means the relay lost the call: the run fails instead of hanging.
+ANSWER_TIMEOUT = 30.0
 
 SDP = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n" + "a=x\r\n" * 40  # ~300 bytes
 
@@ -95,7 +102,7 @@ def start(nodes: int, redis: bool, workdir: Path) -> Cluster:
         processes.append(subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=end_with_parent,
         ))  # fmt: skip
         time.sleep(0.5)
         extra = ["--redis", f"redis://127.0.0.1:{port}/0"]
@@ -112,7 +119,8 @@ def start(nodes: int, redis: bool, workdir: Path) -> Cluster:
         command = [sys.executable, "-m", "callbot", "serve", "--port", str(ports[-1]),
                    "--state-dir", str(state_dir), *extra]  # fmt: skip
         processes.append(subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=end_with_parent,
         ))  # fmt: skip
     deadline = time.monotonic() + 60
     while not all(_healthy(p) for p in ports):
@@ -132,12 +140,13 @@ async def hello(url: str, token: str) -> ClientConnection:
 
 
 async def callee(websocket: ClientConnection) -> None:
-    """Answer every offer at once; ignore the rest."""
-    async for data in websocket:
-        message = json.loads(data)
-        if message.get("type") == "call_offer":
-            answer = {"type": "call_answer", "call_id": message["call_id"], "sdp": SDP}
-            await websocket.send(json.dumps(answer))
+    """Answer every offer at once; ignore the rest. Closes the connection when cancelled."""
+    async with websocket:
+        async for data in websocket:
+            message = json.loads(data)
+            if message.get("type") == "call_offer":
+                answer = {"type": "call_answer", "call_id": message["call_id"], "sdp": SDP}
+                await websocket.send(json.dumps(answer))
 
 
 async def place(websocket: ClientConnection, to: str) -> float:
@@ -146,13 +155,16 @@ async def place(websocket: ClientConnection, to: str) -> float:
     started = time.perf_counter()
     await websocket.send(json.dumps({"type": "call_offer", "call_id": call_id, "to": to,
                                      "sdp": SDP}))  # fmt: skip
-    while True:
-        message = json.loads(await websocket.recv())
-        if message.get("call_id") != call_id:
-            continue
-        if message.get("type") != "call_answer":
-            raise RuntimeError(f"call refused: {message}")
-        break
+    async with asyncio.timeout(ANSWER_TIMEOUT):
+        while True:
+            message = json.loads(await websocket.recv())
+            if message.get("type") == "error":
+                raise RuntimeError(f"the relay refused a message: {message}")
+            if message.get("call_id") != call_id:
+                continue
+            if message.get("type") != "call_answer":
+                raise RuntimeError(f"call refused: {message}")
+            break
     elapsed = time.perf_counter() - started
     await websocket.send(json.dumps({"type": "hangup", "call_id": call_id}))
     return elapsed
@@ -178,8 +190,11 @@ async def throughput(cluster: Cluster, count: int, seconds: float) -> tuple[floa
     deadline = time.monotonic() + seconds
 
     async def loop(websocket: ClientConnection, to: str) -> None:
-        while time.monotonic() < deadline:
+        next_call = time.monotonic()
+        while next_call < deadline:
+            await asyncio.sleep(next_call - time.monotonic())
             latencies.append(await place(websocket, to))
+            next_call = max(next_call + 1 / CALLS_PER_SECOND, time.monotonic())
 
     started = time.monotonic()
     await asyncio.gather(*(loop(w, to) for w, to in callers))
@@ -210,9 +225,10 @@ async def clients(cluster: Cluster, count: int) -> tuple[float, float]:
 
 
 async def close_all(sockets: list[ClientConnection], tasks: list[asyncio.Task[None]]) -> None:
+    """Close every client connection (answering callees' too), so the relays stop at once."""
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*(s.close() for s in sockets), return_exceptions=True)
+    await asyncio.gather(*tasks, *(s.close() for s in sockets), return_exceptions=True)
 
 
 async def measure(args: argparse.Namespace) -> None:
@@ -232,7 +248,7 @@ async def measure(args: argparse.Namespace) -> None:
                 took, memory = await clients(cluster, args.clients)
                 rows.append((label, f"{rate:.0f}", f"{p95:.1f}", f"{took:.2f}", f"{memory:.0f}"))
             finally:
-                cluster.stop()
+                await asyncio.to_thread(cluster.stop)  # the loop still serves our clients
     print(machine())
     print(f"load average before: {args.load}; after: {os.getloadavg()[0]:.2f}")
     print(table(["relays", "setups/s", "p95 ms under load", f"{args.clients} clients in s",

@@ -68,7 +68,7 @@ def test_every_documented_benchmark_is_run_here() -> None:
     assert scripts <= set(SMALL), f"documented but not run by this test: {scripts - set(SMALL)}"
 
 
-@pytest.mark.timeout(600)  # a benchmark starts processes (cluster_setup.py: five relays): slow
+@pytest.mark.timeout(300)  # a benchmark starts processes (cluster_setup.py: five relays)
 @pytest.mark.parametrize("command", distinct())
 def test_documented_benchmark_runs_small(command: str, tmp_path: Path, cli_env) -> None:
     words = shlex.split(command)
@@ -79,7 +79,7 @@ def test_documented_benchmark_runs_small(command: str, tmp_path: Path, cli_env) 
     args = _in(tmp_path, words[2:])
     result = subprocess.run(
         [sys.executable, words[1], *args, *extra],
-        cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=600,
+        cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     for text in expected:

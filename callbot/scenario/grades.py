@@ -137,7 +137,9 @@ def audio_payload_types(sdp: str) -> dict[int, tuple[str, int]]:
 
 
 async def remote_reports(pc: Any) -> dict[str, float]:
-    """What the far side reported about our audio (RTCP receiver reports): loss, jitter, RTT."""
+    """What the far side reported about our audio (RTCP receiver reports): loss, jitter, RTT,
+    and how many packets we had sent when the last report came (its loss's denominator: the
+    report is up to ~1.5 s old, so the packets sent since are not yet counted either way)."""
     if pc is None:
         return {}
     report = await pc.getStats()
@@ -145,6 +147,7 @@ async def remote_reports(pc: Any) -> dict[str, float]:
         if stat.type == "remote-inbound-rtp" and getattr(stat, "kind", "") == "audio":
             return {
                 "packets_lost": float(stat.packetsLost),
+                "packets_sent": float(stat.packetsReceived + stat.packetsLost),
                 "jitter_ms": 1000 * stat.jitter / 48000,
                 "rtt_ms": 1000 * float(stat.roundTripTime or 0.0),
             }
@@ -176,7 +179,7 @@ def grades(
         }
     if remote and probe.sent_packets:
         lost = max(0.0, remote["packets_lost"])
-        percent = 100 * lost / max(1, probe.sent_packets)
+        percent = 100 * lost / max(1.0, remote.get("packets_sent", probe.sent_packets))
         out["sent"] = {
             **emodel.grade(probe.codec, percent, 1.0, rtt, remote["jitter_ms"]).as_dict(),
             "packets": probe.sent_packets,

@@ -36,9 +36,10 @@ async def test_echoed_tone_passes_and_wrong_tone_fails(call_pair, tmp_path: Path
 
 
 async def test_impaired_loss_lowers_the_mos(connect_pair, tmp_path: Path) -> None:
-    """5 % loss each way at the caller's sockets: both directions see it, the MOS drops, and
-    `expect mos >= 4.0` fails naming the loss; the clean call passes it."""
-    generate.write_tone(tmp_path / "a.wav", 440.0, 3.0)
+    """10 % loss each way at the caller's sockets: both directions see it, the MOS drops, and
+    `expect mos >= 4.0` fails naming the loss; the clean call passes it. (4 s: the sent
+    direction needs the far side's receiver reports, one every 0.5-1.5 s, some lost too.)"""
+    generate.write_tone(tmp_path / "a.wav", 440.0, 4.0)
     steps = ["play a.wav", "expect mos >= 4.0"]
     moses = {}
     for impair in (None, Impairment.parse("loss=10%,burst=2")):
