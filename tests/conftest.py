@@ -21,6 +21,7 @@ from callbot.embedded import start_relay
 from callbot.signaling.relay import Relay
 from callbot.testing import generate
 
+import netns
 from helpers import direct_call
 
 # Markers applied by where a test lives or which fixture it uses (declared in pyproject.toml),
@@ -34,6 +35,22 @@ MARKED_FIXTURES = {
     "coturn": "turn",
     "turn_relay": "turn",
 }
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (README's test command): two workers, since most tests wait on real-time
+    media, each in a network namespace of its own (tests/netns.py); where namespaces cannot
+    be made, or on one core, no workers: the tests run in this process."""
+    if (os.cpu_count() or 1) < 2 or not netns.can_isolate():
+        return 0
+    return 2
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """An xdist worker gets its own 127.0.0.1 before any test runs (see tests/netns.py)."""
+    if hasattr(config, "workerinput") and config.workerinput.get("workercount", 1) > 1:
+        netns.enter_own()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
