@@ -202,8 +202,8 @@ def sip_grades(rtp: dict[str, Any], echo_ms: float | None) -> dict[str, Any]:
     graded before the far side's first RTCP report (until then the stack reports zeros). The
     burst ratio is 1 (the stack counts losses, not their runs); there are no dropouts (the stack
     hands over decoded audio, not packet arrivals)."""
-    out: dict[str, Any] = {"rtt_ms": None}
-    if rtp.get("rtcp_reports"):
+    out: dict[str, Any] = {"rtcp_reports": rtp.get("rtcp_reports", 0), "rtt_ms": None}
+    if out["rtcp_reports"]:
         rtt, codec = float(rtp["rtt_ms"]), rtp["codec"]
         out["rtt_ms"] = round(rtt, 1)
         for key, prefix in (("received", "rx"), ("sent", "tx")):
