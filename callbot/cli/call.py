@@ -194,7 +194,7 @@ def call(
         ice_addresses=ice_addresses,
         always_relay=always_relay,
     )
-    scenario = _scenario(scenario_file, steps, impair, play, play_video, duration)
+    scenario = _scenario(peer, scenario_file, steps, impair, play, play_video, duration)
     plan = CallPlan(
         peer=peer,
         server=server[0] if len(server) == 1 else list(server),
@@ -233,6 +233,7 @@ def call(
 
 
 def _scenario(
+    peer: str,
     path: Path | None,
     steps: tuple[str, ...],
     impair: str | None,
@@ -240,7 +241,8 @@ def _scenario(
     play_video: Path | None,
     duration: float | None,
 ) -> Any:
-    """The scenario of --scenario/--step/--impair (None without one), checked before dialling."""
+    """The scenario of --scenario/--step/--impair (None without one), checked before dialling
+    (for this machine and this `peer`: see `check_ready`)."""
     if path is None and not steps:
         if impair is not None:
             raise click.UsageError("--impair needs --scenario or --step")
@@ -249,13 +251,15 @@ def _scenario(
                                       ("--duration", duration)) if given is not None]  # fmt: skip
     if clash:
         raise click.UsageError(f"{', '.join(clash)} cannot go with a scenario: use `play FILE`")
-    from ..scenario import Impairment, ScenarioError, from_strings, load
+    from ..scenario import Impairment, ScenarioError, check_ready, from_strings, load
+    from ..sip import is_sip_uri
 
     try:
         inline = from_strings(steps)
         scenario = load(path).with_steps(inline.steps) if path is not None else inline
         if impair is not None:
             scenario = scenario.impaired(Impairment.parse(impair))
+        check_ready(scenario, sip=is_sip_uri(peer))
     except ScenarioError as exc:
         raise click.UsageError(str(exc)) from None
     except ValueError as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .impair import Impairment
 from .load import Scenario, from_strings, load
-from .run import check_ready, run_scenario
+from .run import check_ready, check_sip, run_scenario
 from .steps import ScenarioError, Step, parse_duration, parse_step
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "ScenarioError",
     "Step",
     "check_ready",
+    "check_sip",
     "from_strings",
     "load",
     "parse_duration",

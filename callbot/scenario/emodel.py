@@ -32,6 +32,7 @@ CODECS: dict[str, tuple[float, float, float]] = {
     "opus": (0.0, 20.0, 6.5),
     "pcmu": (0.0, 25.1, 0.0),
     "pcma": (0.0, 25.1, 0.0),
+    "g711": (0.0, 25.1, 0.0),  # PCMU or PCMA (a SIP call's stack does not say which)
     "g722": (0.0, 25.1, 1.5),
 }
 #: Frame length the media clock sends (ms): a packet's worth of delay before it leaves.
@@ -68,7 +69,8 @@ def codec_values(codec: str) -> tuple[float, float, float]:
 
 
 def _source(codec: str) -> str:
-    return "ITU-T G.113 Appendix I" if codec.lower() in ("pcmu", "pcma", "g722") else "assumed"
+    listed = codec.lower() in ("pcmu", "pcma", "g711", "g722")
+    return "ITU-T G.113 Appendix I" if listed else "assumed"
 
 
 def delay_impairment(delay_ms: float) -> float:

@@ -195,6 +195,36 @@ def grades(
     return out
 
 
+def sip_grades(rtp: dict[str, Any], echo_ms: float | None) -> dict[str, Any]:
+    """The `grades` of a SIP call, from the SIP stack's RTP report (`SipCall.stats()["sip"]`
+    with the `codec`): received loss and jitter as the stack counted them, sent loss and jitter
+    from the far side's RTCP receiver reports, RTT from RTCP (RFC 3550 section 6.4). Nothing is
+    graded before the far side's first RTCP report (until then the stack reports zeros). The
+    burst ratio is 1 (the stack counts losses, not their runs); there are no dropouts (the stack
+    hands over decoded audio, not packet arrivals)."""
+    out: dict[str, Any] = {"rtcp_reports": rtp.get("rtcp_reports", 0), "rtt_ms": None}
+    if out["rtcp_reports"]:
+        rtt, codec = float(rtp["rtt_ms"]), rtp["codec"]
+        out["rtt_ms"] = round(rtt, 1)
+        for key, prefix in (("received", "rx"), ("sent", "tx")):
+            packets, lost = rtp[f"{prefix}_packets"], max(0, rtp[f"{prefix}_lost"])
+            if not packets:
+                continue
+            # the far side's report counts what it expected of ours; we count what we got
+            total = packets if key == "sent" else packets + lost
+            jitter = float(rtp[f"{prefix}_jitter_ms"])
+            out[key] = {
+                **emodel.grade(codec, 100 * lost / total, 1.0, rtt, jitter).as_dict(),
+                "packets": packets,
+                "lost": lost,
+                "jitter_ms": round(jitter, 2),
+            }
+    out["mouth_to_ear_ms"] = None if echo_ms is None else round(echo_ms, 1)
+    mos = [out[key]["mos"] for key in ("sent", "received") if key in out]
+    out["mos"] = min(mos) if mos else None
+    return out
+
+
 def video_freezes(arrivals: list[float], frozen_runs: list[float]) -> dict[str, Any]:
     """Frames decoded, the longest gap between them, and frozen stretches (identical frames)."""
     gaps = np.diff(np.asarray(arrivals)) if len(arrivals) > 1 else np.zeros(0)

@@ -26,6 +26,7 @@ from ..call import Call
 from ..errors import CallbotError
 from ..media import analysis
 from ..safe import printable
+from ..sip.call import SipCall
 from ..testing.expectations import CheckResult, check_silence, check_speech_like, check_tone
 from ..testing.generate import dtmf_samples, write_audio
 from . import grades, words
@@ -44,6 +45,11 @@ QUIET_FOR = 0.8
 SOUND_FOR = 0.3
 #: A played file counts as echoed when it correlates this well with what came back.
 ECHO_MATCH = 0.5
+#: Why `--impair` cannot apply to a SIP call.
+IMPAIR_SIP = (
+    "--impair applies to WebRTC calls only: a SIP call's RTP is sent and received inside the "
+    "SIP stack (baresip), where callbot cannot delay or drop packets"
+)
 
 
 @dataclass
@@ -72,6 +78,8 @@ class Runner:
         self.played: list[tuple[int, Path]] = []  # (anchor, file) of each audio play
         self.probe: grades.PacketProbe | None = None
         self.remote: dict[str, float] = {}
+        #: A SIP call's RTP statistics (from the SIP stack: see `SipCall.stats`).
+        self.sip: dict[str, Any] | None = {} if isinstance(call, SipCall) else None
         self.impairment: dict[str, Direction] = {}
         self._scratch = Path(tempfile.mkdtemp(prefix="callbot-scenario-"))
         self._connected_at = time.monotonic()
@@ -108,6 +116,8 @@ class Runner:
                 failure = f"step {number} ({step.where}) `{step.text}` failed: {outcome.message}"
             await self._refresh_remote()
         await self._finish()
+        if self.sip is not None:
+            await self._refresh_sip()  # after the end: the stack's final report
         return {
             "scenario": {
                 "name": self.scenario.name,
@@ -167,6 +177,10 @@ class Runner:
 
     def _tap_packets(self) -> None:
         """Tap the call's datagrams: the probe always, the impairment when one is set."""
+        if self.sip is not None:
+            if self.scenario.impair is not None:
+                raise CallbotError(IMPAIR_SIP)
+            return  # the SIP stack sends and receives the RTP: its own statistics grade it
         pc = self.call.peer_connection
         if pc is None or pc.remoteDescription is None or not _compat.available("impair"):
             if self.scenario.impair is not None:
@@ -196,12 +210,23 @@ class Runner:
         _compat.ice.tap_datagrams(_compat.rtp.ice_connection(dtls), outgoing, incoming)
 
     async def _refresh_remote(self) -> None:
-        if self.call.state in ("connected", "held"):
+        if self.sip is not None:
+            await self._refresh_sip()
+        elif self.call.state in ("connected", "held"):
             with contextlib.suppress(Exception):  # a closing peer connection has no stats
                 self.remote = await grades.remote_reports(self.call.peer_connection) or self.remote
 
+    async def _refresh_sip(self) -> None:
+        """The SIP stack's latest RTP report, and the codec (told by the audio rate)."""
+        stats = await self.call.stats()
+        audio = stats["received"].get("audio", {})
+        if "rtcp_reports" in stats.get("sip", {}) and audio:
+            self.sip = {**stats["sip"], "codec": "opus" if audio["rate"] == 48000 else "g711"}
+
     def grades(self) -> dict[str, Any]:
         """Grades so far (see `grades.grades`); mouth-to-ear from the echoed plays."""
+        if self.sip is not None:
+            return grades.sip_grades(self.sip, self._echo_ms())
         video = (
             grades.video_freezes(self.ear.video_times, self.ear.frozen_runs)
             if self.scenario.wants_video
@@ -517,6 +542,9 @@ class Runner:
         low = step.args["min"]
         parts = {k: graded[k]["mos"] for k in ("sent", "received") if k in graded}
         measured = {"mos": parts, "min": low}
+        if not parts and self.sip is not None:
+            why = "the SIP stack has no RTCP report from the far side yet"
+            return Outcome(False, f"expected a MOS; {why}", measured)
         if not parts:
             return Outcome(False, "expected a MOS; no audio packets were measured", measured)
         worst = min(parts, key=lambda k: parts[k])
@@ -553,11 +581,14 @@ async def run_scenario(
     return await Runner(call, scenario, progress).run()
 
 
-def check_ready(scenario: Scenario) -> None:
-    """What can only be checked on this machine, before dialling: speech recognition for
-    `expect speech WORDS`, packet taps for an impairment (ScenarioError otherwise)."""
+def check_ready(scenario: Scenario, sip: bool = False) -> None:
+    """What can only be checked on this machine or for this peer, before dialling: speech
+    recognition for `expect speech WORDS`, packet taps for an impairment, and on a `sip` call
+    no step it cannot run (ScenarioError otherwise)."""
     from .steps import ScenarioError
 
+    if sip:
+        check_sip(scenario)
     for step in scenario.steps:
         if step.kind == "expect speech" and step.args["words"]:
             missing = words.available()
@@ -572,4 +603,20 @@ def check_ready(scenario: Scenario) -> None:
         raise ScenarioError("--impair needs aiortc internals this version lacks (see WARNING)")
 
 
-__all__ = ["Impairment", "Runner", "check_ready", "run_scenario"]
+def check_sip(scenario: Scenario) -> None:
+    """A SIP call is one audio stream with no data channel, its RTP out of callbot's reach:
+    ScenarioError naming the first step (or setting) that needs a WebRTC call."""
+    from .steps import ScenarioError
+
+    for step in scenario.steps:
+        why = step.webrtc_only
+        if why is not None:
+            raise ScenarioError(f"{step.where}: `{step.text}` cannot run on a SIP call: {why}")
+    if scenario.video:
+        raise ScenarioError(f"{scenario.source}: `video: true` cannot go with a SIP call: "
+                            "SIP calls are audio-only")  # fmt: skip
+    if scenario.impair is not None:
+        raise ScenarioError(IMPAIR_SIP)
+
+
+__all__ = ["Impairment", "Runner", "check_ready", "check_sip", "run_scenario"]

@@ -29,6 +29,15 @@ DEFAULT_WAIT_FOR = 15.0
 #: How long `expect silence` listens when it does not say `for D` (seconds).
 DEFAULT_SILENCE = 1.0
 
+#: Steps a SIP call cannot run, and why: its media is one audio stream (no video, no data
+#: channel). `mute video` / `unmute video` are among them too (see `Step.webrtc_only`).
+WEBRTC_ONLY = {
+    "send-data": "SIP calls have no data channel",
+    "expect-data": "SIP calls have no data channel",
+    "play-video": "SIP calls are audio-only",
+    "expect video-frames": "SIP calls are audio-only",
+}
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ms|s|m)?")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
 
@@ -57,6 +66,13 @@ class Step:
         """Expectations and waits listen to what came in since the last action; they do not
         move that anchor (so `dtmf 1` then two `expect` steps both listen from the key)."""
         return self.kind.startswith(("expect", "wait-for"))
+
+    @property
+    def webrtc_only(self) -> str | None:
+        """Why a SIP call cannot run this step (None: it can)."""
+        if self.kind in ("mute", "unmute") and self.args["media"] == "video":
+            return "SIP calls are audio-only"
+        return WEBRTC_ONLY.get(self.kind)
 
     def describe(self) -> str:
         return f"{self.where} `{self.text}`"

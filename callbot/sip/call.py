@@ -274,7 +274,8 @@ class SipCall(Call):
 
     async def stats(self) -> dict[str, Any]:
         """As `Call.stats`, with the audio format each way and the SIP stack's own report
-        (`sip`: RTP packets, loss, jitter... once the call has ended)."""
+        (`sip`: RTP packets, loss, jitter... as of the far side's last RTCP report, final
+        after the end; see `SipSession.stats`)."""
         result = await super().stats()
         pump, session = self._pump, self._leg.session
         if pump is not None and pump.format is not None:

@@ -104,11 +104,14 @@ class SipSession:
         self._call = call
         self._listener: SessionListener | None = None
         self._pending: list[tuple[str, str]] = []  # events before anyone listened
+        self._rtcp: Any = None  # the stack's last live report (one per RTCP report received)
+        self._reports = 0
         self.close_reason = ""
         for event in earlier or ():  # what the stack reported before this object existed
             self._on_event(event)
         call.on(self._on_event)
         call.on_dtmf(lambda event: self._emit("dtmf", str(event.digit)))
+        call.on_rtcp(self._on_rtcp)
 
     @property
     def call_id(self) -> str:
@@ -218,12 +221,19 @@ class SipSession:
         except (baresip.AudioNotActive, baresip.AudioRestarted):
             return None
 
+    def _on_rtcp(self, stats: Any) -> None:
+        self._rtcp = stats
+        self._reports += 1
+
     def stats(self) -> dict[str, Any]:
-        """The stack's final statistics (after the end) as a dict, else {}."""
-        final = self._call.final_stats
-        if final is None:
+        """The stack's RTP statistics as a dict: the final report after the end, before it
+        the one made when the far side's last RTCP report came (RFC 3550 section 6.4), else
+        {}; `rtcp_reports` counts those reports (loss, jitter and RTT stay 0 without one)."""
+        report = self._call.final_stats or self._rtcp
+        if report is None:
             return {}
-        return {name: getattr(final, name) for name in final.__dataclass_fields__}
+        fields = {name: getattr(report, name) for name in report.__dataclass_fields__}
+        return {**fields, "rtcp_reports": self._reports}
 
 
 class SipAgent:

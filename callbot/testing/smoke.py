@@ -98,7 +98,7 @@ async def place_call(plan: CallPlan, progress: Any = None) -> dict[str, Any]:
     if plan.scenario is not None:
         from ..scenario import check_ready
 
-        check_ready(plan.scenario)  # ScenarioError before dialling
+        check_ready(plan.scenario, sip=is_sip_uri(plan.peer))  # ScenarioError before dialling
     scratch = None
     given = plan
     missing = {e.needs for e in plan.expect} - {

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from callbot.scenario import emodel
-from callbot.scenario.grades import echo_delay
+from callbot.scenario.grades import echo_delay, sip_grades
 from callbot.scenario.impair import LossModel
 
 
@@ -54,3 +54,19 @@ def test_echo_delay_finds_a_click_in_what_came_back() -> None:
     delay, match = echo_delay(click, heard, 48000)
     assert delay == pytest.approx(0.070, abs=0.001) and match > 0.9
     assert echo_delay(click, np.zeros(100), 48000) is None
+
+
+def test_sip_grades_come_from_the_stacks_rtcp_report_or_not_at_all() -> None:
+    report = {"rx_packets": 950, "rx_lost": 50, "rx_jitter_ms": 4.0, "tx_packets": 1000,
+              "tx_lost": 20, "tx_jitter_ms": 2.0, "rtt_ms": 10.0, "codec": "g711"}  # fmt: skip
+    graded = sip_grades({**report, "rtcp_reports": 2}, None)
+    received, sent = graded["received"], graded["sent"]
+    assert received["loss_percent"] == 5.0 and sent["loss_percent"] == 2.0  # 50 of 1000 sent
+    # G.711 (G.113 Appendix I): Ie 0, Bpl 25.1; random loss (the stack counts no runs)
+    assert received["codec_values"] == {"ie": 0.0, "bpl": 25.1, "source": "ITU-T G.113 Appendix I"}
+    assert received["burst_ratio"] == 1.0 and received["delay_ms"] == 5 + 20 + 8
+    expected = emodel.grade("g711", 5.0, 1.0, 10.0, 4.0)
+    assert received["mos"] == round(expected.mos, 2) and graded["mos"] == received["mos"]
+    assert "dropouts" not in received and graded["rtt_ms"] == 10.0
+    nothing = sip_grades({**report, "rtcp_reports": 0}, None)  # zeros, not measurements
+    assert nothing == {"rtcp_reports": 0, "rtt_ms": None, "mouth_to_ear_ms": None, "mos": None}

@@ -6,8 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from callbot.scenario import Impairment, ScenarioError, from_strings, load, parse_duration
+from callbot.cli import main
+from callbot.scenario import (
+    Impairment,
+    ScenarioError,
+    check_sip,
+    from_strings,
+    load,
+    parse_duration,
+    words,
+)
 from callbot.scenario.words import word_error_rate
 
 
@@ -106,3 +116,57 @@ def test_word_error_rate_spots_words_inside_a_prompt() -> None:
     assert word_error_rate(["for", "the", "operator"], heard) == 0.0
     assert word_error_rate(["sales"], heard) == 1.0
     assert word_error_rate(["two", "to", "the", "operator"], heard) == 0.25
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("send-data hello", "SIP calls have no data channel"),
+        ("expect-data ok", "SIP calls have no data channel"),
+        ("play-video a.wav", "SIP calls are audio-only"),
+        ("expect video-frames 10", "SIP calls are audio-only"),
+        ("mute video", "SIP calls are audio-only"),
+        ("unmute video", "SIP calls are audio-only"),
+    ],
+)
+def test_steps_a_sip_call_cannot_run_name_the_step(tmp_path: Path, text: str, why: str) -> None:
+    (tmp_path / "a.wav").write_bytes(b"")
+    scenario = from_strings(["dtmf 1", "mute audio", "hold", text], base=tmp_path)
+    check_sip(from_strings(["dtmf 1", "mute audio", "hold", "resume", "expect mos >= 3"]))
+    with pytest.raises(ScenarioError) as error:
+        check_sip(scenario)
+    assert str(error.value) == f"--step 4: `{text}` cannot run on a SIP call: {why}"
+
+
+def test_a_sip_call_takes_no_video_setting_and_no_impairment(tmp_path: Path) -> None:
+    path = tmp_path / "ivr.yaml"
+    path.write_text("video: true\nsteps:\n  - dtmf 1\n")
+    with pytest.raises(ScenarioError, match=r"ivr.yaml: `video: true` cannot go with a SIP"):
+        check_sip(load(path))
+    path.write_text("impair: loss=5%\nsteps:\n  - dtmf 1\n")
+    with pytest.raises(ScenarioError, match="--impair applies to WebRTC calls only"):
+        check_sip(load(path))
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["sip:desk@127.0.0.1:9", "--step", "wait 1s", "--step", "send-data hi"],
+         "--step 2: `send-data hi` cannot run on a SIP call: SIP calls have no data channel"),
+        (["sip:desk@127.0.0.1:9", "--step", "dtmf 1", "--impair", "loss=5%"],
+         "--impair applies to WebRTC calls only: a SIP call's RTP is sent and received inside "
+         "the SIP stack (baresip), where callbot cannot delay or drop packets"),
+        (["desk", "--step", "expect speech 'qwzxv'"],
+         "--step 1: not in the recogniser's dictionary: qwzxv"),
+    ],
+)  # fmt: skip
+def test_callbot_call_checks_the_scenario_for_the_peer_before_dialling(
+    args: list[str], line: str, tmp_path: Path
+) -> None:
+    """Exit 2 with the one line, nothing dialled (no relay, no SIP peer listens there)."""
+    if "expect speech" in args[-1] and words.available() is not None:
+        pytest.skip("needs pocketsphinx (callbot[voice])")
+    result = CliRunner().invoke(main, ["call", *args, "--state-dir", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] == f"Error: {line}"
+    assert result.exception is None or isinstance(result.exception, SystemExit)
