@@ -272,6 +272,10 @@ class SipCall(Call):
         await self._leg.session.send_dtmf(keys, gap_ms)
         await asyncio.sleep(DTMF_TAIL)
 
+    def send_data(self, payload: str | bytes) -> None:
+        """SIP calls have no data channel: a typed error, never a message queued for nothing."""
+        raise CallError("no_data_channel", "SIP calls have no data channel", self.id)
+
     async def stats(self) -> dict[str, Any]:
         """As `Call.stats`, with the audio format each way and the SIP stack's own report
         (`sip`: RTP packets, loss, jitter... as of the far side's last RTCP report, final

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from callbot.bot import Bot, Incoming
-from callbot.errors import SipError
+from callbot.errors import CallError, SipError
 from callbot.media.analysis import dominant_frequency
 from callbot.sip import SipSettings, stack
 from callbot.sip.call import end_reason
@@ -110,6 +110,9 @@ async def test_hold_and_resume_reach_the_sip_peer(sip_pair: Callable[..., Any]) 
     assert held == ["remote"]
     await call.resume()
     await eventually(lambda: bot_call.state, "resumed", until=lambda s: s == "connected")
+    with pytest.raises(CallError, match="no data channel") as refused:  # not queued for nothing
+        call.send_data("hello")
+    assert refused.value.code == "no_data_channel"
     await call.hangup()
 
 
