@@ -20,6 +20,14 @@ tracks). `--load K` runs K busy-looping processes during each
 point, as other work on a shared machine would: the bot should then drop audio slots and
 count them, not drift. `--repeat R` measures every point R times.
 
+`--pin` (Linux, 2 CPUs or more) keeps the bot and its load generator apart: the bot under test
+(every process of `callbot run`, or the plain-aiortc bot) runs on the first half of the CPUs
+this process may use, and this process (relay, harness) and the callers it starts on the rest;
+with `--load K` the busy processes share the bot's CPUs, so the bot is starved and the callers
+are not. It uses `os.sched_setaffinity`: on this process, which the callers inherit, and in
+the bot's and busy processes' children before they exec (inherited by `--workers`' processes).
+The CPU sets used are printed and checked on the bot's processes during the window.
+
 "real-time" means p99 lateness < 60 ms, drift < 10 ms/min, no gaps, no drops, and every call
 passing checker.py (its window's count of packets arrived, never 0.3 s without one, the prompt's
 tone in every 0.1 s of the decoded audio: a bot sending silence, stopping or stuttering fails).
@@ -31,6 +39,7 @@ CPU ratio between the two is printed. Run it where only loopback is needed (ever
     python benchmarks/density.py --callbot 50 --aiortc 20 --seconds 10   # a quick look
     python benchmarks/density.py --video --callbot 10,20 --aiortc 2,4 --workers2 ""
     python benchmarks/density.py --load 2 --callbot 100 --aiortc "" --workers2 ""
+    python benchmarks/density.py --pin --callbot 200 --aiortc 10 --workers2 ""
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -69,6 +79,7 @@ class Point:
     calls: int
     video: bool = False
     load: int = 0  # busy-looping processes running beside the bot
+    pinned: bool = False  # the bot (and the busy processes) on CPUs of their own: --pin
     cpu_per_call: float = math.nan  # % of one core
     cpu_total: float = math.nan  # cores
     rss_per_call_mb: float = math.nan
@@ -128,11 +139,61 @@ class Callers:
         return self.result
 
 
+@dataclass(frozen=True)
+class Pinning:
+    """Which CPUs the bot under test gets and which the rest (relay, harness, callers) get."""
+
+    bot: frozenset[int]
+    rest: frozenset[int]
+
+    @classmethod
+    def split(cls, cpus: set[int]) -> Pinning:
+        """The first half of `cpus` (at least one) for the bot, the others for the rest."""
+        if len(cpus) < 2:
+            raise SystemExit(f"--pin needs at least 2 CPUs; this process may use {sorted(cpus)}")
+        ordered = sorted(cpus)
+        half = len(ordered) // 2
+        return cls(frozenset(ordered[:half]), frozenset(ordered[half:]))
+
+    @classmethod
+    def here(cls) -> Pinning:
+        """The split of the CPUs this process may use (Linux only)."""
+        if not hasattr(os, "sched_getaffinity"):
+            raise SystemExit("--pin needs Linux (os.sched_setaffinity)")
+        return cls.split(os.sched_getaffinity(0))
+
+    def on_bot_cpus(self) -> None:
+        """`preexec_fn` of the bot and the busy processes: run on the bot's CPUs."""
+        os.sched_setaffinity(0, self.bot)
+
+    def describe(self) -> str:
+        bot, rest = _cpus(self.bot), _cpus(self.rest)
+        return f"bot (and --load) on CPUs {bot}; relay, harness, callers on {rest}"
+
+
+def _cpus(cpus: frozenset[int]) -> str:
+    return ",".join(map(str, sorted(cpus)))
+
+
+def _off_cpus(pids: list[int], cpus: frozenset[int]) -> list[int]:
+    """The processes of `pids` allowed to run beyond `cpus` (a pinning that did not hold)."""
+    off = []
+    for pid in pids:
+        with contextlib.suppress(OSError):  # ended meanwhile
+            if not os.sched_getaffinity(pid) <= cpus:
+                off.append(pid)
+    return off
+
+
 class Harness:
-    def __init__(self, relay: Relay, work: Path, args: argparse.Namespace) -> None:
+    def __init__(
+        self, relay: Relay, work: Path, args: argparse.Namespace, pinning: Pinning | None
+    ) -> None:
         self.relay = relay
         self.work = work
         self.args = args
+        self.pinning = pinning
+        self.on_bot_cpus: Callable[[], None] | None = pinning.on_bot_cpus if pinning else None
         self.prompt = generate.write_tone(work / "prompt.wav", PROMPT_HZ, seconds=3.0)
         self.callers_prompt = generate.write_tone(work / "callers.wav", 660.0, seconds=2.0)
         self.clip = (
@@ -143,7 +204,7 @@ class Harness:
         self._runs = 0
 
     async def measure(self, impl: str, calls: int, workers: int = 1) -> Point:
-        point = Point(impl, workers, calls, self.args.video, self.args.load)
+        point = Point(impl, workers, calls, self.args.video, self.args.load, self.args.pin)
         self._runs += 1
         run = self.work / f"{self._runs}-{impl}-{workers}-{calls}"
         stats, recordings = run / "stats", run / "recordings"
@@ -160,9 +221,10 @@ class Harness:
         }
         log = (run / "bot.log").open("wb")  # the bot's own log, out of the table's way
         bot = subprocess.Popen(
-            self._bot_command(impl, workers), env=env, cwd=HERE.parent, stdout=log, stderr=log
-        )
-        load = [_busy() for _ in range(self.args.load)]
+            self._bot_command(impl, workers), env=env, cwd=HERE.parent, stdout=log, stderr=log,
+            preexec_fn=self.on_bot_cpus,
+        )  # fmt: skip
+        load = [_busy(self.on_bot_cpus) for _ in range(self.args.load)]
         try:
             await self._wait_ready(bot, stats, workers)
             self._rss_before = rss_mb(process_tree(bot.pid))
@@ -234,6 +296,8 @@ class Harness:
         cpu_start, started, drops_start = cpu_seconds(tree), time.monotonic(), _dropped(stats)
         await asyncio.sleep(self.args.seconds / 2)
         rss_during = rss_mb(tree)
+        if self.pinning and _off_cpus(tree, self.pinning.bot):
+            point.notes.append(f"bot processes not on CPUs {_cpus(self.pinning.bot)}")
         await asyncio.wait_for(
             asyncio.gather(*(c.measured.wait() for c in callers)), self.args.seconds + 60
         )
@@ -289,9 +353,9 @@ class Harness:
         return short == 0
 
 
-def _busy() -> subprocess.Popen[bytes]:
+def _busy(preexec_fn: Callable[[], None] | None) -> subprocess.Popen[bytes]:
     """A process that only burns CPU: the rest of a shared machine's work."""
-    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=preexec_fn)
 
 
 def _dropped(stats: Path) -> int | None:
@@ -310,6 +374,7 @@ HEADERS = (
 def _row(point: Point) -> list[object]:
     name = point.impl if point.workers == 1 else f"{point.impl} x{point.workers}"
     name += " video" if point.video else ""
+    name += " pinned" if point.pinned else ""
     name += f" +{point.load} busy" if point.load else ""
     return [
         name, point.calls, point.cpu_per_call, point.cpu_total, point.lateness_p50_ms,
@@ -381,9 +446,14 @@ def _counts(text: str) -> list[int]:
 
 
 async def main(args: argparse.Namespace) -> None:
+    pinning = Pinning.here() if args.pin else None
     print(f"machine: {machine()}")
+    if pinning:
+        os.sched_setaffinity(0, pinning.rest)  # the relay, the harness and the callers
+        print(f"pinned: {pinning.describe()}")
     media = "video prompt, .webm recording" if args.video else "prompt and .ogg recording"
     busy = f"; {args.load} busy-looping processes beside the bot" if args.load else ""
+    busy += " (on its CPUs)" if args.load and pinning else ""
     print(f"window {args.seconds:g} s after {args.warmup:g} s of warm-up; {media} per call"
           f"{busy}\n", flush=True)  # fmt: skip
     plan = [("aiortc", 1, n) for n in _counts(args.aiortc)]
@@ -398,7 +468,7 @@ async def main(args: argparse.Namespace) -> None:
         else:
             work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="callbot-")))
         async with Relay(port=0, state_dir=work / "relay") as relay:
-            harness = Harness(relay, Path(work), args)
+            harness = Harness(relay, Path(work), args, pinning)
             fallen: set[tuple[str, int]] = set()
             for impl, workers, calls in plan:
                 if (impl, workers) in fallen:
@@ -406,7 +476,7 @@ async def main(args: argparse.Namespace) -> None:
                 try:
                     point = await harness.measure(impl, calls, workers)
                 except (RuntimeError, TimeoutError) as exc:  # the harness gave up on this one
-                    point = Point(impl, workers, calls, args.video, args.load)
+                    point = Point(impl, workers, calls, args.video, args.load, args.pin)
                     point.notes.append(f"not measured: {exc!r}")
                 points.append(point)
                 print(table(HEADERS, [_row(point)]).splitlines()[-1], flush=True)
@@ -434,6 +504,7 @@ if __name__ == "__main__":
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--video", action="store_true", help="video calls (see above)")
     parser.add_argument("--load", type=int, default=0, help="busy processes beside the bot")
+    parser.add_argument("--pin", action="store_true", help="bot on its own CPUs (see above)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of every point")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
     parser.add_argument("--plot", metavar="DIR", help="write PNG plots (needs matplotlib)")

@@ -5,6 +5,7 @@ own business; this only keeps the documented commands working."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -75,6 +76,8 @@ def test_documented_benchmark_runs_small(command: str, tmp_path: Path, cli_env) 
     script = words[1].removeprefix("benchmarks/")
     if script.startswith("spike/") and shutil.which("gcc") is None:
         pytest.skip("the native spike builds pump.c: needs gcc (Debian package gcc)")
+    if "--pin" in words and len(getattr(os, "sched_getaffinity", lambda _: ())(0)) < 2:
+        pytest.skip("--pin puts the bot on CPUs of its own: needs Linux and 2 CPUs or more")
     extra, expected = SMALL[script]
     args = _in(tmp_path, words[2:])
     result = subprocess.run(
@@ -82,7 +85,7 @@ def test_documented_benchmark_runs_small(command: str, tmp_path: Path, cli_env) 
         cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    for text in expected:
+    for text in expected + (["pinned: bot (and --load) on CPUs"] if "--pin" in words else []):
         assert text in result.stdout, result.stdout[-3000:]
     if "--json" in args:
         points = json.loads(Path(args[args.index("--json") + 1]).read_text())["points"]
