@@ -39,7 +39,7 @@ CPU ratio between the two is printed. Run it where only loopback is needed (ever
     python benchmarks/density.py --callbot 50 --aiortc 20 --seconds 10   # a quick look
     python benchmarks/density.py --video --callbot 10,20 --aiortc 2,4 --workers2 ""
     python benchmarks/density.py --load 2 --callbot 100 --aiortc "" --workers2 ""
-    python benchmarks/density.py --pin --callbot 200 --aiortc 10 --workers2 ""
+    python benchmarks/density.py --pin --callbot 50,100,150 --aiortc 5,10 --workers2 ""
 """
 
 from __future__ import annotations
