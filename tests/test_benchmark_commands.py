@@ -50,16 +50,23 @@ def documented() -> list[str]:
     return re.findall(r"`(python benchmarks/[^`]+)`", PAGE.read_text())
 
 
+def small_key(command: str) -> str:
+    """The script and the flags of `command` beyond its SMALL overrides: what its small run
+    is (also its test id, short enough for pytest to show and `-k` to select)."""
+    words = shlex.split(command)
+    script = words[1].removeprefix("benchmarks/")
+    small = set(SMALL.get(script, ([], []))[0])
+    return " ".join(
+        [script, *sorted(w for w in words[2:] if w.startswith("--") and w not in small)]
+    )
+
+
 def distinct() -> list[str]:
     """The documented commands that differ once made small: the same script with the same
     flags beyond those SMALL overrides runs the same small benchmark, so it runs once."""
-    seen: dict[tuple[str, tuple[str, ...]], str] = {}
+    seen: dict[str, str] = {}
     for command in documented():
-        words = shlex.split(command)
-        script = words[1].removeprefix("benchmarks/")
-        small = set(SMALL.get(script, ([], []))[0])
-        flags = tuple(sorted(w for w in words[2:] if w.startswith("--") and w not in small))
-        seen.setdefault((script, flags), command)
+        seen.setdefault(small_key(command), command)
     return list(seen.values())
 
 
@@ -70,7 +77,7 @@ def test_every_documented_benchmark_is_run_here() -> None:
 
 
 @pytest.mark.timeout(300)  # a benchmark starts processes (cluster_setup.py: five relays)
-@pytest.mark.parametrize("command", distinct())
+@pytest.mark.parametrize("command", distinct(), ids=small_key)
 def test_documented_benchmark_runs_small(command: str, tmp_path: Path, cli_env) -> None:
     words = shlex.split(command)
     script = words[1].removeprefix("benchmarks/")
@@ -87,6 +94,7 @@ def test_documented_benchmark_runs_small(command: str, tmp_path: Path, cli_env) 
     assert result.returncode == 0, result.stderr[-3000:]
     for text in expected + (["pinned: bot (and --load) on CPUs"] if "--pin" in words else []):
         assert text in result.stdout, result.stdout[-3000:]
+    assert "bot processes not on CPUs" not in result.stdout  # --pin's check during the window
     if "--json" in args:
         points = json.loads(Path(args[args.index("--json") + 1]).read_text())["points"]
         assert [p["impl"] for p in points] == ["aiortc", "callbot"]
@@ -103,3 +111,14 @@ def _in(directory: Path, args: list[str]) -> list[str]:
         elif word == "--load":
             out[index + 1] = "1"
     return out
+
+
+def test_pin_gives_the_bot_the_first_half_of_the_cpus() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from density import Pinning
+
+    assert Pinning.split({0, 1}) == Pinning(frozenset({0}), frozenset({1}))
+    assert Pinning.split({2, 3, 5, 7}) == Pinning(frozenset({2, 3}), frozenset({5, 7}))
+    assert Pinning.split({0, 1, 2}).bot == frozenset({0})
+    with pytest.raises(SystemExit, match="at least 2 CPUs"):
+        Pinning.split({0})
