@@ -36,6 +36,13 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
+def stack_options(options: list[Any], func: Any) -> Any:
+    """`func` decorated with each of `options`, listed top to bottom as in `--help`."""
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def ice_option(func: Any) -> Any:
     return click.option(
         "--ice-address",
@@ -73,9 +80,7 @@ def trust_options(func: Any) -> Any:
         click.option("--trust-on-first-use", is_flag=True, envvar="CALLBOT_TRUST_ON_FIRST_USE",
                      help="Pin a peer's first key into --known-peers (logged)."),
     ]  # fmt: skip
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return stack_options(options, func)
 
 
 def always_relay_option(func: Any) -> Any:
@@ -122,9 +127,7 @@ def relay_ice_options(func: Any) -> Any:
                      help="Lifetime of the TURN credentials: 90s, 15m, 1h... "
                      "($CALLBOT_TURN_TTL). Default: 1h."),
     ]  # fmt: skip
-    for option in reversed(options):
-        wrapper = option(wrapper)
-    return wrapper
+    return stack_options(options, wrapper)
 
 
 def relay_ice_servers(

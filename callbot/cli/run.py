@@ -15,7 +15,6 @@ from ..errors import CallbotError
 from ..settings import relay_urls
 from ..signaling.relay import DEFAULT_HOST, DEFAULT_PORT
 from ..signaling.turn import RelayIceServers
-from ..sip.options import sip_options, sip_settings
 from .options import (
     always_relay_option,
     cli_settings,
@@ -27,6 +26,7 @@ from .options import (
     state_option,
     trust_options,
 )
+from .sip import sip_options, sip_settings
 from .workers import end_with_supervisor, run_workers
 
 

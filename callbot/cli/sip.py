@@ -1,18 +1,19 @@
-"""The `callbot run` options that give a bot a SIP address (and a registration)."""
+"""`callbot run`'s options that give a bot a SIP address (and a registration), and the
+`SipSettings` they describe."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ..errors import SipError
-from .endpoint import SipSettings
+from ..sip.endpoint import SipSettings
+from .options import stack_options
 
 
-def sip_options(func: Callable[..., Any]) -> Callable[..., Any]:
+def sip_options(func: Any) -> Any:
     """Add --sip, --sip-registrar, --sip-password-file, --sip-register-every and
     --sip-early-media to a command."""
     options = [
@@ -28,9 +29,7 @@ def sip_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Answer INVITEs with 183 Session Progress at once "
                      "(for incoming.early_media())."),
     ]  # fmt: skip
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return stack_options(options, func)
 
 
 def sip_settings(
