@@ -21,16 +21,6 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 os.environ.setdefault("CALLBOT_ICE_ADDRESSES", "127.0.0.1")
 
 
-def end_with_parent() -> None:
-    """`preexec_fn` of a benchmark's child process: SIGTERM when the benchmark dies, even by
-    SIGKILL or a test's timeout (Linux `prctl(PR_SET_PDEATHSIG)`), so no relay is orphaned."""
-    import ctypes
-    import signal
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
 def process_tree(pid: int) -> list[int]:
     """`pid` and all its descendants (e.g. the workers of `callbot run --workers N`)."""
     children: dict[int, list[int]] = {}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -33,9 +34,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import end_with_parent, machine, percentile, rss_mb, table
+from _common import machine, percentile, rss_mb, table
 from websockets.asyncio.client import ClientConnection, connect
 
+from callbot.cli.workers import end_with_supervisor
 from callbot.signaling.relay_core import RelayLimits
 from callbot.signaling.state import RelayState
 
@@ -96,6 +98,8 @@ def start(nodes: int, redis: bool, workdir: Path) -> Cluster:
     """`nodes` relays (sharing a fresh redis-server when `redis`), ready to serve."""
     processes: list[subprocess.Popen[bytes]] = []
     extra: list[str] = []
+    # each child gets SIGTERM if this benchmark dies (a test's timeout): no relay is orphaned
+    end_with_parent = functools.partial(end_with_supervisor, os.getpid())
     if redis:
         port = free_port()
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"

@@ -179,7 +179,7 @@ def grades(
         }
     if remote and probe.sent_packets:
         lost = max(0.0, remote["packets_lost"])
-        percent = 100 * lost / max(1.0, remote.get("packets_sent", probe.sent_packets))
+        percent = 100 * lost / max(1.0, remote["packets_sent"])
         out["sent"] = {
             **emodel.grade(probe.codec, percent, 1.0, rtt, remote["jitter_ms"]).as_dict(),
             "packets": probe.sent_packets,
