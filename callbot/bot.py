@@ -52,6 +52,7 @@ from .signaling.messages import (
     Welcome,
 )
 from .signaling.state import RelayState
+from .sip.call import SipCall
 from .sip.endpoint import SipEndpoint, SipSettings, is_sip_uri
 from .tasks import TaskHandle, TaskScope
 
@@ -582,9 +583,12 @@ class Bot(Emitter):
     def _register(self, call: Call) -> None:
         self._calls[call.id] = call
         call._tasks.parent = self._tasks  # the call's group lives in the bot's: stop() ends it
-        inbox = self._inboxes[call.id] = asyncio.Queue()
-        task = call._spawn(self._deliver(call, inbox))
-        call.on("ended", lambda reason, duration: self._forget(call, task))
+        if isinstance(call, SipCall):  # its signalling is SIP's: relay messages never reach it
+            call.on("ended", lambda reason, duration: self._forget(call, None))
+        else:
+            inbox = self._inboxes[call.id] = asyncio.Queue()
+            task = call._spawn(self._deliver(call, inbox))
+            call.on("ended", lambda reason, duration: self._forget(call, task))
         if self.follow_transfers:
             call.on("transfer", lambda target, replaces: self._spawn(
                 self._follow_transfer(call, target, replaces)))  # fmt: skip
@@ -602,10 +606,11 @@ class Bot(Emitter):
             return
         call.emit("transferred", new_call)
 
-    def _forget(self, call: Call, task: TaskHandle) -> None:
+    def _forget(self, call: Call, inbox_task: TaskHandle | None) -> None:
         self._calls.pop(call.id, None)
         self._inboxes.pop(call.id, None)
-        task.cancel()
+        if inbox_task is not None:
+            inbox_task.cancel()
 
     async def _deliver(self, call: Call, inbox: asyncio.Queue[PeerMessage]) -> None:
         """Apply a call's signalling messages one at a time, in order."""
@@ -646,7 +651,10 @@ class Bot(Emitter):
                 self.emit("presence_update", user, state["status"], state["text"])
             return
         kind, call_id = message["type"], message.get("call_id")
-        call = self._calls.get(call_id) if isinstance(call_id, str) else None
+        # only calls placed or answered through the relay have an inbox: never a SIP call's id
+        inbox = call = None
+        if isinstance(call_id, str) and (inbox := self._inboxes.get(call_id)) is not None:
+            call = self._calls.get(call_id)
         if message["type"] == "error":
             if call is not None:
                 code = str(message.get("code", "call_failed"))
@@ -656,10 +664,10 @@ class Bot(Emitter):
                 text = printable(f"{message.get('code')}: {message.get('message')}")
                 logger.warning("relay error: %s", text)
             return
-        if call is None:
+        if call is None or inbox is None:
             logger.debug("message %r for unknown call %r ignored", kind, call_id)
             return
-        self._inboxes[call.id].put_nowait(message)
+        inbox.put_nowait(message)
 
     def _offered(self, offer: DeliveredOffer) -> None:
         """An offer arrived: create and register its call at once, before any other message is

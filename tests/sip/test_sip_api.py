@@ -183,3 +183,20 @@ async def test_a_peers_refer_is_refused_and_the_call_goes_on(sip_pair: Callable[
     assert asked == []
     assert bot_call.state == "connected"
     await bot_call.hangup()
+
+
+async def test_relay_messages_naming_a_sip_call_never_reach_it(
+    sip_pair: Callable[..., Any],
+) -> None:
+    """A SIP call's signalling is SIP's: a relay `error` or `hangup` that names its id (a
+    confused or hostile relay) is ignored, and the SIP call has no relay inbox to fill."""
+    ivr, caller, address = await sip_pair()
+    ivr.on_incoming(lambda incoming: incoming.accept())
+    call = await caller.call(address)
+    await call.wait_connected(10)
+    caller._on_message({"type": "error", "call_id": call.id, "code": "call_failed"})
+    caller._on_message({"type": "hangup", "call_id": call.id, "reason": "remote"})
+    await asyncio.sleep(0.5)
+    assert call.state == "connected"
+    assert call.id not in caller._inboxes
+    await call.hangup()
