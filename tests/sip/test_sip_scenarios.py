@@ -1,7 +1,7 @@
 """Scenarios on SIP calls against an independent peer (Debian baresip answering with G.711, a
 440 Hz tone, then silence until it hangs up): tones, keys and the far side's hangup are heard,
-graded from the SIP stack's RTCP (not before its first report), and steps a SIP call cannot run
-fail before anything is dialled.
+graded from the SIP stack's RTCP (not before its first report); mute, hold and resume reach it;
+and steps a SIP call cannot run fail before anything is dialled.
 The IVR sample over SIP is the documented job (tests/scenario/test_scenarios_doc.py)."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from baresip_peer import BaresipPeer
 
+from callbot.media import analysis
 from callbot.scenario import ScenarioError
 from callbot.testing import Caller
 
@@ -76,3 +77,34 @@ async def test_a_scenario_on_a_baresip_peer_hears_its_tone_sends_keys_and_sees_i
         "step 1 (--step 1) `expect mos >= 3` failed: expected a MOS; the SIP stack has no RTCP "
         "report from the far side yet"
     ), early.reason
+
+
+async def test_mute_hold_and_resume_steps_reach_a_baresip_peer(
+    baresip_peer: Callable[..., Awaitable[BaresipPeer]], pcm_tone: Any,
+    tone_file: Callable[..., Path], caller: Caller,
+) -> None:  # fmt: skip
+    """What baresip records of the scenario's 1 kHz tone: silence while muted, the tone again
+    after, nothing from the hold on; and baresip's 440 Hz is heard again after `resume` (it
+    resumed sending). baresip 1.0 decodes nothing more after answering the hold `recvonly`,
+    even once resumed, though our RTP flows again (same SSRC, sequence and timestamps
+    continuing, seen on the wire while writing this test): that half is the peer's."""
+    peer = await baresip_peer(user="desk", play=pcm_tone(440.0, 25), call_seconds=25)
+    tone = tone_file(frequency=1000, seconds=5)
+    steps = [f"play {tone} loop", "expect tone 440 within 5s", "wait 1s", "mute audio",
+             "wait 2s", "unmute audio", "wait 2s", "hold", "wait 2s", "resume",
+             "expect tone 440 within 3s", "hangup"]  # fmt: skip
+    result = await caller.run_scenario(peer.uri, steps, record=None)
+    result.assert_ok()
+    await peer.wait_closed()
+    (recording,) = peer.recordings()
+    clip = analysis.load_audio(recording)
+    seconds = len(clip.samples) / clip.rate
+    at = {step["text"].split()[0]: step["at"] for step in result.report["steps"]}
+    muted = at["unmute"] - at["mute"]
+    # the mute is the one long silence; the recording ends at the hold (see the docstring)
+    (quiet,) = analysis.silent_spans(clip, min_duration=1.0)
+    assert muted - 0.5 < quiet[1] - quiet[0] < muted + 0.5, (quiet, at)
+    assert analysis.has_tone(clip.slice(0, quiet[0]), 1000)
+    assert analysis.has_tone(clip.slice(quiet[1], seconds), 1000)
+    assert quiet[1] + (at["hold"] - at["unmute"]) - 0.5 < seconds, (seconds, quiet, at)
+    assert seconds < quiet[1] + (at["hold"] - at["unmute"]) + 0.5, (seconds, quiet, at)
