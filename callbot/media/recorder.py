@@ -30,6 +30,7 @@ import numpy as np
 from ..errors import MediaError
 from . import opus, vp8
 from .incoming import Frame, IncomingMedia
+from .ogg import OggOpusWriter
 from .pool import WRITE_POOL
 from .writers import (
     VIDEO_CLOCK,
@@ -220,7 +221,9 @@ class TrackRecorder:
         self._timer: asyncio.TimerHandle | None = None
         self._batch = BATCH if self.kind == "audio" else 1  # a video frame costs more to write
         #: Opus or VP8 received is stored as it is (no decoding) when the container allows
-        self.passthrough = isinstance(self._writer, OpusPacketWriter | Vp8PacketWriter)
+        self.passthrough = isinstance(
+            self._writer, OggOpusWriter | OpusPacketWriter | Vp8PacketWriter
+        )
         if self.passthrough:
             self._packets: PacketTimeline | VideoPacketTimeline = (
                 PacketTimeline()

@@ -21,6 +21,7 @@ import av.error
 
 from ..errors import MediaError
 from . import vp8
+from .ogg import OggOpusWriter
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ FLUSH_EVERY = 0.5  # seconds between header patches / flushes of the WAV writer
 
 # suffix -> (FFmpeg muxer, muxer options that keep a killed file playable)
 _CONTAINERS: dict[str, tuple[str, dict[str, str]]] = {
-    ".ogg": ("ogg", {"page_duration": "200000"}),
+    ".ogg": ("ogg", {"page_duration": "200000"}),  # decoded audio; received Opus: ogg.py
     ".opus": ("ogg", {"page_duration": "200000"}),
     ".mp3": ("mp3", {}),
     ".mp4": (
@@ -63,6 +64,8 @@ _VIDEO_OPTIONS = {
 
 AUDIO_SUFFIXES = frozenset({".wav", *_AUDIO_CODECS})
 VIDEO_SUFFIXES = frozenset(_VIDEO_CODECS)
+#: Where received Opus is stored by callbot's own Ogg writer (ogg.py), not FFmpeg's.
+OGG_SUFFIXES = frozenset({".ogg", ".opus"})
 #: Where received VP8 is stored as it is (FFmpeg cannot put VP8 in MP4: it is re-encoded).
 VP8_SUFFIXES = frozenset({".webm", ".mkv"})
 
@@ -114,6 +117,8 @@ def open_writer(
         path.parent.mkdir(parents=True, exist_ok=True)
         if suffix == ".wav":
             return WavWriter(path)
+        if kind == "audio" and suffix in OGG_SUFFIXES:
+            return OggOpusWriter(path)
         if kind == "audio" and _AUDIO_CODECS[suffix] == "libopus":
             return OpusPacketWriter(path)
         if kind == "video" and encoded == "vp8" and suffix in VP8_SUFFIXES:
@@ -157,8 +162,9 @@ class WavWriter:
 
 
 class OpusPacketWriter:
-    """Ogg, WebM or Matroska holding the received Opus packets as they are: no decoding, no
+    """WebM or Matroska holding the received Opus packets as they are: no decoding, no
     encoding. (The stream's encoder is opened only to write the Opus header; never used.)
+    Ogg has a writer of its own (ogg.py).
 
     Written through a small unbuffered I/O buffer instead of a flush per packet: a write call
     every ~2 KB (a third of a second of Opus) keeps a killed recording nearly whole for a
