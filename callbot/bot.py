@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import copy
 import inspect
-import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -39,7 +38,7 @@ from .group.calls import GroupCalls, InviteHandler
 from .group.room import Room, RoomId, RoomKind
 from .identity import IdentityError, IdentityKey, KnownPeers, Trust
 from .media.playback import Playback
-from .safe import printable
+from .safe import get_logger, printable
 from .settings import Settings, SettingsError, parse_addresses, relay_urls
 from .signaling.client import RelayClient
 from .signaling.messages import (
@@ -59,7 +58,7 @@ from .tasks import TaskHandle, TaskScope
 if TYPE_CHECKING:
     from .signaling.relay import Relay
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Lifetime of tokens a bot mints for itself (renewed before expiry while it runs).
 SELF_TOKEN_TTL = 24 * 3600.0

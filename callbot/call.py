@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import re
 import time
 import uuid
@@ -49,14 +48,14 @@ from .media.recorder import Recording, TrackRecorder
 from .media.tones import dtmf_samples
 from .media.tracks import MediaSource, OutgoingAudioTrack, OutgoingVideoTrack
 from .peer import prefer_video_codec, release, set_local_description, wire_outgoing
-from .safe import printable
+from .safe import get_logger, printable
 from .signaling.messages import CallMessage, DeliveredAnswer, DeliveredIce, PeerMessage
 from .tasks import TaskHandle, TaskScope
 from .voice import dialog
 from .voice.listener import END_SILENCE, SpeechListener, VoiceActivity
 from .voice.tts import SPEECH
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 T = TypeVar("T")
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from pyee.asyncio import AsyncIOEventEmitter
 
-logger = logging.getLogger(__name__)
+from .safe import get_logger
+
+logger = get_logger(__name__)
 
 
 class Emitter(AsyncIOEventEmitter):

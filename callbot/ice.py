@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import ipaddress
-import logging
 import re
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
@@ -36,11 +35,12 @@ from aiortc.rtcicetransport import connection_kwargs
 
 from . import _compat
 from .errors import CallError
+from .safe import get_logger
 
 #: How long the diagnostic TURN allocation may take before the server counts as unreachable.
 PROBE_TIMEOUT = 3.0
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 T = TypeVar("T")
 

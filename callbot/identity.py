@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import logging
 import os
 import re
 import time
@@ -36,9 +35,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from .errors import CallbotError
-from .safe import printable
+from .safe import get_logger, printable
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 ALGORITHM = "HS256"
 ISSUER = "callbot"

@@ -32,6 +32,30 @@ def printable(value: object, limit: int | None = LIMIT) -> str:
     return text
 
 
+class EscapeMessage(logging.Filter):
+    """Makes a record's message one printable line before any handler sees it (tracebacks
+    are formatted later and keep their lines)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.isprintable():
+            record.msg, record.args = printable(message, limit=None), None
+        return True
+
+
+_ESCAPE_MESSAGE = EscapeMessage()
+
+
+def get_logger(name: str) -> logging.Logger:
+    """`logging.getLogger(name)` for callbot's own modules: what they log is escaped where it
+    is logged, so a remote string in it cannot forge a line whatever handler or formatter the
+    application installed (the CLI's `SafeFormatter` also covers other libraries' records)."""
+    logger = logging.getLogger(name)
+    if _ESCAPE_MESSAGE not in logger.filters:
+        logger.addFilter(_ESCAPE_MESSAGE)
+    return logger
+
+
 class SafeFormatter(logging.Formatter):
     """A log formatter whose message part is always one printable line, so a remote string
     logged anywhere (ours, a plugin's, a library's) cannot forge a log line; tracebacks keep

@@ -10,7 +10,6 @@ gets a grace period to finish (a handler logging the end reason), then its cance
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -19,8 +18,9 @@ import anyio
 from anyio.abc import TaskGroup
 
 from . import watchdog
+from .safe import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Seconds the tasks of an ended call (or room, bot) get to finish before they are cancelled.
 END_GRACE = 5.0

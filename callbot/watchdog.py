@@ -12,15 +12,15 @@ watched: an idle clock has no deadline to miss.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 import weakref
 from dataclasses import dataclass
 
 from .media.clock import AUDIO_TICKER, Ticker
+from .safe import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: A tick this late (s) means the loop is held: reported. Audio already drops past 0.1 s (see
 #: media.clock.CATCH_UP); a higher bar keeps scheduler hiccups of a busy host out of the logs.

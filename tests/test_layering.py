@@ -121,6 +121,17 @@ def test_only_the_sip_stack_imports_baresip() -> None:
     assert importers == {"callbot.sip.stack"}
 
 
+def test_callbot_logs_only_through_escaping_loggers() -> None:
+    """Every callbot logger comes from `safe.get_logger`, which escapes remote text where it is
+    logged (tests/test_output_safety.py): a direct `logging.getLogger` would lose that."""
+    direct = sorted(
+        _module_name(path)
+        for path in PACKAGE.rglob("*.py")
+        if path != PACKAGE / "safe.py" and "logging.getLogger(" in path.read_text()
+    )
+    assert direct == []
+
+
 def test_the_checker_sees_imports() -> None:
     """The rules above would pass vacuously if imports were not found: spot-check known edges."""
     assert "callbot.signaling.client" in IMPORTS["callbot.bot"]

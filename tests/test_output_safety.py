@@ -130,3 +130,21 @@ async def test_relay_errors_are_logged_escaped(
         await eventually(lambda: "relay error" in caplog.text, "the relay error's log line")
     assert "relay error: x: x\\n::error file=a::owned" in caplog.text
     assert not _forged(caplog.text)
+
+
+async def test_library_log_lines_escape_remote_text_under_any_handler(
+    relay: Relay, make_bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No CLI formatter here (caplog's plain handler): a relay error naming a live call fails
+    it, and the call's `unhandled error event` line quotes the relay's text escaped."""
+    caller = make_bot("caller")
+    await make_bot("callee").start()
+    await caller.start()
+    call = await caller.call("callee")
+    (conn,) = relay.core._by_user["caller"]
+    error = {"type": "error", "code": "call_failed", "call_id": call.id, "message": EVIL}
+    with caplog.at_level(logging.WARNING):
+        relay._apply([Send(conn, error)])
+        await eventually(lambda: "unhandled error event" in caplog.text, "the error's log line")
+    assert "call_failed: x\\n::error file=a::owned\\x1b[31m\\x07" in caplog.text
+    assert not _forged(caplog.text)

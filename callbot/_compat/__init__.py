@@ -16,11 +16,11 @@ the host-address filter in aioice), once per process.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import aiortc.codecs
 
+from ..safe import get_logger
 from . import ice, rtp, videotap
 from .check import FALLBACKS, NEEDS, Need, Report, check
 from .ice import HostAddresses
@@ -43,7 +43,7 @@ __all__ = [
     "videotap",
 ]
 
-logger = logging.getLogger("callbot.compat")
+logger = get_logger("callbot.compat")
 
 _report = check()
 _audio_codecs: list[Any] = []

@@ -11,7 +11,6 @@ there), or a module-level value or class attribute.
 from __future__ import annotations
 
 import inspect
-import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,7 +27,9 @@ import aiortc.rtcrtptransceiver
 import aiortc.rtcsctptransport
 from OpenSSL import SSL
 
-logger = logging.getLogger("callbot.compat")
+from ..safe import get_logger
+
+logger = get_logger("callbot.compat")
 
 #: Features built on internals, and what callbot does instead when one is missing.
 FALLBACKS = {

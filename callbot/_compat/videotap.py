@@ -11,12 +11,13 @@ hands it on unchanged. aiortc has no public way to ask the sender for a keyframe
 from __future__ import annotations
 
 import asyncio
-import logging
 import weakref
 from collections.abc import Callable
 from typing import Any
 
-logger = logging.getLogger(__name__)
+from ..safe import get_logger
+
+logger = get_logger(__name__)
 
 OnFrame = Callable[[bytes, int], None]
 _SENDING: set[asyncio.Future[None]] = set()

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from ..config import CallConfig
 from ..errors import InvalidStateError
+from ..safe import get_logger
 from ..signaling.messages import DeliveredInvite
 from ..signaling.messages import GroupInvite as InviteMessage
 from .join import ROOM_TYPES, new_room_id, open_room
 from .room import Room, RoomId, RoomKind
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 ENV_JANUS_URL = "CALLBOT_JANUS_URL"
 

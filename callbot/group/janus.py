@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,8 +28,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.typing import Subprotocol
 
 from ..errors import CallbotError
+from ..safe import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 SUBPROTOCOL = Subprotocol("janus-protocol")
 #: Seconds between keepalives; Janus drops sessions silent for `session_timeout` (60 s default).

@@ -10,7 +10,6 @@ stops (`unpublished`: they are still in the room) and departures (`leaving`, `ki
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,10 +19,11 @@ from ..errors import CallbotError, CallError, InvalidStateError
 from ..media import jitter
 from ..media.incoming import IncomingMedia
 from ..peer import prefer_video_codec, set_local_description, wire_outgoing
+from ..safe import get_logger
 from .janus import JanusError, JanusEvent, JanusHandle
 from .room import Participant, Room
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 PLUGIN = "janus.plugin.videoroom"
 #: Most publishers a room callbot creates accepts (Janus's own default is 3).

@@ -11,7 +11,6 @@ dropped when the cache outgrows its byte budget (playbacks keep theirs alive).
 from __future__ import annotations
 
 import fractions
-import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -20,12 +19,13 @@ from pathlib import Path
 import av
 
 from ..errors import MediaError
+from ..safe import get_logger
 from .decoder import AUDIO_FRAME_SAMPLES, AUDIO_RATE, DecodedChunk, FileDecoder
 from .loops import SETTLE_FRAMES, encode_cycle
 from .opus import OpusEncoder
 from .pool import DECODE_POOL
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 MAX_BYTES = 256 * 1024 * 1024
 #: Longer files are decoded per call instead (a feature film is no prompt).

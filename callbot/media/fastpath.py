@@ -25,7 +25,6 @@ path is used otherwise, after a WARNING naming what is missing):
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import struct
 import time
@@ -38,10 +37,11 @@ from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import RtpPacket
 
 from .._compat import available, ice, rtp
+from ..safe import get_logger
 from . import reports
 from .clock import AUDIO_TICKER, Ticker
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 NTP_OFFSET = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
 _HEADER = struct.Struct("!HI")  # sequence number and timestamp, at byte 2 of the RTP header

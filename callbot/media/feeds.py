@@ -9,7 +9,6 @@ Both give audio 20 ms at a time and video by media time, and loop without a gap 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -17,11 +16,12 @@ from pathlib import Path
 import av
 
 from ..errors import MediaError
+from ..safe import get_logger
 from .cache import PROMPTS, Prompt, VideoPacket
 from .decoder import DecodedChunk, FileDecoder
 from .pool import DECODE_POOL
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: What a feed hands out: audio as Opus payloads or frames; video as packets or frames.
 AudioItem = bytes | av.AudioFrame

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol, cast
@@ -22,9 +21,10 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from ..safe import get_logger
 from . import opus, vp8
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 Frame = av.AudioFrame | av.VideoFrame
 #: Seconds between two keyframe requests (RTCP PLI) while a packet sink waits for one.

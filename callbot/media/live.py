@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from ..safe import get_logger
 from .decoder import AudioFramer, fit_video_frame
 from .tracks import PlaybackResult
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Frames kept ahead of the outgoing clock; beyond, the oldest are dropped (latency bound).
 MAX_AUDIO_AHEAD = 3  # 60 ms

@@ -11,7 +11,6 @@ line up is padded with silence to the next 20 ms instead (a seam of under 20 ms,
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +18,11 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..safe import get_logger
 from .decoder import AUDIO_FORMAT, AUDIO_FRAME_SAMPLES, AUDIO_LAYOUT, AUDIO_RATE, FileDecoder
 from .opus import OpusEncoder
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Longest loop period (all passes until the seam falls on the 20 ms grid) encoded seamlessly.
 MAX_CYCLE_SECONDS = 300.0

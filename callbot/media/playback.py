@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -12,11 +11,12 @@ from typing import Any
 import av
 
 from ..errors import MediaError
+from ..safe import get_logger
 from .decoder import AUDIO_FRAME_SAMPLES, AUDIO_RATE
 from .feeds import AudioItem, FileFeed, PromptFeed, VideoItem
 from .tracks import PlaybackResult
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 AUDIO_FRAME_SECONDS = AUDIO_FRAME_SAMPLES / AUDIO_RATE
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fractions
-import logging
 import re
 import secrets
 import time
@@ -28,6 +27,7 @@ import av
 import numpy as np
 
 from ..errors import MediaError
+from ..safe import get_logger
 from . import opus, vp8
 from .incoming import Frame, IncomingMedia
 from .ogg import OggOpusWriter
@@ -42,7 +42,7 @@ from .writers import (
     open_writer,
 )
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Frames waiting for the writer before new ones are dropped (~10 s of audio or video).
 MAX_PENDING = 500

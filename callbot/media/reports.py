@@ -15,15 +15,15 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import logging
 import random
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 from .._compat import rtp
+from ..safe import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 GRANULE = 0.1  # s between passes
 

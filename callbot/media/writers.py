@@ -9,7 +9,6 @@ fragmented, Matroska/WebM gets short clusters, and FFmpeg flushes after every pa
 from __future__ import annotations
 
 import fractions
-import logging
 import time
 import wave
 from dataclasses import dataclass
@@ -20,10 +19,11 @@ import av
 import av.error
 
 from ..errors import MediaError
+from ..safe import get_logger
 from . import vp8
 from .ogg import OggOpusWriter
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 AUDIO_RATE = 48000
 VIDEO_CLOCK = 90000

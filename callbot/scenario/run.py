@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import statistics
 import tempfile
 import time
@@ -25,7 +24,7 @@ from .. import _compat
 from ..call import Call
 from ..errors import CallbotError
 from ..media import analysis
-from ..safe import printable
+from ..safe import get_logger, printable
 from ..sip.call import SipCall
 from ..testing.expectations import CheckResult, check_silence, check_speech_like, check_tone
 from ..testing.generate import dtmf_samples, write_audio
@@ -35,7 +34,7 @@ from .listen import RATE, Ear
 from .load import Scenario
 from .steps import Step
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: How often a listening step looks again at what came in (seconds).
 POLL = 0.25

@@ -10,16 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import re
 import uuid
 from collections import deque
 from typing import Any, Protocol
 
 from ..errors import CallbotError
+from ..safe import get_logger
 from .relay_core import ALL_NODES, Own
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 PREFIX = "callbot:"
 #: Seconds a node's liveness key lives without a refresh, and between refreshes.

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import random
 import time
 import urllib.parse
@@ -26,7 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from ..errors import CallbotError
 from ..identity import AuthError
-from ..safe import printable
+from ..safe import get_logger, printable
 from .messages import (
     TRANSPORT_MAX_SIZE,
     AppMessage,
@@ -41,7 +40,7 @@ from .messages import (
 )
 from .turn import credentials_expiry
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 MAX_BUFFERED = 1000
 BACKOFF_START, BACKOFF_MAX = 0.25, 10.0

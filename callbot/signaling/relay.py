@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ..identity import AuthError
+from ..safe import get_logger
 from .backplane import MemoryBackplane, RedisBackplane
 from .messages import (
     INTERNAL_ERROR,
@@ -42,7 +43,7 @@ from .relay_core import Action, Close, Identity, Own, Publish, RelayCore, RelayL
 from .state import RelayState
 from .turn import TurnRestAuth, credentials_expiry
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fractions
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,11 +30,11 @@ from ..media.decoder import AudioFramer
 from ..media.incoming import IncomingMedia
 from ..media.pcm import PCM, PcmLeg
 from ..media.tracks import OutgoingAudioTrack
-from ..safe import printable
+from ..safe import get_logger, printable
 from ..signaling.messages import CallMessage
 from .stack import SipSession, status_of
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Places the SIP dialog of an outbound call: URI -> session (the bot's endpoint provides it).
 Dial = Callable[[str], Awaitable[SipSession]]

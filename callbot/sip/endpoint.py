@@ -7,7 +7,6 @@ dials SIP URIs for `bot.call("sip:...")`.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,11 +15,11 @@ from typing import Any
 
 from ..config import CallConfig
 from ..errors import SipError
-from ..safe import printable
+from ..safe import get_logger, printable
 from .call import SipCall
 from .stack import SipAgent, SipSession, SipStack, StackConfig
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: sip:user@host:port (RFC 3261 section 19.1; parameters and headers are ignored here).
 _URI = re.compile(r"^sips?:(?:(?P<user>[^@;?]+)@)?(?P<host>[^:;?]+)(?::(?P<port>\d+))?")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import logging
 import re
 import socket
 from collections import OrderedDict
@@ -21,12 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SipError
+from ..safe import get_logger
 
 #: The binding, imported by `require()` when SIP is first used (an optional dependency that
 #: loads libbaresip: WebRTC-only bots never pay for it).
 baresip: Any = None
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: The pinned binding (a pre-release: pip needs the exact version).
 REQUIREMENT = "baresip-python==0.5.2a3"
