@@ -37,7 +37,10 @@ class EscapeMessage(logging.Filter):
     are formatted later and keep their lines)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a bad format: the handler reports it, not the caller
+            return True
         if not message.isprintable():
             record.msg, record.args = printable(message, limit=None), None
         return True

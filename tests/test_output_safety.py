@@ -17,7 +17,7 @@ import pytest
 
 from callbot import Bot, Incoming
 from callbot.console import say
-from callbot.safe import SafeFormatter, printable
+from callbot.safe import SafeFormatter, get_logger, printable
 from callbot.signaling import messages
 from callbot.signaling.messages import validate
 from callbot.signaling.relay import Relay
@@ -148,3 +148,14 @@ async def test_library_log_lines_escape_remote_text_under_any_handler(
         await eventually(lambda: "unhandled error event" in caplog.text, "the error's log line")
     assert "call_failed: x\\n::error file=a::owned\\x1b[31m\\x07" in caplog.text
     assert not _forged(caplog.text)
+
+
+def test_a_bad_log_format_stays_the_handlers_problem() -> None:
+    """The escaping filter formats the message early; a format error must not reach the code
+    that logged (the handler reports it, as it would without the filter)."""
+    (escape,) = get_logger("callbot.test_output_safety").filters
+    bad = logging.LogRecord("callbot.x", logging.WARNING, "f", 1, "%d calls", ("many",), None)
+    assert escape.filter(bad) and (bad.msg, bad.args) == ("%d calls", ("many",))
+    good = logging.LogRecord("callbot.x", logging.WARNING, "f", 1, "peer said %s", (EVIL,), None)
+    assert escape.filter(good)
+    assert good.getMessage() == "peer said " + printable(EVIL, limit=None)
