@@ -18,6 +18,7 @@ Receiving (peer -> file)
   incoming.py   one hub per kind of remote media, fanning frames/packets out to sinks
   recorder.py   `Recording`/`TrackRecorder`: what a call receives, into files
   writers.py    crash-tolerant file writers per container (.wav .ogg .webm .mp4 ...)
+  ogg.py        received Opus into Ogg pages, written by callbot itself (no mux per packet)
   vp8.py        what storing VP8 as received needs to know of a frame
 
 Either way
