@@ -712,7 +712,12 @@ class Call(Emitter):
             logger.debug("call %s: ignoring signal %r", self.id, kind)
 
     async def fail(self, error: CallbotError, reason: str = "failed") -> None:
-        """End the call because signalling failed (peer offline, relay error...)."""
+        """End the call because signalling failed (peer offline, relay error...). Once the
+        call has ended nothing is left to fail: an error that arrives then (the relay's
+        `call_not_found` for a hangup that crossed the peer's) is no `error` event."""
+        if self.state == "ended":
+            logger.debug("call %s: %s after the end, ignored", self.id, error)
+            return
         self._failure = self._failure or error
         self.emit("error", error)
         await self._end(reason)

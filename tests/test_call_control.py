@@ -290,3 +290,18 @@ async def test_presence_update_with_a_non_string_user_is_ignored(
     assert [status for _, status, _ in updates] == ["dnd"]
     assert all(isinstance(user, str) for user in alice.presence)
     assert "handling relay message" not in caplog.text
+
+
+async def test_hanging_up_together_is_no_error(make_bot, caplog: pytest.LogCaptureFixture) -> None:
+    """Both ends hang up at once: one hangup reaches the relay after the call is gone, and its
+    `call_not_found` answer is expected, not an error of a call that has already ended."""
+    call, bob_call = await _connected_pair(make_bot, None)
+    errors: list[Any] = []
+    for end in (call, bob_call):
+        end.on("error", errors.append)
+    with caplog.at_level("INFO"):
+        await asyncio.gather(call.hangup(), bob_call.hangup())
+        await asyncio.sleep(1.0)  # the relay's answers to both hangups arrive
+    assert (call.state, bob_call.state) == ("ended", "ended")
+    assert errors == []
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == []
