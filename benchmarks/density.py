@@ -193,7 +193,6 @@ class Harness:
         self.work = work
         self.args = args
         self.pinning = pinning
-        self.on_bot_cpus: Callable[[], None] | None = pinning.on_bot_cpus if pinning else None
         self.prompt = generate.write_tone(work / "prompt.wav", PROMPT_HZ, seconds=3.0)
         self.callers_prompt = generate.write_tone(work / "callers.wav", 660.0, seconds=2.0)
         self.clip = (
@@ -202,6 +201,11 @@ class Harness:
             else None
         )
         self._runs = 0
+
+    @property
+    def on_bot_cpus(self) -> Callable[[], None] | None:
+        """`preexec_fn` for the bot's and busy processes (None unpinned)."""
+        return self.pinning.on_bot_cpus if self.pinning else None
 
     async def measure(self, impl: str, calls: int, workers: int = 1) -> Point:
         point = Point(impl, workers, calls, self.args.video, self.args.load, self.args.pin)

@@ -34,7 +34,7 @@ _MAX_SEGMENTS = 255
 _MIRROR = bytes(int(f"{byte:08b}"[::-1], 2) for byte in range(256))
 
 
-def page_crc(page: bytes) -> int:
+def page_crc(page: bytes | bytearray) -> int:
     """The Ogg CRC-32 of `page` (RFC 3533 section 6: polynomial 0x04C11DB7, initial value 0,
     no reflection, no final XOR; taken with the CRC field zeroed). zlib's CRC-32 is the same
     polynomial reflected, so it runs in C on the bit-mirrored bytes and the result is mirrored
@@ -92,7 +92,7 @@ class OggOpusWriter:
     def _write_page(self, payloads: list[bytes], granule: int, flags: int) -> None:
         table = b"".join(_lacing(len(p)) for p in payloads)
         header = _PAGE_HEADER.pack(b"OggS", 0, flags, granule, self._serial, self._sequence, 0)
-        page = header + bytes((len(table),)) + table + b"".join(payloads)
-        crc = page_crc(page)
-        self._file.write(page[:22] + crc.to_bytes(4, "little") + page[26:])
+        page = bytearray(header + bytes((len(table),)) + table + b"".join(payloads))
+        page[22:26] = page_crc(page).to_bytes(4, "little")  # taken with the field still zero
+        self._file.write(page)
         self._sequence += 1

@@ -30,15 +30,13 @@ from ..errors import MediaError
 from ..safe import get_logger
 from . import opus, vp8
 from .incoming import Frame, IncomingMedia
-from .ogg import OggOpusWriter
 from .pool import WRITE_POOL
 from .writers import (
+    PACKET_WRITERS,
     VIDEO_CLOCK,
     FrameWriter,
     OpusItem,
-    OpusPacketWriter,
     VideoItem,
-    Vp8PacketWriter,
     open_writer,
 )
 
@@ -221,9 +219,7 @@ class TrackRecorder:
         self._timer: asyncio.TimerHandle | None = None
         self._batch = BATCH if self.kind == "audio" else 1  # a video frame costs more to write
         #: Opus or VP8 received is stored as it is (no decoding) when the container allows
-        self.passthrough = isinstance(
-            self._writer, OggOpusWriter | OpusPacketWriter | Vp8PacketWriter
-        )
+        self.passthrough = isinstance(self._writer, PACKET_WRITERS)
         if self.passthrough:
             self._packets: PacketTimeline | VideoPacketTimeline = (
                 PacketTimeline()

@@ -267,6 +267,10 @@ class Vp8PacketWriter:
 _VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 
 
+#: Writers that store received packets as they are (no decoding): fed inline, per packet.
+PACKET_WRITERS = (OggOpusWriter, OpusPacketWriter, Vp8PacketWriter)
+
+
 class ContainerWriter:
     """Any FFmpeg container: encodes and muxes as frames arrive, flushing every packet."""
 

@@ -32,7 +32,7 @@ from . import grades, words
 from .impair import Direction, Impairment
 from .listen import RATE, Ear
 from .load import Scenario
-from .steps import Step
+from .steps import ScenarioError, Step
 
 logger = get_logger(__name__)
 
@@ -584,8 +584,6 @@ def check_ready(scenario: Scenario, sip: bool = False) -> None:
     """What can only be checked on this machine or for this peer, before dialling: speech
     recognition for `expect speech WORDS`, packet taps for an impairment, and on a `sip` call
     no step it cannot run (ScenarioError otherwise)."""
-    from .steps import ScenarioError
-
     if sip:
         check_sip(scenario)
     for step in scenario.steps:
@@ -605,8 +603,6 @@ def check_ready(scenario: Scenario, sip: bool = False) -> None:
 def check_sip(scenario: Scenario) -> None:
     """A SIP call is one audio stream with no data channel, its RTP out of callbot's reach:
     ScenarioError naming the first step (or setting) that needs a WebRTC call."""
-    from .steps import ScenarioError
-
     for step in scenario.steps:
         why = step.webrtc_only
         if why is not None:
